@@ -1,0 +1,1 @@
+"""The write path: HTTP routes for records, blobs and keys, group commit, the client SDK."""

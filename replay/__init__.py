@@ -1,0 +1,1 @@
+"""Replay: model providers, the replay engine, diffs, batch and shadow runs."""
