@@ -1,0 +1,123 @@
+"""DSSE envelopes (secure-systems-lab/dsse, protocol v1).
+
+The signature covers `PAE(payloadType, payload)` over the payload bytes exactly as sent;
+nothing here re-serializes a payload, so no canonical JSON is needed anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import msgspec
+
+from ledger import _ed25519
+from ledger.errors import MalformedEnvelope
+
+
+class Signature(msgspec.Struct, forbid_unknown_fields=True):
+    sig: str
+    keyid: str = ""
+
+
+class Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    payloadType: str  # noqa: N815 - the spec's name
+    payload: str
+    signatures: list[Signature]
+
+
+_decoder = msgspec.json.Decoder(Envelope)
+_encoder = msgspec.json.Encoder()
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE pre-authentication encoding: `DSSEv1 SP LEN(type) SP type SP LEN(body) SP body`."""
+    type_bytes = payload_type.encode()
+    return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(payload), payload)
+
+
+def b64decode(text: str) -> bytes:
+    """Decode standard or URL-safe base64, both of which DSSE allows; padding is required."""
+    alphabet_fixed = text.replace("-", "+").replace("_", "/")
+    return base64.b64decode(alphabet_fixed, validate=True)
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """Parse envelope JSON strictly; errors name the JSON pointer of the field at fault."""
+    try:
+        envelope = _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise MalformedEnvelope(
+            f"envelope: {_message(exc)}", pointer=json_pointer_from_msgspec(str(exc))
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedEnvelope(f"envelope is not valid JSON: {exc}") from None
+    if not envelope.signatures:
+        raise MalformedEnvelope("envelope carries no signatures", pointer="/signatures")
+    return envelope
+
+
+def payload_bytes(envelope: Envelope) -> bytes:
+    try:
+        return b64decode(envelope.payload)
+    except (binascii.Error, ValueError):
+        raise MalformedEnvelope("payload is not base64", pointer="/payload") from None
+
+
+def signature_bytes(envelope: Envelope, position: int) -> bytes:
+    try:
+        return b64decode(envelope.signatures[position].sig)
+    except (binascii.Error, ValueError):
+        raise MalformedEnvelope(
+            "signature is not base64", pointer=f"/signatures/{position}/sig"
+        ) from None
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    return _encoder.encode(envelope)
+
+
+def sign_envelope(
+    payload_type: str, payload: bytes, key: _ed25519.SigningKey, keyid: str
+) -> Envelope:
+    signature = key.sign(pae(payload_type, payload))
+    return Envelope(
+        payloadType=payload_type,
+        payload=b64encode(payload),
+        signatures=[Signature(sig=b64encode(signature), keyid=keyid)],
+    )
+
+
+def verify_envelope(envelope: Envelope, payload: bytes, keyid: str, public_key: bytes) -> bool:
+    """True when some signature carrying `keyid` verifies under `public_key`."""
+    message = pae(envelope.payloadType, payload)
+    for position, signature in enumerate(envelope.signatures):
+        if signature.keyid == keyid and _ed25519.verify(
+            public_key, message, signature_bytes(envelope, position)
+        ):
+            return True
+    return False
+
+
+def json_pointer_from_msgspec(message: str) -> str | None:
+    """Turn msgspec's `... - at `$.steps[3].name`` suffix into the RFC 6901 `/steps/3/name`."""
+    marker = " - at `$"
+    start = message.rfind(marker)
+    if start < 0:
+        return None
+    path = message[start + len(marker) : -1]
+    tokens: list[str] = []
+    for part in path.replace("[", ".").replace("]", "").split("."):
+        if part:
+            tokens.append(part.replace("~", "~0").replace("/", "~1"))
+    return "/" + "/".join(tokens) if tokens else ""
+
+
+def _message(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    cut = text.rfind(" - at `$")
+    return text[:cut] if cut >= 0 else text

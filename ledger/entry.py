@@ -1,0 +1,81 @@
+"""The bytes of a log entry, and its leaf hash.
+
+An entry commits to the exact stored envelope (by SHA-256), its index, the time it was
+integrated, its tenant and the previous entry's leaf hash, which makes the log a hash chain
+as well as a Merkle tree. The layout is fixed-width binary so that any verifier can rebuild
+it without a JSON canonicalization step (see docs/log-format.md):
+
+    magic      4 bytes   b"PLE1"
+    index      8 bytes   unsigned big-endian
+    integrated 8 bytes   signed big-endian, microseconds since the Unix epoch (UTC)
+    prev_leaf  32 bytes  leaf hash of entry index-1, or 32 zero bytes for index 0
+    envelope   32 bytes  SHA-256 of the stored envelope bytes
+    tenant     2 bytes   unsigned big-endian length, then that many UTF-8 bytes
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+MAGIC = b"PLE1"
+GENESIS_PREV = bytes(32)
+_HEAD = struct.Struct(">4sQq32s32sH")
+
+
+def entry_bytes(
+    index: int, integrated_us: int, prev_leaf: bytes, envelope_digest: bytes, tenant: str
+) -> bytes:
+    tenant_bytes = tenant.encode()
+    return (
+        _HEAD.pack(MAGIC, index, integrated_us, prev_leaf, envelope_digest, len(tenant_bytes))
+        + tenant_bytes
+    )
+
+
+def leaf_hash_of(
+    index: int, integrated_us: int, prev_leaf: bytes, envelope: bytes, tenant: str
+) -> bytes:
+    """`SHA-256(0x00 || entry bytes)` for an entry over the given envelope bytes."""
+    digest = hashlib.sha256(envelope).digest()
+    return hashlib.sha256(
+        b"\x00" + entry_bytes(index, integrated_us, prev_leaf, digest, tenant)
+    ).digest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    index: int
+    integrated_us: int
+    prev_leaf: bytes
+    envelope_digest: bytes
+    tenant: str
+
+    @classmethod
+    def parse(cls, data: bytes) -> Entry:
+        if len(data) < _HEAD.size:
+            raise ValueError("entry too short")
+        magic, index, integrated, prev, digest, length = _HEAD.unpack_from(data)
+        if magic != MAGIC or len(data) != _HEAD.size + length:
+            raise ValueError("not a version 1 entry")
+        return cls(index, integrated, prev, digest, data[_HEAD.size :].decode())
+
+    def to_bytes(self) -> bytes:
+        return entry_bytes(
+            self.index, self.integrated_us, self.prev_leaf, self.envelope_digest, self.tenant
+        )
+
+
+def to_micros(moment: datetime) -> int:
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+
+
+def rfc3339(micros: int) -> str:
+    return from_micros(micros).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

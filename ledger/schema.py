@@ -1,0 +1,84 @@
+"""Table definitions, shared by the application (SQLAlchemy Core) and Alembic autogenerate.
+
+The log tables (`log_entries`, `tree_nodes`, `checkpoints`) are append-only. Nothing stored
+in them is trusted by verification: `prov verify` recomputes every hash from the envelope
+bytes, so these columns are caches of what the bytes already determine.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# One naming convention, so that SQLite batch migrations and PostgreSQL agree on names.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+LOG_TABLES = ("log_entries", "tree_nodes", "checkpoints")
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+ledger_info = Table(
+    "ledger_info",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+log_entries = Table(
+    "log_entries",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("record_id", String(256), nullable=False),
+    Column("payload_type", String(128), nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+    Column("integrated_us", BigInteger, nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    UniqueConstraint("tenant", "record_id", name="uq_log_entries_tenant_record_id"),
+)
+
+# Perfect subtree hashes at level >= 1 (level 0 is log_entries.leaf_hash): node (level, idx)
+# covers leaves [idx * 2**level, (idx + 1) * 2**level). They make a proof O(log n) reads.
+tree_nodes = Table(
+    "tree_nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+)
+
+service_keys = Table(
+    "service_keys",
+    metadata,
+    Column("keyid", String(128), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("service", String(64), nullable=False),
+    Column("public_key", LargeBinary(32), nullable=False),
+    Column("valid_from_us", BigInteger, nullable=False),
+    Column("valid_until_us", BigInteger, nullable=True),
+    Column("revoked_us", BigInteger, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+)
