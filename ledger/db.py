@@ -74,8 +74,8 @@ def _sqlite_on_begin(connection: Connection) -> None:
 @contextlib.contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that holds the log's write lock from its first statement to its end."""
-    with engine.connect() as connection:
-        connection = connection.execution_options(**{_WRITE: True})
+    with engine.connect() as plain:
+        connection = plain.execution_options(**{_WRITE: True})
         with connection.begin():
             if not is_sqlite(engine):
                 # Held until commit or rollback, so appends from any process serialize here.

@@ -35,13 +35,12 @@ def entry_bytes(
     )
 
 
-def leaf_hash_of(
-    index: int, integrated_us: int, prev_leaf: bytes, envelope: bytes, tenant: str
+def entry_leaf_hash(
+    index: int, integrated_us: int, prev_leaf: bytes, envelope_digest: bytes, tenant: str
 ) -> bytes:
-    """`SHA-256(0x00 || entry bytes)` for an entry over the given envelope bytes."""
-    digest = hashlib.sha256(envelope).digest()
+    """`SHA-256(0x00 || entry bytes)`: the entry's leaf in the RFC 9162 tree."""
     return hashlib.sha256(
-        b"\x00" + entry_bytes(index, integrated_us, prev_leaf, digest, tenant)
+        b"\x00" + entry_bytes(index, integrated_us, prev_leaf, envelope_digest, tenant)
     ).digest()
 
 

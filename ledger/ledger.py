@@ -1,0 +1,132 @@
+"""The ledger as one object: its database, its origin and its signing key.
+
+This is the surface the CLI, the HTTP service and the tests use. It wires admission, the
+sequencer, receipts, proofs and verification together and holds no logic of its own
+beyond that wiring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy.exc
+from sqlalchemy import Engine, insert
+
+from ledger import _ed25519, merkle
+from ledger.admission import DEFAULT_MAX_RECORD_BYTES, Admitted, admit_batch
+from ledger.db import migrate, write_transaction
+from ledger.errors import LedgerNotInitialized, RecordRejected
+from ledger.note import NoteSigner, NoteVerifier
+from ledger.receipt import Receipt, issue_receipt
+from ledger.schema import ledger_info
+from ledger.sequencer import Appended, append, now_micros, store_checkpoint
+from ledger.store import StoredCheckpoint, latest_checkpoint, read_info
+from ledger.verify import VerifyReport, verify_log
+
+DEFAULT_ORIGIN = "prov.local/ledger"
+
+
+def ensure_ledger_key(path: Path) -> _ed25519.SigningKey:
+    """Load the ledger key, creating it first if the file does not exist."""
+    if not path.exists():
+        # Another process may create it first; then theirs is the key.
+        with contextlib.suppress(FileExistsError):
+            _ed25519.save_signing_key(_ed25519.SigningKey.generate(), path)
+    return _ed25519.load_signing_key(path)
+
+
+@dataclass
+class Ledger:
+    engine: Engine
+    origin: str
+    signer: NoteSigner
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    # Signature checks and receipt signing run in libsodium, which releases the GIL.
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
+    )
+
+    @classmethod
+    def init(
+        cls, engine: Engine, key_path: Path, origin: str = DEFAULT_ORIGIN, **kwargs: int
+    ) -> Ledger:
+        """Create or migrate the schema, create the key if missing, and fix the log's origin
+        on first use. Safe to run again: an existing log keeps its origin."""
+        migrate(engine)
+        key = ensure_ledger_key(key_path)
+        with write_transaction(engine) as connection:
+            stored_origin = read_info(connection, "origin")
+            if stored_origin is None:
+                signer = NoteSigner(origin, key)
+                connection.execute(
+                    insert(ledger_info),
+                    [
+                        {"name": "origin", "value": origin},
+                        {"name": "verifier_key", "value": signer.verifier.encode()},
+                    ],
+                )
+                store_checkpoint(connection, merkle.CompactRange(), signer, origin, now_micros())
+        return cls.open(engine, key_path, **kwargs)
+
+    @classmethod
+    def open(cls, engine: Engine, key_path: Path, **kwargs: int) -> Ledger:
+        with engine.connect() as connection:
+            try:
+                origin = read_info(connection, "origin")
+            except sqlalchemy.exc.DBAPIError:  # no table yet: the schema was never created
+                origin = None
+        if origin is None:
+            raise LedgerNotInitialized("the ledger is not initialized; run `prov init`")
+        if not key_path.exists():
+            raise LedgerNotInitialized(f"ledger key {key_path} is missing; run `prov init`")
+        signer = NoteSigner(origin, _ed25519.load_signing_key(key_path))
+        return cls(engine, origin, signer, **kwargs)
+
+    @property
+    def verifier(self) -> NoteVerifier:
+        return self.signer.verifier
+
+    def admit(self, raws: Sequence[bytes]) -> list[Admitted | RecordRejected]:
+        return admit_batch(
+            self.engine, raws, max_bytes=self.max_record_bytes, executor=self.executor
+        )
+
+    def append(self, raws: Sequence[bytes]) -> list[Receipt | RecordRejected]:
+        """Admit and append a batch in one transaction; results line up with `raws`."""
+        admitted = self.admit(raws)
+        accepted = [item for item in admitted if isinstance(item, Admitted)]
+        outcomes = iter(append(self.engine, accepted, self.signer, self.origin) if accepted else [])
+        merged = [item if isinstance(item, RecordRejected) else next(outcomes) for item in admitted]
+        return list(self.executor.map(self._receipt, merged))
+
+    def _receipt(self, outcome: Appended | RecordRejected) -> Receipt | RecordRejected:
+        if isinstance(outcome, RecordRejected):
+            return outcome
+        return issue_receipt(outcome, self.signer, self.origin)
+
+    def latest_checkpoint(self) -> StoredCheckpoint:
+        with self.engine.connect() as connection:
+            checkpoint = latest_checkpoint(connection)
+        if checkpoint is None:
+            raise LedgerNotInitialized("the ledger has no checkpoint; run `prov init`")
+        return checkpoint
+
+    def verify(
+        self, *, signatures: bool = False, verifier: NoteVerifier | None = None
+    ) -> VerifyReport:
+        return verify_log(
+            self.engine,
+            verifier or self.verifier,
+            self.origin,
+            signatures=signatures,
+            executor=self.executor,
+        )
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.engine.dispose()

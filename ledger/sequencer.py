@@ -1,0 +1,174 @@
+"""The sequencer: appends admitted records to the log, one transaction per batch.
+
+Under the log's write lock it reads the head, drops idempotent retries, gives each new record
+the next index, chains its leaf to the previous one, stores the perfect subtree hashes the
+batch completes, and signs a checkpoint of the new tree, all in one commit. Nothing is
+acknowledged before that commit, and a batch that fails leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, insert, select
+
+from ledger.admission import Admitted
+from ledger.db import write_transaction
+from ledger.entry import entry_leaf_hash
+from ledger.errors import IdConflict
+from ledger.merkle import CompactRange
+from ledger.note import Checkpoint, NoteSigner
+from ledger.schema import checkpoints, log_entries, tree_nodes
+from ledger.store import fetch_nodes, read_head
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Where a record sits in the log. `created` is False for an idempotent retry."""
+
+    index: int
+    leaf_hash: bytes
+    integrated_us: int
+    tenant: str
+    record_id: str
+    envelope_digest: bytes
+    created: bool
+
+
+def now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+def append(
+    engine: Engine, records: Sequence[Admitted], signer: NoteSigner, origin: str
+) -> list[Appended | IdConflict]:
+    """Append a batch; results line up with `records`."""
+    with write_transaction(engine) as connection:
+        return _append_locked(connection, records, signer, origin)
+
+
+def _append_locked(
+    connection: Connection, records: Sequence[Admitted], signer: NoteSigner, origin: str
+) -> list[Appended | IdConflict]:
+    head = read_head(connection)
+    existing = _existing(connection, records)
+    # Integration time never runs backwards along the log, even if clocks of two appending
+    # processes disagree.
+    integrated_us = max(now_micros(), head.last_integrated_us)
+    tree = CompactRange(head.size, _peaks(connection, head.size))
+    prev_leaf = head.last_leaf
+    results: list[Appended | IdConflict] = []
+    entry_rows: list[dict[str, object]] = []
+    node_rows: list[dict[str, object]] = []
+    for record in records:
+        digest = hashlib.sha256(record.raw).digest()
+        key = (record.tenant, record.record_id)
+        stored = existing.get(key)
+        if stored is not None:
+            results.append(_retry_result(record, digest, stored))
+            continue
+        index = tree.size
+        leaf = entry_leaf_hash(index, integrated_us, prev_leaf, digest, record.tenant)
+        appended = Appended(
+            index, leaf, integrated_us, record.tenant, record.record_id, digest, True
+        )
+        # A second copy of the same id later in this batch is a retry of this one.
+        existing[key] = (appended, record.raw)
+        entry_rows.append(
+            {
+                "idx": index,
+                "tenant": record.tenant,
+                "record_id": record.record_id,
+                "payload_type": record.payload_type,
+                "envelope": record.raw,
+                "integrated_us": integrated_us,
+                "leaf_hash": leaf,
+            }
+        )
+        for (level, node_index), node_hash in tree.append(leaf):
+            node_rows.append({"level": level, "idx": node_index, "hash": node_hash})
+        prev_leaf = leaf
+        results.append(appended)
+    if entry_rows:
+        connection.execute(insert(log_entries), entry_rows)
+        if node_rows:
+            connection.execute(insert(tree_nodes), node_rows)
+        store_checkpoint(connection, tree, signer, origin, integrated_us)
+    return results
+
+
+def store_checkpoint(
+    connection: Connection, tree: CompactRange, signer: NoteSigner, origin: str, now_us: int
+) -> str:
+    """Sign a checkpoint of `tree` and store it; returns the signed note."""
+    root = tree.root()
+    note = signer.sign(Checkpoint(origin, tree.size, root).body())
+    connection.execute(
+        insert(checkpoints).values(
+            tree_size=tree.size, root_hash=root, note=note, created_us=now_us
+        )
+    )
+    return note
+
+
+def _peaks(connection: Connection, size: int) -> list[bytes]:
+    wanted = CompactRange.peak_nodes(size)
+    found = fetch_nodes(connection, set(wanted))
+    return [found[node] for node in wanted]
+
+
+def _existing(
+    connection: Connection, records: Sequence[Admitted]
+) -> dict[tuple[str, str], tuple[Appended, bytes]]:
+    """Entries already stored under the batch's (tenant, id) pairs, one query per tenant."""
+    by_tenant: dict[str, set[str]] = {}
+    for record in records:
+        by_tenant.setdefault(record.tenant, set()).add(record.record_id)
+    found: dict[tuple[str, str], tuple[Appended, bytes]] = {}
+    for tenant, ids in by_tenant.items():
+        rows = connection.execute(
+            select(
+                log_entries.c.idx,
+                log_entries.c.leaf_hash,
+                log_entries.c.integrated_us,
+                log_entries.c.record_id,
+                log_entries.c.envelope,
+            ).where(log_entries.c.tenant == tenant, log_entries.c.record_id.in_(sorted(ids)))
+        )
+        for row in rows:
+            envelope = bytes(row.envelope)
+            appended = Appended(
+                row.idx,
+                bytes(row.leaf_hash),
+                row.integrated_us,
+                tenant,
+                row.record_id,
+                hashlib.sha256(envelope).digest(),
+                False,
+            )
+            found[(tenant, row.record_id)] = (appended, envelope)
+    return found
+
+
+def _retry_result(
+    record: Admitted, digest: bytes, stored: tuple[Appended, bytes]
+) -> Appended | IdConflict:
+    appended, envelope = stored
+    if envelope != record.raw:
+        return IdConflict(
+            f"id {record.record_id!r} of tenant {record.tenant!r} is already at index "
+            f"{appended.index} with different bytes",
+            pointer="/payload",
+        )
+    return Appended(
+        appended.index,
+        appended.leaf_hash,
+        appended.integrated_us,
+        appended.tenant,
+        appended.record_id,
+        digest,
+        False,
+    )

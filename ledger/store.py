@@ -1,0 +1,106 @@
+"""Reads of the stored log that several parts of the core share: the head, tree nodes,
+checkpoints and single entries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, and_, or_, select, tuple_
+
+from ledger.entry import GENESIS_PREV
+from ledger.merkle import NodeId
+from ledger.schema import checkpoints, ledger_info, log_entries, tree_nodes
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    size: int
+    last_leaf: bytes
+    last_integrated_us: int
+
+
+def read_head(connection: Connection) -> Head:
+    row = connection.execute(
+        select(log_entries.c.idx, log_entries.c.leaf_hash, log_entries.c.integrated_us)
+        .order_by(log_entries.c.idx.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return Head(0, GENESIS_PREV, 0)
+    return Head(row.idx + 1, bytes(row.leaf_hash), row.integrated_us)
+
+
+def fetch_nodes(connection: Connection, wanted: set[NodeId]) -> Mapping[NodeId, bytes]:
+    """Stored perfect-subtree hashes for `wanted`, in at most two queries."""
+    found: dict[NodeId, bytes] = {}
+    leaves = sorted(index for level, index in wanted if level == 0)
+    if leaves:
+        rows = connection.execute(
+            select(log_entries.c.idx, log_entries.c.leaf_hash).where(log_entries.c.idx.in_(leaves))
+        )
+        found.update(((0, row.idx), bytes(row.leaf_hash)) for row in rows)
+    inner = sorted(node for node in wanted if node[0] > 0)
+    if inner:
+        rows = connection.execute(
+            select(tree_nodes.c.level, tree_nodes.c.idx, tree_nodes.c.hash).where(
+                tuple_(tree_nodes.c.level, tree_nodes.c.idx).in_(inner)
+                if connection.dialect.name == "postgresql"
+                # SQLite has row values too, but SQLAlchemy renders them only for PostgreSQL
+                else or_(
+                    *(and_(tree_nodes.c.level == lv, tree_nodes.c.idx == ix) for lv, ix in inner)
+                )
+            )
+        )
+        found.update(((row.level, row.idx), bytes(row.hash)) for row in rows)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    tree_size: int
+    root_hash: bytes
+    note: str
+
+
+def latest_checkpoint(connection: Connection) -> StoredCheckpoint | None:
+    row = connection.execute(
+        select(checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note)
+        .order_by(checkpoints.c.tree_size.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else StoredCheckpoint(row[0], bytes(row[1]), row[2])
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    index: int
+    tenant: str
+    record_id: str
+    payload_type: str
+    envelope: bytes
+    integrated_us: int
+    leaf_hash: bytes
+
+
+def read_entry(connection: Connection, index: int) -> StoredEntry | None:
+    row = connection.execute(
+        select(
+            log_entries.c.idx,
+            log_entries.c.tenant,
+            log_entries.c.record_id,
+            log_entries.c.payload_type,
+            log_entries.c.envelope,
+            log_entries.c.integrated_us,
+            log_entries.c.leaf_hash,
+        ).where(log_entries.c.idx == index)
+    ).first()
+    if row is None:
+        return None
+    return StoredEntry(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], bytes(row[6]))
+
+
+def read_info(connection: Connection, name: str) -> str | None:
+    return connection.execute(
+        select(ledger_info.c.value).where(ledger_info.c.name == name)
+    ).scalar_one_or_none()

@@ -1,0 +1,1 @@
+"""The composition root: settings, the application factory and the `prov` command line."""

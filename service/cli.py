@@ -1,0 +1,354 @@
+"""The `prov` command line. Each subcommand is a thin shell over `ledger.Ledger`.
+
+Output that other tools read (receipts, proofs, entries) is JSON on stdout; every failure
+is one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import click
+import msgspec
+import sqlalchemy.exc
+
+from ledger._ed25519 import public_key_from_pem
+from ledger.db import make_engine
+from ledger.errors import LedgerError, RecordRejected
+from ledger.keyring import list_keys, register_key, revoke_key
+from ledger.ledger import Ledger
+from ledger.note import NoteVerifier
+from ledger.proofs import consistency_proof, inclusion_proof
+from query.entry_view import show_entry
+from service.demo import demo_envelopes, register_demo_keys
+from service.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+_json = msgspec.json.Encoder()
+APPEND_CHUNK = 1_000
+
+
+class Failed(click.ClickException):
+    """A one-line failure with its own exit status (1 by default)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"prov: {self.message}", err=True)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as error:
+        raise Failed(str(error), 2) from None
+
+
+def ledger_options(command: F) -> F:
+    """`--db` and `--key-file` on every subcommand, defaulting to the environment."""
+
+    @click.option(
+        "--db", "db_url", metavar="URL", help="Database URL or SQLite path [PROV_DATABASE_URL]"
+    )
+    @click.option(
+        "--key-file", type=click.Path(path_type=Path), help="Ledger key [PROV_LEDGER_KEY_FILE]"
+    )
+    @functools.wraps(command)
+    def wrapper(db_url: str | None, key_file: Path | None, **kwargs: Any) -> Any:
+        settings = _settings()
+        kwargs["settings"] = msgspec.structs.replace(
+            settings,
+            database_url=db_url or settings.database_url,
+            ledger_key_file=key_file or settings.ledger_key_file,
+        )
+        return command(**kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _open(settings: Settings) -> Ledger:
+    return Ledger.open(
+        make_engine(settings.database_url),
+        settings.ledger_key_file,
+        max_record_bytes=settings.max_record_bytes,
+    )
+
+
+def _emit(value: object) -> None:
+    sys.stdout.buffer.write(_json.encode(value) + b"\n")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Provenance Ledger: signed, append-only records of AI decisions."""
+
+
+@cli.command()
+@click.option("--origin", help="Log origin, fixed at first init [PROV_ORIGIN]")
+@ledger_options
+def init(settings: Settings, origin: str | None) -> None:
+    """Create or migrate the ledger and create the ledger key if it is missing."""
+    ledger = Ledger.init(
+        make_engine(settings.database_url),
+        settings.ledger_key_file,
+        origin or settings.origin,
+    )
+    checkpoint = ledger.latest_checkpoint()
+    click.echo(f"ledger ready: origin {ledger.origin}, size {checkpoint.tree_size}")
+    click.echo(f"verifier key: {ledger.verifier.encode()}")
+
+
+@cli.command()
+@click.option("--records", "count", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--seed", type=int, help="Seed for the generated decisions (default: random)")
+@click.option("--tenant", default="acme", show_default=True)
+@click.option(
+    "--emit",
+    type=click.File("wb"),
+    help="Write the signed envelopes as NDJSON here instead of appending them",
+)
+@ledger_options
+def demo(
+    settings: Settings, count: int, seed: int | None, tenant: str, emit: IO[bytes] | None
+) -> None:
+    """Append COUNT signed demo decisions, registering the demo service keys first."""
+    ledger = _open(settings)
+    register_demo_keys(ledger.engine, tenant)
+    started = time.perf_counter()
+    rejected = 0
+    for chunk in _chunks(demo_envelopes(count, seed=seed, tenant=tenant), APPEND_CHUNK):
+        if emit is not None:
+            emit.write(b"".join(raw + b"\n" for raw in chunk))
+            continue
+        for result in ledger.append(chunk):
+            if isinstance(result, RecordRejected):
+                rejected += 1
+                click.echo(f"prov: demo record rejected: {result}", err=True)
+    elapsed = time.perf_counter() - started
+    if emit is not None:
+        click.echo(f"wrote {count} signed demo envelopes to {emit.name}")
+        return
+    checkpoint = ledger.latest_checkpoint()
+    click.echo(
+        f"appended {count - rejected} demo decisions in {elapsed:.2f}s "
+        f"({(count - rejected) / elapsed:,.0f}/s); log size {checkpoint.tree_size}, "
+        f"root {checkpoint.root_hash.hex()}"
+    )
+    if rejected:
+        raise Failed(f"{rejected} demo records were rejected")
+
+
+@cli.command("append")
+@click.argument("source", type=click.File("rb"))
+@ledger_options
+def append_command(settings: Settings, source: IO[bytes]) -> None:
+    """Append DSSE envelopes read as NDJSON from SOURCE (`-` for stdin).
+
+    Prints one receipt JSON line per stored record. Each rejected line is reported on
+    stderr with its line number and stored nowhere; the exit status is then 1.
+    """
+    ledger = _open(settings)
+    rejected = 0
+    for chunk in _chunks(_numbered_lines(source), APPEND_CHUNK):
+        numbers = [number for number, _ in chunk]
+        for number, result in zip(numbers, ledger.append([raw for _, raw in chunk]), strict=True):
+            if isinstance(result, RecordRejected):
+                rejected += 1
+                click.echo(f"prov: line {number}: {result.kind}: {result}", err=True)
+            else:
+                _emit(result)
+    if rejected:
+        raise Failed(f"{rejected} records rejected; the others were stored")
+
+
+@cli.command()
+@click.option("--signatures", is_flag=True, help="Also re-check every record signature")
+@click.option("--verifier-key", help="Trust this note verifier key instead of the key file's")
+@ledger_options
+def verify(settings: Settings, signatures: bool, verifier_key: str | None) -> None:
+    """Recompute every leaf, chain link, tree node and root; check every checkpoint."""
+    ledger = _open(settings)
+    verifier = NoteVerifier.parse(verifier_key) if verifier_key else None
+    started = time.perf_counter()
+    report = ledger.verify(signatures=signatures, verifier=verifier)
+    elapsed = time.perf_counter() - started
+    if not report:
+        raise Failed(f"verification FAILED at {report.fault}")
+    rate = f", {report.size / elapsed:,.0f} entries/s" if elapsed > 0 and report.size else ""
+    click.echo(
+        f"ok: size {report.size}, root {report.root_hash.hex()}, "
+        f"{report.checkpoints_checked} checkpoints"
+        + (f", {report.signatures_checked} signatures" if signatures else "")
+        + rate
+    )
+    for note in report.notes:
+        click.echo(f"note: {note}")
+
+
+@cli.command()
+@click.option("--verifier-key", "show_key", is_flag=True, help="Print the note verifier key")
+@ledger_options
+def checkpoint(settings: Settings, show_key: bool) -> None:
+    """Print the latest signed checkpoint note."""
+    ledger = _open(settings)
+    if show_key:
+        click.echo(ledger.verifier.encode())
+    else:
+        click.echo(ledger.latest_checkpoint().note, nl=False)
+
+
+@cli.group()
+def proof() -> None:
+    """Inclusion and consistency proofs (RFC 9162), as JSON."""
+
+
+@proof.command("inclusion")
+@click.argument("index", type=click.IntRange(min=0))
+@click.option("--size", type=click.IntRange(min=1), help="Tree size (default: current)")
+@ledger_options
+def proof_inclusion(settings: Settings, index: int, size: int | None) -> None:
+    with _open(settings).engine.connect() as connection:
+        _emit(inclusion_proof(connection, index, size).to_json())
+
+
+@proof.command("consistency")
+@click.argument("old", type=click.IntRange(min=1))
+@click.argument("new", type=click.IntRange(min=1))
+@ledger_options
+def proof_consistency(settings: Settings, old: int, new: int) -> None:
+    with _open(settings).engine.connect() as connection:
+        _emit(consistency_proof(connection, old, new).to_json())
+
+
+@cli.command()
+@click.argument("index", type=click.IntRange(min=0))
+@ledger_options
+def show(settings: Settings, index: int) -> None:
+    """Print an entry, its decoded payload and its verification status, as JSON."""
+    _emit(show_entry(_open(settings), index))
+
+
+@cli.group()
+def keys() -> None:
+    """The service-key registry: who may sign records for a tenant and service."""
+
+
+@keys.command("add")
+@click.option("--tenant", required=True)
+@click.option("--service", required=True)
+@click.option(
+    "--public-key",
+    "public_key_file",
+    type=click.File("rb"),
+    required=True,
+    help="PEM file of the Ed25519 public key",
+)
+@click.option("--valid-from", type=click.DateTime(), help="UTC; default now")
+@click.option("--valid-until", type=click.DateTime(), help="UTC; default open-ended")
+@click.option("--keyid", help="DSSE keyid (default: hex SHA-256 of the key)")
+@ledger_options
+def keys_add(
+    *,
+    settings: Settings,
+    tenant: str,
+    service: str,
+    public_key_file: IO[bytes],
+    valid_from: datetime | None,
+    valid_until: datetime | None,
+    keyid: str | None,
+) -> None:
+    """Register a service's signing key."""
+    try:
+        public_key = public_key_from_pem(public_key_file.read())
+    except ValueError as error:
+        raise Failed(f"{public_key_file.name}: {error}") from None
+    now = datetime.now(UTC)
+    with _open(settings).engine.begin() as connection:
+        key = register_key(
+            connection,
+            tenant=tenant,
+            service=service,
+            public_key=public_key,
+            valid_from=_utc(valid_from) or now,
+            valid_until=_utc(valid_until),
+            keyid=keyid,
+            now=now,
+        )
+    _emit(key.to_json())
+
+
+@keys.command("list")
+@click.option("--tenant")
+@ledger_options
+def keys_list(settings: Settings, tenant: str | None) -> None:
+    with _open(settings).engine.connect() as connection:
+        for key in list_keys(connection, tenant):
+            _emit(key.to_json())
+
+
+@keys.command("revoke")
+@click.argument("keyid")
+@ledger_options
+def keys_revoke(settings: Settings, keyid: str) -> None:
+    with _open(settings).engine.begin() as connection:
+        _emit(revoke_key(connection, keyid, at=datetime.now(UTC)).to_json())
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.replace(tzinfo=UTC)
+
+
+def _numbered_lines(source: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    for number, line in enumerate(source, start=1):
+        stripped = line.strip()
+        if stripped:
+            yield number, stripped
+
+
+T = TypeVar("T")
+
+
+def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def main() -> None:
+    """Entry point: click's parsing, with ledger and database errors as one line each."""
+    try:
+        cli.main(standalone_mode=False, prog_name="prov")
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.Abort:
+        click.echo("prov: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        if not isinstance(error, Failed):
+            click.echo(f"prov: {error.format_message()}", err=True)
+            sys.exit(2 if isinstance(error, click.UsageError) else error.exit_code)
+        error.show()
+        sys.exit(error.exit_code)
+    except LedgerError as error:
+        click.echo(f"prov: {error.kind}: {error}", err=True)
+        sys.exit(1)
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        first_line = str(error.orig if hasattr(error, "orig") else error).strip().splitlines()
+        click.echo(f"prov: database error: {first_line[0] if first_line else error}", err=True)
+        sys.exit(1)
+    except (OSError, ValueError) as error:
+        click.echo(f"prov: {error}", err=True)
+        sys.exit(1)
