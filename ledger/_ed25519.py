@@ -83,5 +83,6 @@ def save_signing_key(key: SigningKey, path: Path) -> None:
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     # O_EXCL: two `prov init` racing must not each write a different key.
-    with path.open("xb", opener=lambda name, flags: os.open(name, flags, 0o600)) as out:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
         out.write(pem)

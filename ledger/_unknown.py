@@ -22,6 +22,10 @@ from msgspec import inspect
 # Instance-dictionary key; never a JSON member name, since those are declared as fields.
 _KEY = "__unrecognized__"
 
+# Until something is captured in this process no Struct can carry unrecognized members, so
+# encoders can skip the walk; that keeps encoding as fast as plain msgspec in the usual case.
+_captured_any = False
+
 
 class _Plan(NamedTuple):
     known: frozenset[str]  # the JSON member names the Struct type declares
@@ -86,6 +90,8 @@ def capture(obj: msgspec.Struct, doc: Any) -> None:
     known = _plan(type(obj)).known
     extra = {key: value for key, value in doc.items() if key not in known}
     if extra:
+        global _captured_any  # noqa: PLW0603 -- a process-wide fast-path switch, set once
+        _captured_any = True
         obj.__dict__[_KEY] = extra
     for child, child_doc in _paired(obj, doc):
         capture(child, child_doc)
@@ -99,7 +105,9 @@ def unrecognized(obj: msgspec.Struct) -> dict[str, Any]:
 
 def has_unrecognized(obj: msgspec.Struct) -> bool:
     """Whether `obj` or any Struct under it carries captured members."""
-    return _KEY in obj.__dict__ or any(has_unrecognized(child) for _, _, child in _children(obj))
+    return _captured_any and (
+        _KEY in obj.__dict__ or any(has_unrecognized(child) for _, _, child in _children(obj))
+    )
 
 
 def to_builtins(obj: msgspec.Struct) -> Any:

@@ -135,44 +135,42 @@ def consistency_proof_ranges(old_size: int, new_size: int) -> list[tuple[int, in
 def range_nodes(lo: int, hi: int) -> list[NodeId]:
     """The perfect nodes whose hashes determine MTH(D[lo:hi]), left to right.
 
-    D[lo:hi] is split as RFC 9162 splits any list until every piece is a perfect,
-    aligned subtree. For the ranges of a proof (whose lo is aligned to the subtree that
-    holds them) that is one node per set bit of hi - lo, so O(log n); an unaligned lo
-    can need O(log² n).
+    Only ranges that occur in the RFC's recursion are accepted, as every range of a
+    proof does: lo must be a multiple of the smallest power of two >= hi - lo. Then
+    each RFC split of D[lo:hi] cuts off a perfect, aligned left part, which leaves one
+    node per set bit of hi - lo, largest first: O(log n). Any other range is not a
+    subtree of the log, and its MTH would need O(hi - lo) nodes, so it is refused.
     """
     if not 0 <= lo <= hi:
         raise ValueError(f"[{lo}, {hi}) is not a range of leaves")
+    n = hi - lo
+    if n and lo & ((1 << (n - 1).bit_length()) - 1):
+        raise ValueError(f"[{lo}, {hi}) is not aligned like a subtree of the log")
     nodes: list[NodeId] = []
-    _collect_nodes(lo, hi, nodes)
+    for level in range(n.bit_length() - 1, -1, -1):
+        if n >> level & 1:
+            nodes.append((level, lo >> level))
+            lo += 1 << level
     return nodes
 
 
-def _collect_nodes(lo: int, hi: int, nodes: list[NodeId]) -> None:
-    # Loop along the right edge and recurse only into left halves, which are
-    # power-of-two sized and so terminate quickly; the right edge can be long.
-    while lo < hi:
-        n = hi - lo
-        if n & (n - 1) == 0 and lo & (n - 1) == 0:
-            level = n.bit_length() - 1
-            nodes.append((level, lo >> level))
-            return
-        mid = lo + _split(n)
-        _collect_nodes(lo, mid, nodes)
-        lo = mid
+def _fold(hashes: Sequence[bytes]) -> bytes:
+    """MTH of adjacent perfect subtrees of decreasing size, given their hashes.
+
+    The RFC split makes the largest one the left child and recurses on the rest, so
+    they combine from the right.
+    """
+    if not hashes:
+        return EMPTY_ROOT
+    node = hashes[-1]
+    for i in range(len(hashes) - 2, -1, -1):
+        node = _sha256(_NODE_PREFIX + hashes[i] + node).digest()
+    return node
 
 
 def range_hash(lo: int, hi: int, nodes: Mapping[NodeId, bytes]) -> bytes:
     """MTH(D[lo:hi]) from the hashes of `range_nodes(lo, hi)`; KeyError if one is missing."""
-    if not 0 <= lo <= hi:
-        raise ValueError(f"[{lo}, {hi}) is not a range of leaves")
-    if lo == hi:
-        return EMPTY_ROOT
-    n = hi - lo
-    if n & (n - 1) == 0 and lo & (n - 1) == 0:
-        level = n.bit_length() - 1
-        return nodes[(level, lo >> level)]
-    mid = lo + _split(n)
-    return hash_children(range_hash(lo, mid, nodes), range_hash(mid, hi, nodes))
+    return _fold([nodes[node] for node in range_nodes(lo, hi)])
 
 
 def proof_hashes(
@@ -185,11 +183,10 @@ def proof_hashes(
     called when no node is needed (no ranges), since an empty lookup is wasted work and
     ``IN ()`` is not even valid SQL.
     """
-    needed: set[NodeId] = set()
-    for lo, hi in ranges:
-        needed.update(range_nodes(lo, hi))
+    per_range = [range_nodes(lo, hi) for lo, hi in ranges]
+    needed = {node for ids in per_range for node in ids}
     nodes: Mapping[NodeId, bytes] = fetch(needed) if needed else {}
-    return [range_hash(lo, hi, nodes) for lo, hi in ranges]
+    return [_fold([nodes[node] for node in ids]) for ids in per_range]
 
 
 # --------------------------------------------------------------------------------------
@@ -234,13 +231,7 @@ class CompactRange:
         """The NodeIds of the frontier of a tree of `size` leaves, left to right."""
         if size < 0:
             raise ValueError(f"tree size {size} is negative")
-        nodes: list[NodeId] = []
-        start = 0
-        for level in range(size.bit_length() - 1, -1, -1):
-            if size >> level & 1:
-                nodes.append((level, start >> level))
-                start += 1 << level
-        return nodes
+        return range_nodes(0, size)
 
     def append(self, leaf_hash: bytes) -> list[tuple[NodeId, bytes]]:
         """Add one leaf; return the perfect nodes it completes at level >= 1, lowest first.
@@ -271,13 +262,7 @@ class CompactRange:
         The RFC's split puts the largest peak on the left of the root and recurses on
         the rest, so the peaks fold from the right.
         """
-        peaks = self._peaks
-        if not peaks:
-            return EMPTY_ROOT
-        node = peaks[-1]
-        for peak in reversed(peaks[:-1]):
-            node = hash_children(peak, node)
-        return node
+        return _fold(self._peaks)
 
 
 # --------------------------------------------------------------------------------------

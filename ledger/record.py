@@ -105,7 +105,7 @@ def _check_one_of(members: dict[str, bool]) -> None:
         raise ValueError("one of " + " or ".join(f"`{name}`" for name in members) + " is required")
 
 
-class _Struct(msgspec.Struct, kw_only=True, omit_defaults=True, dict=True):
+class _Struct(msgspec.Struct, omit_defaults=True, dict=True):
     """Base of every payload Struct; ``dict=True`` gives room for unrecognized members."""
 
     @property
@@ -225,22 +225,22 @@ class LlmCall(_Step, tag="llm_call"):
     finish_reason: str | None = None
 
 
-class ToolCall(_Step, tag="tool_call"):
+class ToolCall(_Step, tag="tool_call", kw_only=True):
     name: Label
     call_id: Label
     arguments: dict[str, Any] = {}
     result: Any = None
 
 
-class Retrieval(_Step, tag="retrieval"):
+class Retrieval(_Step, tag="retrieval", kw_only=True):
     source: Label
 
 
 class PolicyCheck(_Step, tag="policy_check"):
-    pass
+    """A policy evaluation as a step; the verdict itself is `Decision.policy`."""
 
 
-class HumanApproval(_Step, tag="human_approval"):
+class HumanApproval(_Step, tag="human_approval", kw_only=True):
     approver: Label
 
 
@@ -304,7 +304,8 @@ class Links(_Struct):
 
 # The top level always writes every member, so a payload names its schema_version and shows
 # each section even when empty; nested objects omit defaults to keep records small.
-class Decision(_Struct, omit_defaults=False):
+# (kw_only lets required members follow defaulted ones, here and in the step kinds.)
+class Decision(_Struct, omit_defaults=False, kw_only=True):
     """One AI decision, as recorded by the service that made it."""
 
     schema_version: Annotated[int, Meta(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, or_, select, tuple_
+from sqlalchemy import Connection, select, tuple_
 
 from ledger.entry import GENESIS_PREV
 from ledger.merkle import NodeId
@@ -45,11 +45,6 @@ def fetch_nodes(connection: Connection, wanted: set[NodeId]) -> Mapping[NodeId, 
         rows = connection.execute(
             select(tree_nodes.c.level, tree_nodes.c.idx, tree_nodes.c.hash).where(
                 tuple_(tree_nodes.c.level, tree_nodes.c.idx).in_(inner)
-                if connection.dialect.name == "postgresql"
-                # SQLite has row values too, but SQLAlchemy renders them only for PostgreSQL
-                else or_(
-                    *(and_(tree_nodes.c.level == lv, tree_nodes.c.idx == ix) for lv, ix in inner)
-                )
             )
         )
         found.update(((row.level, row.idx), bytes(row.hash)) for row in rows)

@@ -109,6 +109,9 @@ def _verify(
     checkpoint_stream = _checkpoints(connection)
     next_checkpoint = next(checkpoint_stream, None)
     tree = merkle.CompactRange()
+    if next_checkpoint is not None and next_checkpoint[0] == 0:
+        _check_checkpoint(next_checkpoint, tree, verifier, origin, report)
+        next_checkpoint = next(checkpoint_stream, None)
     prev_leaf = GENESIS_PREV
     prev_time = 0
     expected = 0
@@ -151,17 +154,14 @@ def _verify(
         _check_nodes(connection, completed)
     report.size, report.root_hash = tree.size, tree.root()
     if next_checkpoint is not None:
-        size, _, _ = next_checkpoint
-        if size == 0:
-            _check_checkpoint(next_checkpoint, tree, verifier, origin, report)
-        else:
-            raise _Stop(
-                Fault(
-                    tree.size,
-                    "truncated",
-                    f"a checkpoint commits to {size} entries but the log ends at {tree.size}",
-                )
+        raise _Stop(
+            Fault(
+                tree.size,
+                "truncated",
+                f"a checkpoint commits to {next_checkpoint[0]} entries "
+                f"but the log ends at {tree.size}",
             )
+        )
     if report.checkpoints_checked == 0:
         report.notes.append("no checkpoint covers this log yet")
 

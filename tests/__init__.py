@@ -1,0 +1,1 @@
+"""The test suite: real SQLite and PostgreSQL, real keys, the real CLI."""
