@@ -48,7 +48,8 @@ class NoteVerifier:
 
     @classmethod
     def parse(cls, text: str) -> NoteVerifier:
-        parts = text.strip().split("+")
+        # At most two splits: the base64 key material may itself contain "+".
+        parts = text.strip().split("+", 2)
         if len(parts) != 3:
             raise NoteError("verifier key must be <name>+<hex keyid>+<base64 key>")
         name, hex_id, b64_key = parts

@@ -112,7 +112,7 @@ def test_errors_are_one_line_and_non_zero(db_url: str, key_path: Path, tmp_path:
     for args, message in (
         (["proof", "inclusion", "0"], "index 0 is not in a tree of size 0"),
         (["show", "3"], "there is no entry 3"),
-        (["append", str(tmp_path / "absent.ndjson")], "does not exist"),
+        (["append", str(tmp_path / "absent.ndjson")], "No such file or directory"),
         (["proof", "consistency", "2", "1"], "beyond the log's size"),
     ):
         run = prov(args, db=db_url, key=key_path)
