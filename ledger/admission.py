@@ -15,12 +15,12 @@ what is wrong, and nothing of a rejected record is ever written.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
 from ledger import dsse
+from ledger._parallel import WorkerPool
 from ledger.entry import to_micros
 from ledger.errors import (
     KeyNotAuthorized,
@@ -144,10 +144,10 @@ def admit_batch(
     raws: Sequence[bytes],
     *,
     max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-    executor: Executor | None = None,
+    pool: WorkerPool | None = None,
 ) -> list[Admitted | RecordRejected]:
     """Admit many records: one registry query for the whole batch, and signature checks
-    spread over `executor`'s threads (libsodium releases the GIL while it verifies)."""
+    spread over `pool`'s threads (libsodium releases the GIL while it verifies)."""
     parsed: list[Candidate | RecordRejected] = []
     for raw in raws:
         try:
@@ -167,6 +167,6 @@ def admit_batch(
         except RecordRejected as error:
             return error
 
-    if executor is None:
+    if pool is None:
         return [check(item) for item in parsed]
-    return list(executor.map(check, parsed, chunksize=max(1, len(parsed) // 8)))
+    return pool.map(check, parsed)

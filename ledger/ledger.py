@@ -8,9 +8,7 @@ beyond that wiring.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import sqlalchemy.exc
 from sqlalchemy import Engine, insert
 
 from ledger import _ed25519, merkle
+from ledger._parallel import WorkerPool
 from ledger.admission import DEFAULT_MAX_RECORD_BYTES, Admitted, admit_batch
 from ledger.db import migrate, write_transaction
 from ledger.errors import LedgerNotInitialized, RecordRejected
@@ -47,9 +46,7 @@ class Ledger:
     signer: NoteSigner
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     # Signature checks and receipt signing run in libsodium, which releases the GIL.
-    executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
-    )
+    pool: WorkerPool = field(default_factory=WorkerPool)
 
     @classmethod
     def init(
@@ -93,7 +90,7 @@ class Ledger:
 
     def admit(self, raws: Sequence[bytes]) -> list[Admitted | RecordRejected]:
         return admit_batch(
-            self.engine, raws, max_bytes=self.max_record_bytes, executor=self.executor
+            self.engine, raws, max_bytes=self.max_record_bytes, pool=self.pool
         )
 
     def append(self, raws: Sequence[bytes]) -> list[Receipt | RecordRejected]:
@@ -102,7 +99,7 @@ class Ledger:
         accepted = [item for item in admitted if isinstance(item, Admitted)]
         outcomes = iter(append(self.engine, accepted, self.signer, self.origin) if accepted else [])
         merged = [item if isinstance(item, RecordRejected) else next(outcomes) for item in admitted]
-        return list(self.executor.map(self._receipt, merged))
+        return self.pool.map(self._receipt, merged)
 
     def _receipt(self, outcome: Appended | RecordRejected) -> Receipt | RecordRejected:
         if isinstance(outcome, RecordRejected):
@@ -124,9 +121,9 @@ class Ledger:
             verifier or self.verifier,
             self.origin,
             signatures=signatures,
-            executor=self.executor,
+            pool=self.pool,
         )
 
     def close(self) -> None:
-        self.executor.shutdown()
+        self.pool.close()
         self.engine.dispose()

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
 from ledger import merkle
+from ledger._parallel import WorkerPool
 from ledger.admission import authenticate, parse_record
 from ledger.entry import GENESIS_PREV, entry_leaf_hash
 from ledger.errors import NoteError, RecordRejected
@@ -74,7 +74,7 @@ def verify_log(
     origin: str,
     *,
     signatures: bool = False,
-    executor: Executor | None = None,
+    pool: WorkerPool | None = None,
 ) -> VerifyReport:
     report = VerifyReport()
     # One snapshot for the whole pass, so appends running meanwhile are simply not seen.
@@ -88,7 +88,7 @@ def verify_log(
                 verifier=verifier,
                 origin=origin,
                 signatures=signatures,
-                executor=executor,
+                pool=pool,
                 report=report,
             )
         except _Stop as stop:
@@ -102,7 +102,7 @@ def _verify(
     verifier: NoteVerifier,
     origin: str,
     signatures: bool,
-    executor: Executor | None,
+    pool: WorkerPool | None,
     report: VerifyReport,
 ) -> None:
     keys = {key.keyid: key for key in list_keys(connection)} if signatures else {}
@@ -118,7 +118,7 @@ def _verify(
     for rows in _stream(connection, _ENTRY_QUERY):
         # 4. Checked first for the batch, but raised only if no hash fault comes before it,
         # so the report always names the lowest bad index.
-        signature_fault = _first_signature_fault(rows, keys, executor) if signatures else None
+        signature_fault = _first_signature_fault(rows, keys, pool) if signatures else None
         completed: list[tuple[merkle.NodeId, bytes]] = []
         for index, tenant, envelope, integrated_us, stored_leaf in rows:
             if signature_fault is not None and signature_fault.index <= index:
@@ -245,7 +245,7 @@ def _check_nodes(connection: Connection, completed: list[tuple[merkle.NodeId, by
 
 
 def _first_signature_fault(
-    rows: list[tuple[Any, ...]], keys: dict[str, ServiceKey], executor: Executor | None
+    rows: list[tuple[Any, ...]], keys: dict[str, ServiceKey], pool: WorkerPool | None
 ) -> Fault | None:
     def check(row: tuple[Any, ...]) -> Fault | None:
         index, envelope = row[0], bytes(row[2])
@@ -255,5 +255,5 @@ def _first_signature_fault(
             return Fault(index, "bad-signature", str(error))
         return None
 
-    faults = executor.map(check, rows) if executor is not None else map(check, rows)
+    faults = pool.map(check, rows) if pool is not None else map(check, rows)
     return next((fault for fault in faults if fault is not None), None)

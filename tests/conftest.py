@@ -78,4 +78,4 @@ def key_path(tmp_path: Path) -> Path:
 def ledger(engine: Engine, key_path: Path) -> Iterator[Ledger]:
     ledger = Ledger.init(engine, key_path, TEST_ORIGIN)
     yield ledger
-    ledger.executor.shutdown()
+    ledger.pool.close()
