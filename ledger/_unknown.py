@@ -7,7 +7,9 @@ that became a Struct hands its undeclared members to that Struct's instance dict
 back next to the declared members.
 
 Structs may nest directly, inside Optionals and unions, and inside lists. Free-form members
-typed ``Any`` need none of this: they are plain JSON values and survive by nature.
+typed ``Any`` need none of this: they are plain JSON values and survive by nature. The
+captured members belong to the instance: copies made with ``msgspec.structs.replace`` or
+built anew do not carry them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any, NamedTuple
 import msgspec
 from msgspec import inspect
 
-# Instance-dictionary key; never a JSON member name, since those are declared as fields.
+# Where a Struct keeps its captured members, in its instance dictionary; being a dunder name,
+# it cannot clash with a field.
 _KEY = "__unrecognized__"
 
 # Until something is captured in this process no Struct can carry unrecognized members, so

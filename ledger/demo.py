@@ -114,7 +114,7 @@ class _Run:
         self.tenant = tenant
         self.scenario = scenario
         self.at = at
-        self.id = f"{scenario[:3]}-{rng.getrandbits(48):012x}-{index:06d}"
+        self.id = f"{scenario.partition('.')[0]}-{rng.getrandbits(48):012x}-{index:06d}"
         self.now = at + timedelta(milliseconds=rng.randint(2, 9))
 
     def span(self, low_ms: int, high_ms: int) -> tuple[datetime, datetime]:
@@ -194,8 +194,11 @@ def _did(key: Ed25519PrivateKey) -> str:
 
 @functools.cache
 def _chain(tenant: str, scenario: str, window: int) -> tuple[tuple[bytes, ucan.Delegation], ...]:
-    """human -> agent platform -> service, for one 90-day window; the root grants the
-    scenario's whole domain, the second link only its command, under a limit."""
+    """The chain human -> agent platform -> service for one 90-day window.
+
+    The root grants the scenario's whole domain (``/loan``); the second link narrows it to
+    the command (``/loan/approve``) under a limit on its arguments.
+    """
     owner = _OWNERS[scenario]
     human, platform = _key(tenant, owner), _key(tenant, "agent-platform")
     service = _key(tenant, DEMO_SERVICES[scenario])
@@ -229,10 +232,6 @@ def _chain(tenant: str, scenario: str, window: int) -> tuple[tuple[bytes, ucan.D
 # --- order.route ---------------------------------------------------------------------------
 
 _WAREHOUSES = ("RNO-1", "SEA-1", "OAK-2")
-_ORDER_TOOLS = [
-    ToolDefinition(name="check_inventory", description="Units on hand per warehouse"),
-    ToolDefinition(name="quote_carriers", description="Carrier quotes for a parcel"),
-]
 
 
 def _order_route(run: _Run) -> Decision:
@@ -240,7 +239,6 @@ def _order_route(run: _Run) -> Decision:
     sku = rng.choice(["WID-220", "GAD-118", "BRK-540", "HNG-031"])
     qty = rng.randint(1, 6)
     postcode = rng.choice(["94107", "10013", "60614", "98109", "30309"])
-    order = {"order_id": f"SO-{rng.randint(100000, 999999)}", "sku": sku, "qty": qty}
     stock = {warehouse: rng.randint(0, 40) for warehouse in _WAREHOUSES}
     stock["RNO-1"] = max(stock["RNO-1"], qty)
     origin = next(warehouse for warehouse in _WAREHOUSES if stock[warehouse] >= qty)
@@ -304,8 +302,9 @@ def _order_route(run: _Run) -> Decision:
     )
     steps: list[Step] = [retrieval, plan, inventory, quote, final]
     cutoffs_version = run.at.date().isoformat()
+    # Every ninth order decision is a shadow re-run of an earlier one.
     links = (
-        run.links(replay_of=f"ord-{run.hex(48)}-{run.index - 3:06d}")
+        run.links(replay_of=f"order-{run.hex(48)}-{run.index - 3:06d}")
         if run.index % 9 == 6
         else run.links()
     )
@@ -316,7 +315,12 @@ def _order_route(run: _Run) -> Decision:
         decision_type=run.scenario,
         occurred_at=run.at,
         subject=f"cust_{rng.randint(10000, 99999)}",
-        inputs={**order, "postcode": postcode},
+        inputs={
+            "order_id": f"SO-{rng.randint(100000, 999999)}",
+            "sku": sku,
+            "qty": qty,
+            "postcode": postcode,
+        },
         context=[
             ContextSnapshot(
                 name="carrier.cutoffs",
@@ -343,7 +347,10 @@ def _order_route(run: _Run) -> Decision:
             temperature=0.0,
             seed=7,
             max_tokens=400,
-            tools=_ORDER_TOOLS,
+            tools=[
+                ToolDefinition(name="check_inventory", description="Units on hand per warehouse"),
+                ToolDefinition(name="quote_carriers", description="Carrier quotes for a parcel"),
+            ],
         ),
         steps=steps,
         output=Output(
@@ -496,13 +503,6 @@ def _loan_approve(run: _Run) -> Decision:
 
 # --- payment.retry -------------------------------------------------------------------------
 
-_RETRY_TOOLS = [
-    ToolDefinition(
-        name="issuer_status",
-        parameters={"type": "object", "properties": {"bin": {"type": "string"}}},
-    )
-]
-
 
 def _payment_retry(run: _Run) -> Decision:
     rng = run.rng
@@ -514,12 +514,16 @@ def _payment_retry(run: _Run) -> Decision:
     wait_h = {"insufficient_funds": 24, "do_not_honor": 72, "issuer_unavailable": 1}[decline]
     retry = attempt < 3 and decline != "do_not_honor"
     config = {"max_attempts": 4, "window_h": 96}
-    call_id = f"call_{run.hex(48)}"
     started, ended = run.span(900, 2400)
     plan = LlmCall(
         started_at=started,
         ended_at=ended,
-        usage=_usage("o4-mini", rng.randint(500, 700), rng.randint(300, 600), reasoning=256),
+        usage=_usage(
+            "o4-mini",
+            rng.randint(500, 700),
+            rng.randint(300, 600),
+            reasoning=rng.choice([128, 256]),
+        ),
         finish_reason="tool_calls",
     )
     started, ended = run.span(2000, 2010)
@@ -527,7 +531,7 @@ def _payment_retry(run: _Run) -> Decision:
         started_at=started,
         ended_at=ended,
         name="issuer_status",
-        call_id=call_id,
+        call_id=f"call_{run.hex(48)}",
         arguments={"bin": card_bin},
         error=StepError(type="timeout", message="issuer status API did not answer in 2000 ms"),
     )
@@ -535,7 +539,9 @@ def _payment_retry(run: _Run) -> Decision:
     final = LlmCall(
         started_at=started,
         ended_at=ended,
-        usage=_usage("o4-mini", rng.randint(700, 900), rng.randint(200, 500), reasoning=192),
+        usage=_usage(
+            "o4-mini", rng.randint(700, 900), rng.randint(200, 500), reasoning=rng.choice([64, 192])
+        ),
         finish_reason="stop",
     )
     steps: list[Step] = [plan, status, final]
@@ -579,7 +585,12 @@ def _payment_retry(run: _Run) -> Decision:
             version="o4-mini-2025-04-16",
             seed=rng.randint(1, 2**31),
             max_tokens=1200,
-            tools=_RETRY_TOOLS,
+            tools=[
+                ToolDefinition(
+                    name="issuer_status",
+                    parameters={"type": "object", "properties": {"bin": {"type": "string"}}},
+                )
+            ],
         ),
         steps=steps,
         output=Output(
@@ -589,7 +600,8 @@ def _payment_retry(run: _Run) -> Decision:
         usage=run.total(steps),
         delegation=run.delegation(),
         exposures=[Exposure(group=f"issuer/{card_bin}", amount=amount, unit=currency)],
-        links=run.links(parent_decision=f"pay-{run.hex(48)}-{run.index:06d}"),
+        # The decision that sent the payment the first time.
+        links=run.links(parent_decision=f"payment-{run.hex(48)}-{run.index:06d}"),
     )
 
 

@@ -147,10 +147,12 @@ def range_nodes(lo: int, hi: int) -> list[NodeId]:
     if n and lo & ((1 << (n - 1).bit_length()) - 1):
         raise ValueError(f"[{lo}, {hi}) is not aligned like a subtree of the log")
     nodes: list[NodeId] = []
-    for level in range(n.bit_length() - 1, -1, -1):
-        if n >> level & 1:
-            nodes.append((level, lo >> level))
-            lo += 1 << level
+    # Visit only the set bits: most ranges of a proof are a single perfect subtree.
+    while n:
+        level = n.bit_length() - 1
+        nodes.append((level, lo >> level))
+        lo += 1 << level
+        n ^= 1 << level
     return nodes
 
 

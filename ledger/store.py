@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection, and_, or_, select
 
 from ledger.entry import GENESIS_PREV
 from ledger.merkle import NodeId
@@ -32,7 +32,7 @@ def read_head(connection: Connection) -> Head:
 
 
 def fetch_nodes(connection: Connection, wanted: set[NodeId]) -> Mapping[NodeId, bytes]:
-    """Stored perfect-subtree hashes for `wanted`, in at most two queries."""
+    """Stored perfect-subtree hashes for `wanted`, in at most two indexed queries."""
     found: dict[NodeId, bytes] = {}
     leaves = sorted(index for level, index in wanted if level == 0)
     if leaves:
@@ -40,11 +40,21 @@ def fetch_nodes(connection: Connection, wanted: set[NodeId]) -> Mapping[NodeId, 
             select(log_entries.c.idx, log_entries.c.leaf_hash).where(log_entries.c.idx.in_(leaves))
         )
         found.update(((0, row.idx), bytes(row.leaf_hash)) for row in rows)
-    inner = sorted(node for node in wanted if node[0] > 0)
-    if inner:
+    by_level: dict[int, list[int]] = {}
+    for level, index in wanted:
+        if level > 0:
+            by_level.setdefault(level, []).append(index)
+    if by_level:
+        # One `level = ? AND idx IN (…)` branch per level: both engines answer that from the
+        # primary key, whereas SQLite scans the whole table for a row-value IN.
         rows = connection.execute(
             select(tree_nodes.c.level, tree_nodes.c.idx, tree_nodes.c.hash).where(
-                tuple_(tree_nodes.c.level, tree_nodes.c.idx).in_(inner)
+                or_(
+                    *(
+                        and_(tree_nodes.c.level == level, tree_nodes.c.idx.in_(sorted(indexes)))
+                        for level, indexes in sorted(by_level.items())
+                    )
+                )
             )
         )
         found.update(((row.level, row.idx), bytes(row.hash)) for row in rows)

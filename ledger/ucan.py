@@ -279,7 +279,7 @@ def decode_delegation(token: bytes) -> Delegation:
         raise InvalidPayload(f"delegation is not DAG-CBOR: {error}") from error
     match envelope:
         case [bytes() as signature, {"h": bytes() as header, **tagged}] if len(tagged) == 1:
-            pass
+            signed = encode_dag_cbor(envelope[1])
         case _:
             raise InvalidPayload("delegation is not a [signature, {h, payload}] envelope")
     if header != VARSIG_ED25519_DAG_CBOR:
@@ -296,5 +296,5 @@ def decode_delegation(token: bytes) -> Delegation:
     return Delegation(
         **msgspec.structs.asdict(payload),
         signature=signature,
-        signed=encode_dag_cbor(envelope[1]),
+        signed=signed,
     )

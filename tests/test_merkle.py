@@ -744,6 +744,8 @@ def test_inclusion_in_a_single_leaf_tree() -> None:
     assert not verify_inclusion(b"", 0, 1, [], b"")
     assert not verify_inclusion(leaf, 0, 1, [], leaf[:31])
     assert not verify_inclusion(leaf[:31], 0, 1, [], leaf[:31])
+    assert not verify_inclusion(leaf + b"\x00", 0, 1, [], leaf + b"\x00")
+    assert root_from_inclusion(leaf + b"\x00", 0, 1, []) is None
     for index, size in [(0, 0), (1, 0), (2, 1), (1, 1), (-1, 1), (-1, 0), (0, -1)]:
         assert not verify_inclusion(leaf, index, size, [], leaf)
         assert root_from_inclusion(leaf, index, size, []) is None
@@ -760,6 +762,7 @@ def test_consistency_edge_cases() -> None:
         (1, 1, r1, r1, [r1], False),
         (0, 0, EMPTY_ROOT, EMPTY_ROOT, [], True),
         (0, 0, r1, r1, [], False),
+        (0, 0, EMPTY_ROOT, r1, [], False),
         (0, 0, EMPTY_ROOT, EMPTY_ROOT, [EMPTY_ROOT], False),
         # From the empty tree: nothing to prove, but its root can only be EMPTY_ROOT.
         (0, 1, EMPTY_ROOT, r1, [], True),
@@ -779,6 +782,8 @@ def test_consistency_edge_cases() -> None:
         (1, 2, r1[:31], r2, proof_1_2, False),
         (1, 2, r1, r2 + b"\x00", proof_1_2, False),
         (1, 2, r1, r2, [proof_1_2[0][:31]], False),
+        (1, 1, r1 + b"\x00", r1 + b"\x00", [], False),
+        (0, 0, EMPTY_ROOT + b"\x00", EMPTY_ROOT + b"\x00", [], False),
     ]
     for old, new, old_root, new_root, proof, want in cases:
         assert verify_consistency(old, new, old_root, new_root, proof) is want, (old, new)
