@@ -122,6 +122,7 @@ class Ledger:
             self.origin,
             signatures=signatures,
             pool=self.pool,
+            processes=self.pool.workers,
         )
 
     def close(self) -> None:

@@ -66,7 +66,8 @@ def root_from_leaf_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
     """MTH over already-hashed leaves; EMPTY_ROOT when there are none.
 
     Folding a compact range is the RFC's recursive split done bottom-up: the left part
-    of every split is a perfect subtree, which is exactly a peak.
+    of every split is a perfect subtree, which is exactly a peak. Raises ValueError if
+    a leaf hash is not 32 bytes.
     """
     compact = CompactRange()
     for leaf_hash in leaf_hashes:
@@ -188,7 +189,8 @@ def proof_hashes(
     per_range = [range_nodes(lo, hi) for lo, hi in ranges]
     needed = {node for ids in per_range for node in ids}
     nodes: Mapping[NodeId, bytes] = fetch(needed) if needed else {}
-    return [_fold([nodes[node] for node in ids]) for ids in per_range]
+    # Most ranges are one perfect subtree, whose hash is stored as is.
+    return [nodes[ids[0]] if len(ids) == 1 else _fold([nodes[n] for n in ids]) for ids in per_range]
 
 
 # --------------------------------------------------------------------------------------
@@ -358,7 +360,8 @@ def verify_consistency(
     if old_size == new_size:
         return not proof and old_root == new_root
 
-    first, second = old_size, new_size
+    # The RFC's names, so that the steps below read as written.
+    first, second, first_hash, second_hash = old_size, new_size, old_root, new_root
     # 1. If consistency_path is an empty array, stop and fail the proof verification.
     if not proof:
         return False
@@ -366,7 +369,7 @@ def verify_consistency(
     #    consistency_path array.
     consistency_path = list(proof)
     if first & (first - 1) == 0:
-        consistency_path.insert(0, old_root)
+        consistency_path.insert(0, first_hash)
     # 3. Set fn to first - 1 and sn to second - 1.
     fn = first - 1
     sn = second - 1
@@ -401,4 +404,4 @@ def verify_consistency(
         fn >>= 1
         sn >>= 1
     # 7. Verify that fr equals first_hash, sr equals second_hash, and sn is 0.
-    return fr == old_root and sr == new_root and sn == 0
+    return fr == first_hash and sr == second_hash and sn == 0

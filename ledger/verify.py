@@ -1,4 +1,4 @@
-"""Full verification of a stored log (fsck), in one streaming pass and constant memory.
+"""Full verification of a stored log (fsck), streaming, in constant memory.
 
 For each entry, in index order, it:
 1. checks that the index is the next one (no row missing or out of place);
@@ -9,33 +9,42 @@ For each entry, in index order, it:
 5. folds the leaf into the tree, and compares every perfect subtree it completes with the
    stored node that proofs are served from;
 6. at every checkpointed size, compares the recomputed root with the checkpoint, whose
-   signature must verify under the ledger's verifier key.
+   signature must verify under the ledger's verifier key and name the log's origin.
 Finally the latest checkpoint must not claim more entries than the log holds.
-It stops at the first fault and names the entry.
+
+A large log is cut into segments aligned to a power of two, verified by separate
+processes. A segment starts from the stored leaf before it and the stored peaks of the
+tree to its left; those are themselves checked by the segments that cover them, so every
+stored byte is still checked exactly once, and the lowest faulty index is reported.
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import struct
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine
 
 from ledger import merkle
 from ledger._parallel import WorkerPool
 from ledger.admission import authenticate, parse_record
-from ledger.entry import GENESIS_PREV, entry_leaf_hash
+from ledger.db import make_engine
+from ledger.entry import GENESIS_PREV, MAGIC
 from ledger.errors import NoteError, RecordRejected
 from ledger.keyring import ServiceKey, list_keys
 from ledger.note import NoteVerifier, open_checkpoint
-from ledger.schema import checkpoints, tree_nodes
+from ledger.store import fetch_nodes, latest_checkpoint, read_entry, read_head
 
 _STREAM_BATCH = 5_000
-_ENTRY_QUERY = (
-    "SELECT idx, tenant, envelope, integrated_us, leaf_hash FROM log_entries ORDER BY idx"
-)
+# Below this many entries, starting worker processes costs more than it saves.
+PARALLEL_THRESHOLD = 200_000
+_SEGMENTS_PER_WORKER = 4
+_ENTRY_HEAD = struct.Struct(">4sQq32s32sH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +77,15 @@ class _Stop(Exception):
         self.fault = fault
 
 
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    start: int
+    end: int
+    signatures: bool
+    verifier_key: str
+    origin: str
+
+
 def verify_log(
     engine: Engine,
     verifier: NoteVerifier,
@@ -75,50 +93,121 @@ def verify_log(
     *,
     signatures: bool = False,
     pool: WorkerPool | None = None,
+    processes: int = 1,
+    parallel_from: int = PARALLEL_THRESHOLD,
 ) -> VerifyReport:
     report = VerifyReport()
-    # One snapshot for the whole pass, so appends running meanwhile are simply not seen.
-    options: dict[str, Any] = (
-        {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
-    )
-    with engine.connect() as connection, connection.execution_options(**options).begin():
+    with engine.connect() as connection, connection.begin():
+        # The size and the latest checkpoint come from one snapshot: an append commits its
+        # entries and its checkpoint together, so a concurrent append is seen whole or not.
+        size = read_head(connection).size
+        latest = latest_checkpoint(connection)
+    segments = [
+        _Segment(start, end, signatures, verifier.encode(), origin)
+        for start, end in plan_segments(size, processes, parallel_from)
+    ]
+    if len(segments) > 1:
+        url = engine.url.render_as_string(hide_password=False)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(processes, mp_context=context) as executor:
+            results = list(executor.map(_verify_segment_at, [url] * len(segments), segments))
+    else:
+        results = [_verify_segment(engine, segments[0], pool)] if segments else []
+    for result in results:
+        report.checkpoints_checked += result.checkpoints_checked
+        report.signatures_checked += result.signatures_checked
+        if result.fault is not None:
+            report.fault = result.fault
+            return report
+        report.root_hash = result.root_hash
+    report.size = size
+    with engine.connect() as connection:
         try:
-            _verify(
-                connection,
-                verifier=verifier,
-                origin=origin,
-                signatures=signatures,
-                pool=pool,
-                report=report,
-            )
+            if size == 0:
+                _check_checkpoints(connection, merkle.CompactRange(), 0, 0, verifier, origin)
+                report.checkpoints_checked += 1
+            if latest is not None and latest.tree_size > size:
+                raise _Stop(
+                    Fault(
+                        size,
+                        "truncated",
+                        f"a checkpoint commits to {latest.tree_size} entries "
+                        f"but the log ends at {size}",
+                    )
+                )
         except _Stop as stop:
             report.fault = stop.fault
+    if latest is None:
+        report.notes.append("no checkpoint covers this log yet")
     return report
 
 
-def _verify(
-    connection: Connection,
-    *,
-    verifier: NoteVerifier,
-    origin: str,
-    signatures: bool,
-    pool: WorkerPool | None,
-    report: VerifyReport,
+def plan_segments(
+    size: int, processes: int, parallel_from: int = PARALLEL_THRESHOLD
+) -> list[tuple[int, int]]:
+    """Cut [0, size) into ranges whose starts are multiples of one power of two."""
+    if size == 0:
+        return []
+    if processes < 2 or size < parallel_from:
+        return [(0, size)]
+    width = 1 << max(0, (size // (processes * _SEGMENTS_PER_WORKER)).bit_length())
+    return [(start, min(start + width, size)) for start in range(0, size, width)]
+
+
+@dataclass(slots=True)
+class _SegmentResult:
+    root_hash: bytes = merkle.EMPTY_ROOT
+    checkpoints_checked: int = 0
+    signatures_checked: int = 0
+    fault: Fault | None = None
+
+
+def _verify_segment_at(url: str, segment: _Segment) -> _SegmentResult:
+    engine = make_engine(url)
+    try:
+        return _verify_segment(engine, segment, WorkerPool(1))
+    finally:
+        engine.dispose()
+
+
+def _verify_segment(engine: Engine, segment: _Segment, pool: WorkerPool | None) -> _SegmentResult:
+    result = _SegmentResult()
+    with engine.connect() as connection, connection.begin():
+        try:
+            _verify_entries(connection, segment, pool, result)
+        except _Stop as stop:
+            result.fault = stop.fault
+    return result
+
+
+def _verify_entries(
+    connection: Connection, segment: _Segment, pool: WorkerPool | None, result: _SegmentResult
 ) -> None:
-    keys = {key.keyid: key for key in list_keys(connection)} if signatures else {}
-    checkpoint_stream = _checkpoints(connection)
-    next_checkpoint = next(checkpoint_stream, None)
-    tree = merkle.CompactRange()
+    start, end = segment.start, segment.end
+    verifier = NoteVerifier.parse(segment.verifier_key)
+    keys = {key.keyid: key for key in list_keys(connection)} if segment.signatures else {}
+    prev_leaf, prev_time = GENESIS_PREV, 0
+    if start > 0:
+        before = read_entry(connection, start - 1)
+        if before is None:
+            raise _Stop(Fault(start - 1, "missing", f"entry {start - 1} is absent"))
+        prev_leaf, prev_time = before.leaf_hash, before.integrated_us
+    tree = _tree_left_of(connection, start)
+    # A checkpoint at a segment's start belongs to the segment before it (or, at 0, here).
+    checkpoints = _checkpoints_between(connection, start + (start > 0), end)
+    next_checkpoint = next(checkpoints, None)
     if next_checkpoint is not None and next_checkpoint[0] == 0:
-        _check_checkpoint(next_checkpoint, tree, verifier, origin, report)
-        next_checkpoint = next(checkpoint_stream, None)
-    prev_leaf = GENESIS_PREV
-    prev_time = 0
-    expected = 0
-    for rows in _stream(connection, _ENTRY_QUERY):
+        result.checkpoints_checked += _check_one(next_checkpoint, tree, verifier, segment.origin)
+        next_checkpoint = next(checkpoints, None)
+
+    sha256 = hashlib.sha256
+    pack = _ENTRY_HEAD.pack
+    tenant_bytes: dict[str, bytes] = {}
+    expected = start
+    for rows in _stream(connection, start, end):
         # 4. Checked first for the batch, but raised only if no hash fault comes before it,
         # so the report always names the lowest bad index.
-        signature_fault = _first_signature_fault(rows, keys, pool) if signatures else None
+        signature_fault = _first_signature_fault(rows, keys, pool) if segment.signatures else None
         completed: list[tuple[merkle.NodeId, bytes]] = []
         for index, tenant, envelope, integrated_us, stored_leaf in rows:
             if signature_fault is not None and signature_fault.index <= index:
@@ -128,9 +217,20 @@ def _verify(
                 raise _Stop(
                     Fault(expected, "missing", f"entry {expected} is absent; next is {index}")
                 )
-            # 2.
-            digest = hashlib.sha256(envelope).digest()
-            leaf = entry_leaf_hash(index, integrated_us, prev_leaf, digest, tenant)
+            # 2. (entry_bytes and entry_leaf_hash of ledger.entry, inlined: this loop is the
+            # whole cost of verification)
+            encoded_tenant = tenant_bytes.get(tenant)
+            if encoded_tenant is None:
+                encoded_tenant = tenant_bytes[tenant] = tenant.encode()
+            head = pack(
+                MAGIC,
+                index,
+                integrated_us,
+                prev_leaf,
+                sha256(envelope).digest(),
+                len(encoded_tenant),
+            )
+            leaf = sha256(b"\x00" + head + encoded_tenant).digest()
             if leaf != stored_leaf:
                 raise _Stop(
                     Fault(
@@ -144,31 +244,39 @@ def _verify(
             if integrated_us < prev_time:
                 raise _Stop(Fault(index, "time-regression", "integration time runs backwards"))
             # 5.
-            completed.extend(tree.append(leaf))
+            completed += tree.append(leaf)
             prev_leaf, prev_time, expected = leaf, integrated_us, index + 1
             # 6.
-            while next_checkpoint is not None and next_checkpoint[0] == tree.size:
-                _check_checkpoint(next_checkpoint, tree, verifier, origin, report)
-                next_checkpoint = next(checkpoint_stream, None)
-        report.signatures_checked += len(rows) if signatures else 0
+            while next_checkpoint is not None and next_checkpoint[0] == expected:
+                result.checkpoints_checked += _check_one(
+                    next_checkpoint, tree, verifier, segment.origin
+                )
+                next_checkpoint = next(checkpoints, None)
+        result.signatures_checked += len(rows) if segment.signatures else 0
         _check_nodes(connection, completed)
-    report.size, report.root_hash = tree.size, tree.root()
-    if next_checkpoint is not None:
-        raise _Stop(
-            Fault(
-                tree.size,
-                "truncated",
-                f"a checkpoint commits to {next_checkpoint[0]} entries "
-                f"but the log ends at {tree.size}",
-            )
-        )
-    if report.checkpoints_checked == 0:
-        report.notes.append("no checkpoint covers this log yet")
+    if expected != end:
+        raise _Stop(Fault(expected, "missing", f"entry {expected} is absent"))
+    result.root_hash = tree.root()
 
 
-def _stream(connection: Connection, query: str) -> Iterator[list[tuple[Any, ...]]]:
+def _tree_left_of(connection: Connection, start: int) -> merkle.CompactRange:
+    """The tree of the entries before `start`, rebuilt from their stored peaks."""
+    wanted = merkle.CompactRange.peak_nodes(start)
+    found = fetch_nodes(connection, set(wanted))
+    missing = [node for node in wanted if node not in found]
+    if missing:
+        level, index = missing[0]
+        raise _Stop(Fault(index << level, "tree-node", f"stored tree node {missing[0]} is missing"))
+    return merkle.CompactRange(start, [found[node] for node in wanted])
+
+
+def _stream(connection: Connection, start: int, end: int) -> Iterator[list[tuple[Any, ...]]]:
     """Rows in batches straight from the driver: a server-side cursor on PostgreSQL (so the
     log is never held in memory) and SQLite's stepwise cursor."""
+    query = (
+        "SELECT idx, tenant, envelope, integrated_us, leaf_hash FROM log_entries "
+        f"WHERE idx >= {int(start)} AND idx < {int(end)} ORDER BY idx"
+    )
     driver = connection.connection.driver_connection
     assert driver is not None
     if connection.dialect.name == "postgresql":
@@ -184,19 +292,33 @@ def _stream(connection: Connection, query: str) -> Iterator[list[tuple[Any, ...]
         cursor.close()
 
 
-def _checkpoints(connection: Connection) -> Iterator[tuple[int, bytes, str]]:
-    query = select(checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note)
-    for row in connection.execute(query.order_by(checkpoints.c.tree_size)).yield_per(1000):
+def _checkpoints_between(
+    connection: Connection, start: int, end: int
+) -> Iterator[tuple[int, bytes, str]]:
+    """Stored checkpoints whose size falls in [start, end], smallest first."""
+    rows = connection.exec_driver_sql(
+        "SELECT tree_size, root_hash, note FROM checkpoints "
+        f"WHERE tree_size >= {int(start)} AND tree_size <= {int(end)} ORDER BY tree_size"
+    )
+    for row in rows.yield_per(1000):
         yield row[0], bytes(row[1]), row[2]
 
 
-def _check_checkpoint(
-    stored: tuple[int, bytes, str],
+def _check_checkpoints(
+    connection: Connection,
     tree: merkle.CompactRange,
+    start: int,
+    end: int,
     verifier: NoteVerifier,
     origin: str,
-    report: VerifyReport,
 ) -> None:
+    for stored in _checkpoints_between(connection, start, end):
+        _check_one(stored, tree, verifier, origin)
+
+
+def _check_one(
+    stored: tuple[int, bytes, str], tree: merkle.CompactRange, verifier: NoteVerifier, origin: str
+) -> int:
     size, root_column, note = stored
     last = max(size - 1, 0)
     try:
@@ -213,7 +335,7 @@ def _check_checkpoint(
                 f"{checkpoint.root_hash.hex()}, but entries 0..{last} hash to {root.hex()}",
             )
         )
-    report.checkpoints_checked += 1
+    return 1
 
 
 def _check_nodes(connection: Connection, completed: list[tuple[merkle.NodeId, bytes]]) -> None:
@@ -223,25 +345,27 @@ def _check_nodes(connection: Connection, completed: list[tuple[merkle.NodeId, by
         by_level.setdefault(level, []).append((index, node_hash))
     for level, nodes in by_level.items():
         first, last = nodes[0][0], nodes[-1][0]
-        stored = {
-            row.idx: bytes(row.hash)
-            for row in connection.execute(
-                select(tree_nodes.c.idx, tree_nodes.c.hash).where(
-                    tree_nodes.c.level == level, tree_nodes.c.idx.between(first, last)
-                )
+        stored = connection.exec_driver_sql(
+            "SELECT idx, hash FROM tree_nodes "
+            f"WHERE level = {int(level)} AND idx >= {int(first)} AND idx <= {int(last)} "
+            "ORDER BY idx"
+        ).all()
+        if len(stored) == len(nodes) and all(
+            row[0] == index and row[1] == node_hash
+            for row, (index, node_hash) in zip(stored, nodes, strict=True)
+        ):
+            continue
+        have = {row[0]: bytes(row[1]) for row in stored}
+        index = next(index for index, node_hash in nodes if have.get(index) != node_hash)
+        width = 1 << level
+        raise _Stop(
+            Fault(
+                index * width,
+                "tree-node",
+                f"stored tree node at level {level} over entries "
+                f"{index * width}..{(index + 1) * width - 1} is wrong or missing",
             )
-        }
-        for index, node_hash in nodes:
-            if stored.get(index) != node_hash:
-                width = 1 << level
-                raise _Stop(
-                    Fault(
-                        index * width,
-                        "tree-node",
-                        f"stored tree node at level {level} over entries "
-                        f"{index * width}..{(index + 1) * width - 1} is wrong or missing",
-                    )
-                )
+        )
 
 
 def _first_signature_fault(
