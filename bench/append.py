@@ -18,6 +18,7 @@ from ledger import dsse
 from ledger._ed25519 import verify
 from ledger.keyring import list_keys
 from ledger.ledger import Ledger
+from ledger.receipt import Receipt
 
 
 def raw_insert_baseline(ledger: Ledger, records: list[bytes], batch: int) -> float:
@@ -72,19 +73,23 @@ def main() -> None:
     print(f"{args.records:,} demo records, batches of {args.batch:,}, {os.cpu_count()} cores")
     for engine_name in args.engine or ENGINES:
         with fresh_ledger(engine_name) as ledger:
-            records = signed_demo_records(ledger, args.records)
+            records = signed_demo_records(ledger, args.records, content=args.content)
             size = sum(map(len, records)) / len(records)
             raw_seconds = raw_insert_baseline(ledger, records, args.batch)
 
             def append_all() -> None:
-                for start in range(0, len(records), args.batch):
-                    ledger.append(records[start : start + args.batch])
+                batches = (
+                    records[start : start + args.batch]
+                    for start in range(0, len(records), args.batch)
+                )
+                for results in ledger.append_many(batches):
+                    assert all(isinstance(result, Receipt) for result in results)
 
             append_seconds = median_of(1, append_all)
             assert ledger.latest_checkpoint().tree_size == len(records)
             one_thread = verify_loop_baseline(ledger, records, 1)
             two_threads = verify_loop_baseline(ledger, records, 2)
-        print(f"\n[{engine_name}] mean envelope {size:,.0f} bytes")
+        print(f"\n[{engine_name}] {args.content} content, mean envelope {size:,.0f} bytes")
         print(f"  ledger append (verify + sequence + receipts) {rate(len(records), append_seconds)}")
         print(f"  baseline raw INSERT of the same rows        {rate(len(records), raw_seconds)}")
         print(f"  baseline signature verify, 1 thread         {rate(len(records), one_thread)}")

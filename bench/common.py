@@ -16,6 +16,7 @@ import psycopg
 
 from ledger.db import make_engine
 from ledger.ledger import Ledger
+from ledger.demo import content_by_reference
 from service.demo import demo_envelopes, register_demo_keys
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -25,8 +26,17 @@ ENGINES = ("sqlite", "postgres")
 
 
 def engine_arguments(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--engine", choices=ENGINES, action="append", help="default: both")
+    parser.add_argument(
+        "--content",
+        choices=("by-reference", "inline"),
+        default="by-reference",
+        help="by-reference: ~2.8 KB payloads, bulky content as blob digests (default); "
+        "inline: the full demo records, ~4.3 KB, with their UCAN delegation chains",
+    )
     return parser
 
 
@@ -57,9 +67,12 @@ def fresh_ledger(engine_name: str) -> Iterator[Ledger]:
             ledger.close()
 
 
-def signed_demo_records(ledger: Ledger, count: int, seed: int = 1) -> list[bytes]:
+def signed_demo_records(
+    ledger: Ledger, count: int, *, content: str = "by-reference", seed: int = 1
+) -> list[bytes]:
     register_demo_keys(ledger.engine, "acme")
-    return list(demo_envelopes(count, seed=seed, tenant="acme"))
+    shape = content_by_reference if content == "by-reference" else None
+    return list(demo_envelopes(count, seed=seed, tenant="acme", shape=shape))
 
 
 def rate(count: int, seconds: float) -> str:

@@ -14,13 +14,11 @@ import random
 import statistics
 import time
 
-import msgspec
 from sqlalchemy import text
 
 from bench.common import ENGINES, engine_arguments, fresh_ledger
 from ledger import merkle
 from ledger.admission import Admitted
-from ledger.demo import demo_decision
 from ledger.record import DECISION_PAYLOAD_TYPE
 from ledger.sequencer import append
 
@@ -28,15 +26,9 @@ BUILD_BATCH = 20_000
 
 
 def build(ledger: object, entries: int) -> None:
-    template = demo_decision(random.Random(0), 0)
     for start in range(0, entries, BUILD_BATCH):
         batch = [
-            Admitted(
-                f"record {n}".encode(),
-                DECISION_PAYLOAD_TYPE,
-                msgspec.structs.replace(template, id=f"bench-{n}"),
-                "bench",
-            )
+            Admitted(f"record {n}".encode(), DECISION_PAYLOAD_TYPE, "acme", f"bench-{n}", "bench")
             for n in range(start, min(start + BUILD_BATCH, entries))
         ]
         append(ledger.engine, batch, ledger.signer, ledger.origin)  # type: ignore[attr-defined]

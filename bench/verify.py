@@ -38,7 +38,7 @@ def main() -> None:
         with fresh_ledger(engine_name) as ledger:
             # Signing is the slow part of building the log; sign a pool and reuse its records
             # under new ids would change the bytes, so sign them all once.
-            records = signed_demo_records(ledger, args.records)
+            records = signed_demo_records(ledger, args.records, content=args.content)
             for start in range(0, len(records), APPEND_BATCH):
                 ledger.append(records[start : start + APPEND_BATCH])
             scan = scan_baseline(ledger)

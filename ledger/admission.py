@@ -52,45 +52,48 @@ class Candidate:
     payload: bytes
     decision: Decision
 
-    @property
-    def keyids(self) -> list[str]:
-        return [signature.keyid for signature in self.envelope.signatures]
-
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """A record that passed every admission step; the sequencer stores exactly `raw`."""
+    """A record that passed every admission step; the sequencer stores exactly `raw`.
+
+    It keeps only what sequencing needs, not the decoded payload: a batch of decoded
+    decisions held alive makes the cyclic garbage collector re-walk them all, which once
+    cost more than the signature checks.
+    """
 
     raw: bytes
     payload_type: str
-    decision: Decision
+    tenant: str
+    record_id: str
     keyid: str
 
-    @property
-    def tenant(self) -> str:
-        return self.decision.tenant
 
-    @property
-    def record_id(self) -> str:
-        return self.decision.id
-
-
-def parse_record(raw: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Candidate:
+def open_envelope(raw: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> dsse.Envelope:
+    """Steps 1 to 3: cheap enough to run for a whole batch before any key is looked up."""
     # 1.
     if len(raw) > max_bytes:
         raise RecordTooLarge(f"envelope is {len(raw)} bytes; the limit is {max_bytes}")
     # 2.
     envelope = dsse.decode_envelope(raw)
     # 3.
-    decode = PAYLOAD_DECODERS.get(envelope.payloadType)
-    if decode is None:
+    if envelope.payloadType not in PAYLOAD_DECODERS:
         raise UnsupportedPayloadType(
             f"payloadType {envelope.payloadType!r} is not one of {sorted(PAYLOAD_DECODERS)}",
             pointer="/payloadType",
         )
+    return envelope
+
+
+def decode_payload(raw: bytes, envelope: dsse.Envelope) -> Candidate:
     # 4.
     payload = dsse.payload_bytes(envelope)
-    return Candidate(raw, envelope, payload, decode(payload))
+    return Candidate(raw, envelope, payload, PAYLOAD_DECODERS[envelope.payloadType](payload))
+
+
+def parse_record(raw: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Candidate:
+    """Steps 1 to 4."""
+    return decode_payload(raw, open_envelope(raw, max_bytes=max_bytes))
 
 
 def authenticate(
@@ -133,7 +136,13 @@ def authenticate(
                 f"signature by {key.keyid} does not verify", pointer=f"{pointer}/sig"
             )
         else:
-            return Admitted(candidate.raw, candidate.envelope.payloadType, decision, key.keyid)
+            return Admitted(
+                candidate.raw,
+                candidate.envelope.payloadType,
+                decision.tenant,
+                decision.id,
+                key.keyid,
+            )
         first_error = first_error or error
     assert first_error is not None  # decode_envelope refuses an envelope without signatures
     raise first_error
@@ -146,27 +155,33 @@ def admit_batch(
     max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     pool: WorkerPool | None = None,
 ) -> list[Admitted | RecordRejected]:
-    """Admit many records: one registry query for the whole batch, and signature checks
-    spread over `pool`'s threads (libsodium releases the GIL while it verifies)."""
-    parsed: list[Candidate | RecordRejected] = []
+    """Admit many records with one registry query for the whole batch.
+
+    Payload decoding (which holds the GIL) and signature checks (which do not) run
+    together on `pool`'s threads, so one thread decodes while another verifies.
+    """
+    opened: list[tuple[bytes, dsse.Envelope] | RecordRejected] = []
     for raw in raws:
         try:
-            parsed.append(parse_record(raw, max_bytes=max_bytes))
+            opened.append((raw, open_envelope(raw, max_bytes=max_bytes)))
         except RecordRejected as error:
-            parsed.append(error)
+            opened.append(error)
     keys = load_keys(
         engine,
-        (keyid for item in parsed if isinstance(item, Candidate) for keyid in item.keyids),
+        (
+            signature.keyid
+            for item in opened
+            if not isinstance(item, RecordRejected)
+            for signature in item[1].signatures
+        ),
     )
 
-    def check(item: Candidate | RecordRejected) -> Admitted | RecordRejected:
+    def admit(item: tuple[bytes, dsse.Envelope] | RecordRejected) -> Admitted | RecordRejected:
         if isinstance(item, RecordRejected):
             return item
         try:
-            return authenticate(item, keys)
+            return authenticate(decode_payload(*item), keys)
         except RecordRejected as error:
             return error
 
-    if pool is None:
-        return [check(item) for item in parsed]
-    return pool.map(check, parsed)
+    return pool.map(admit, opened) if pool is not None else [admit(item) for item in opened]

@@ -610,3 +610,28 @@ _BUILDERS = {
     "loan.approve": _loan_approve,
     "payment.retry": _payment_retry,
 }
+
+
+def content_by_reference(decision: Decision) -> Decision:
+    """The same decision as a service that keeps bulky content out of its records would
+    send it: context values and prompt messages as blob digests, and no delegation chain.
+
+    Benchmarks use it for records of about 2 KB; the demo itself keeps everything inline.
+    """
+    return msgspec.structs.replace(
+        decision,
+        context=[
+            msgspec.structs.replace(snapshot, value=msgspec.UNSET, blob=_digest(snapshot.value))
+            if snapshot.blob is None
+            else snapshot
+            for snapshot in decision.context
+        ],
+        prompt=None
+        if decision.prompt is None
+        else msgspec.structs.replace(
+            decision.prompt,
+            messages=None,
+            messages_blob=decision.prompt.messages_blob or _digest(decision.prompt.messages),
+        ),
+        delegation=[],
+    )

@@ -36,10 +36,18 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(payload), payload)
 
 
+_URL_SAFE = str.maketrans("-_", "+/")
+
+
 def b64decode(text: str) -> bytes:
-    """Decode standard or URL-safe base64, both of which DSSE allows; padding is required."""
-    alphabet_fixed = text.replace("-", "+").replace("_", "/")
-    return base64.b64decode(alphabet_fixed, validate=True)
+    """Decode standard or URL-safe base64, both of which DSSE allows; padding is required.
+
+    `strict_mode` refuses any character outside the alphabet, as `validate=True` does,
+    without the regular-expression pass over the whole payload.
+    """
+    if "-" in text or "_" in text:
+        text = text.translate(_URL_SAFE)
+    return binascii.a2b_base64(text, strict_mode=True)
 
 
 def b64encode(data: bytes) -> str:

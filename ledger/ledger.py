@@ -8,7 +8,8 @@ beyond that wiring.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,13 +90,33 @@ class Ledger:
         return self.signer.verifier
 
     def admit(self, raws: Sequence[bytes]) -> list[Admitted | RecordRejected]:
-        return admit_batch(
-            self.engine, raws, max_bytes=self.max_record_bytes, pool=self.pool
-        )
+        return admit_batch(self.engine, raws, max_bytes=self.max_record_bytes, pool=self.pool)
 
     def append(self, raws: Sequence[bytes]) -> list[Receipt | RecordRejected]:
         """Admit and append a batch in one transaction; results line up with `raws`."""
-        admitted = self.admit(raws)
+        return self._sequence(self.admit(raws))
+
+    def append_many(
+        self, batches: Iterable[Sequence[bytes]]
+    ) -> Iterator[list[Receipt | RecordRejected]]:
+        """`append` for each batch, admitting the next batch while the previous one commits.
+
+        Each batch is still its own transaction, and its results are yielded only after it
+        has committed; the overlap hides the commit's fsync behind signature checks.
+        """
+        with ThreadPoolExecutor(1, thread_name_prefix="prov-sequencer") as sequencer:
+            pending: Future[list[Receipt | RecordRejected]] | None = None
+            for raws in batches:
+                admitted = self.admit(raws)
+                if pending is not None:
+                    yield pending.result()
+                pending = sequencer.submit(self._sequence, admitted)
+            if pending is not None:
+                yield pending.result()
+
+    def _sequence(
+        self, admitted: list[Admitted | RecordRejected]
+    ) -> list[Receipt | RecordRejected]:
         accepted = [item for item in admitted if isinstance(item, Admitted)]
         outcomes = iter(append(self.engine, accepted, self.signer, self.origin) if accepted else [])
         merged = [item if isinstance(item, RecordRejected) else next(outcomes) for item in admitted]

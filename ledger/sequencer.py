@@ -13,7 +13,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, String, any_, bindparam, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from ledger.admission import Admitted
 from ledger.db import write_transaction
@@ -21,8 +22,8 @@ from ledger.entry import entry_leaf_hash
 from ledger.errors import IdConflict
 from ledger.merkle import CompactRange
 from ledger.note import Checkpoint, NoteSigner
-from ledger.schema import checkpoints, log_entries, tree_nodes
-from ledger.store import fetch_nodes, read_head
+from ledger.schema import checkpoints, log_entries
+from ledger.store import bulk_insert, fetch_nodes, read_head
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,17 @@ class Appended:
     record_id: str
     envelope_digest: bytes
     created: bool
+
+
+ENTRY_COLUMNS = (
+    "idx",
+    "tenant",
+    "record_id",
+    "payload_type",
+    "envelope",
+    "integrated_us",
+    "leaf_hash",
+)
 
 
 def now_micros() -> int:
@@ -61,8 +73,8 @@ def _append_locked(
     tree = CompactRange(head.size, _peaks(connection, head.size))
     prev_leaf = head.last_leaf
     results: list[Appended | IdConflict] = []
-    entry_rows: list[dict[str, object]] = []
-    node_rows: list[dict[str, object]] = []
+    entry_rows: list[tuple[object, ...]] = []
+    node_rows: list[tuple[int, int, bytes]] = []
     for record in records:
         digest = hashlib.sha256(record.raw).digest()
         key = (record.tenant, record.record_id)
@@ -78,24 +90,22 @@ def _append_locked(
         # A second copy of the same id later in this batch is a retry of this one.
         existing[key] = (appended, record.raw)
         entry_rows.append(
-            {
-                "idx": index,
-                "tenant": record.tenant,
-                "record_id": record.record_id,
-                "payload_type": record.payload_type,
-                "envelope": record.raw,
-                "integrated_us": integrated_us,
-                "leaf_hash": leaf,
-            }
+            (
+                index,
+                record.tenant,
+                record.record_id,
+                record.payload_type,
+                record.raw,
+                integrated_us,
+                leaf,
+            )
         )
-        for (level, node_index), node_hash in tree.append(leaf):
-            node_rows.append({"level": level, "idx": node_index, "hash": node_hash})
+        node_rows.extend((level, node, node_hash) for (level, node), node_hash in tree.append(leaf))
         prev_leaf = leaf
         results.append(appended)
     if entry_rows:
-        connection.execute(insert(log_entries), entry_rows)
-        if node_rows:
-            connection.execute(insert(tree_nodes), node_rows)
+        bulk_insert(connection, "log_entries", ENTRY_COLUMNS, entry_rows)
+        bulk_insert(connection, "tree_nodes", ("level", "idx", "hash"), node_rows)
         store_checkpoint(connection, tree, signer, origin, integrated_us)
     return results
 
@@ -129,6 +139,14 @@ def _existing(
         by_tenant.setdefault(record.tenant, set()).add(record.record_id)
     found: dict[tuple[str, str], tuple[Appended, bytes]] = {}
     for tenant, ids in by_tenant.items():
+        wanted = sorted(ids)
+        # PostgreSQL gets one array parameter: a thousand-member IN list is re-parsed by
+        # the driver on every batch, and that cost more than the lookup itself.
+        matches = (
+            log_entries.c.record_id == any_(bindparam("ids", wanted, type_=ARRAY(String)))
+            if connection.dialect.name == "postgresql"
+            else log_entries.c.record_id.in_(wanted)
+        )
         rows = connection.execute(
             select(
                 log_entries.c.idx,
@@ -136,7 +154,7 @@ def _existing(
                 log_entries.c.integrated_us,
                 log_entries.c.record_id,
                 log_entries.c.envelope,
-            ).where(log_entries.c.tenant == tenant, log_entries.c.record_id.in_(sorted(ids)))
+            ).where(log_entries.c.tenant == tenant, matches)
         )
         for row in rows:
             envelope = bytes(row.envelope)

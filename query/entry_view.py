@@ -69,7 +69,8 @@ def _signature_status(connection: Any, entry: StoredEntry) -> dict[str, Any]:
         candidate = parse_record(entry.envelope, max_bytes=len(entry.envelope))
     except RecordRejected as error:
         return {"status": "invalid", "detail": str(error)}
-    keys = {keyid: key for keyid in candidate.keyids if (key := get_key(connection, keyid))}
+    keyids = [signature.keyid for signature in candidate.envelope.signatures]
+    keys = {keyid: key for keyid in keyids if (key := get_key(connection, keyid))}
     try:
         admitted = authenticate(candidate, keys, allow_revoked=True)
     except RecordRejected as error:

@@ -7,6 +7,7 @@ is one line on stderr and a non-zero exit status.
 from __future__ import annotations
 
 import functools
+from collections import deque
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -124,18 +125,18 @@ def demo(
     register_demo_keys(ledger.engine, tenant)
     started = time.perf_counter()
     rejected = 0
-    for chunk in _chunks(demo_envelopes(count, seed=seed, tenant=tenant), APPEND_CHUNK):
-        if emit is not None:
+    chunks = _chunks(demo_envelopes(count, seed=seed, tenant=tenant), APPEND_CHUNK)
+    if emit is not None:
+        for chunk in chunks:
             emit.write(b"".join(raw + b"\n" for raw in chunk))
-            continue
-        for result in ledger.append(chunk):
+        click.echo(f"wrote {count} signed demo envelopes to {emit.name}")
+        return
+    for results in ledger.append_many(chunks):
+        for result in results:
             if isinstance(result, RecordRejected):
                 rejected += 1
                 click.echo(f"prov: demo record rejected: {result}", err=True)
     elapsed = time.perf_counter() - started
-    if emit is not None:
-        click.echo(f"wrote {count} signed demo envelopes to {emit.name}")
-        return
     checkpoint = ledger.latest_checkpoint()
     click.echo(
         f"appended {count - rejected} demo decisions in {elapsed:.2f}s "
@@ -157,9 +158,16 @@ def append_command(settings: Settings, source: IO[bytes]) -> None:
     """
     ledger = _open(settings)
     rejected = 0
-    for chunk in _chunks(_numbered_lines(source), APPEND_CHUNK):
-        numbers = [number for number, _ in chunk]
-        for number, result in zip(numbers, ledger.append([raw for _, raw in chunk]), strict=True):
+    # Line numbers of the batches in flight (at most two), so input streams in bounded memory.
+    in_flight: deque[list[int]] = deque()
+
+    def batches() -> Iterator[list[bytes]]:
+        for chunk in _chunks(_numbered_lines(source), APPEND_CHUNK):
+            in_flight.append([number for number, _ in chunk])
+            yield [raw for _, raw in chunk]
+
+    for results in ledger.append_many(batches()):
+        for number, result in zip(in_flight.popleft(), results, strict=True):
             if isinstance(result, RecordRejected):
                 rejected += 1
                 click.echo(f"prov: line {number}: {result.kind}: {result}", err=True)

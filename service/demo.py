@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from ledger.demo import DEMO_SERVICES, demo_decisions
-from ledger.record import DECISION_PAYLOAD_TYPE, encode_decision
+from ledger.record import DECISION_PAYLOAD_TYPE, Decision, encode_decision
 from sqlalchemy import Engine
 
 from ledger import dsse
@@ -42,11 +42,19 @@ def register_demo_keys(engine: Engine, tenant: str) -> None:
             )
 
 
-def demo_envelopes(count: int, *, seed: int | None, tenant: str) -> Iterator[bytes]:
+def demo_envelopes(
+    count: int,
+    *,
+    seed: int | None,
+    tenant: str,
+    shape: Callable[[Decision], Decision] | None = None,
+) -> Iterator[bytes]:
     """`count` signed envelopes; a random seed unless one is given, so that two demo runs
-    add new records rather than retrying the same ids."""
+    add new records rather than retrying the same ids. `shape` rewrites each decision
+    before it is signed."""
     keys: dict[str, SigningKey] = {}
-    for decision in demo_decisions(count, seed=_seed(seed), tenant=tenant):
+    for generated in demo_decisions(count, seed=_seed(seed), tenant=tenant):
+        decision = shape(generated) if shape is not None else generated
         key = keys.get(decision.service)
         if key is None:
             key = keys[decision.service] = demo_signing_key(tenant, decision.service)
