@@ -13,7 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, String, Table, insert
 
-from bench.common import ENGINES, engine_arguments, fresh_ledger, median_of, rate, signed_demo_records
+from bench.common import (
+    ENGINES,
+    engine_arguments,
+    fresh_ledger,
+    median_of,
+    rate,
+    signed_demo_records,
+)
 from ledger import dsse
 from ledger._ed25519 import verify
 from ledger.keyring import list_keys
@@ -55,7 +62,9 @@ def verify_loop_baseline(ledger: Ledger, records: list[bytes], threads: int) -> 
     for raw in records:
         envelope = dsse.decode_envelope(raw)
         message = dsse.pae(envelope.payloadType, dsse.payload_bytes(envelope))
-        work.append((keys[envelope.signatures[0].keyid], message, dsse.signature_bytes(envelope, 0)))
+        work.append(
+            (keys[envelope.signatures[0].keyid], message, dsse.signature_bytes(envelope, 0))
+        )
 
     def check(item: tuple[bytes, bytes, bytes]) -> None:
         if not verify(*item):
@@ -77,7 +86,7 @@ def main() -> None:
             size = sum(map(len, records)) / len(records)
             raw_seconds = raw_insert_baseline(ledger, records, args.batch)
 
-            def append_all() -> None:
+            def append_all(records: list[bytes] = records) -> None:
                 batches = (
                     records[start : start + args.batch]
                     for start in range(0, len(records), args.batch)
@@ -90,7 +99,9 @@ def main() -> None:
             one_thread = verify_loop_baseline(ledger, records, 1)
             two_threads = verify_loop_baseline(ledger, records, 2)
         print(f"\n[{engine_name}] {args.content} content, mean envelope {size:,.0f} bytes")
-        print(f"  ledger append (verify + sequence + receipts) {rate(len(records), append_seconds)}")
+        print(
+            f"  ledger append (verify + sequence + receipts) {rate(len(records), append_seconds)}"
+        )
         print(f"  baseline raw INSERT of the same rows        {rate(len(records), raw_seconds)}")
         print(f"  baseline signature verify, 1 thread         {rate(len(records), one_thread)}")
         print(f"  baseline signature verify, 2 threads        {rate(len(records), two_threads)}")

@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 
 from ledger.db import make_engine
-from ledger.ledger import Ledger
 from ledger.demo import content_by_reference
+from ledger.ledger import Ledger
 from service.demo import demo_envelopes, register_demo_keys
 
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from bench.common import ENGINES, engine_arguments, fresh_ledger
 from ledger import merkle
 from ledger.admission import Admitted
+from ledger.proofs import inclusion_proof
 from ledger.record import DECISION_PAYLOAD_TYPE
 from ledger.sequencer import append
 
@@ -50,8 +51,6 @@ def main() -> None:
             build(ledger, args.entries)
             built = time.perf_counter() - started
             checkpoint = ledger.latest_checkpoint()
-            from ledger.proofs import inclusion_proof
-
             proof_ms, lookup_ms = [], []
             with ledger.engine.connect() as connection:
                 for _ in range(args.proofs):

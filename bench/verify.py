@@ -12,7 +12,7 @@ import os
 
 from bench.common import ENGINES, engine_arguments, fresh_ledger, rate, signed_demo_records, timed
 from ledger.ledger import Ledger
-from ledger.verify import _stream
+from ledger.store import read_head, stream_entries
 
 APPEND_BATCH = 2_000
 
@@ -22,9 +22,9 @@ def scan_baseline(ledger: Ledger) -> float:
 
     def scan() -> None:
         with ledger.engine.connect() as connection, connection.begin():
-            for rows in _stream(connection, "SELECT idx, envelope FROM log_entries ORDER BY idx"):
-                for _, envelope in rows:
-                    hashlib.sha256(envelope).digest()
+            for rows in stream_entries(connection, 0, read_head(connection).size):
+                for row in rows:
+                    hashlib.sha256(row[2]).digest()
 
     return timed(scan)
 

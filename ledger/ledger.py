@@ -51,7 +51,12 @@ class Ledger:
 
     @classmethod
     def init(
-        cls, engine: Engine, key_path: Path, origin: str = DEFAULT_ORIGIN, **kwargs: int
+        cls,
+        engine: Engine,
+        key_path: Path,
+        origin: str = DEFAULT_ORIGIN,
+        *,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> Ledger:
         """Create or migrate the schema, create the key if missing, and fix the log's origin
         on first use. Safe to run again: an existing log keeps its origin."""
@@ -69,10 +74,12 @@ class Ledger:
                     ],
                 )
                 store_checkpoint(connection, merkle.CompactRange(), signer, origin, now_micros())
-        return cls.open(engine, key_path, **kwargs)
+        return cls.open(engine, key_path, max_record_bytes=max_record_bytes)
 
     @classmethod
-    def open(cls, engine: Engine, key_path: Path, **kwargs: int) -> Ledger:
+    def open(
+        cls, engine: Engine, key_path: Path, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    ) -> Ledger:
         with engine.connect() as connection:
             try:
                 origin = read_info(connection, "origin")
@@ -83,7 +90,7 @@ class Ledger:
         if not key_path.exists():
             raise LedgerNotInitialized(f"ledger key {key_path} is missing; run `prov init`")
         signer = NoteSigner(origin, _ed25519.load_signing_key(key_path))
-        return cls(engine, origin, signer, **kwargs)
+        return cls(engine, origin, signer, max_record_bytes)
 
     @property
     def verifier(self) -> NoteVerifier:

@@ -3,7 +3,7 @@ checkpoints and single entries."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,3 +163,29 @@ def _postgres_types(table: str, columns: Sequence[str]) -> list[str]:
         next(name for kind, name in kinds.items() if isinstance(column_types[c].type, kind))
         for c in columns
     ]
+
+
+_STREAM_BATCH = 5_000
+
+
+def stream_entries(connection: Connection, start: int, end: int) -> Iterator[list[tuple[Any, ...]]]:
+    """`(idx, tenant, envelope, integrated_us, leaf_hash)` of entries [start, end), in index
+    order and in batches, straight from the driver: a server-side cursor on PostgreSQL (so
+    the log is never held in memory) and SQLite's stepwise cursor."""
+    query = (
+        "SELECT idx, tenant, envelope, integrated_us, leaf_hash FROM log_entries "
+        f"WHERE idx >= {int(start)} AND idx < {int(end)} ORDER BY idx"
+    )
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    if connection.dialect.name == "postgresql":
+        cursor = driver.cursor(name="prov_verify", binary=True)
+        cursor.itersize = _STREAM_BATCH
+    else:
+        cursor = driver.cursor()
+    try:
+        cursor.execute(query)
+        while rows := cursor.fetchmany(_STREAM_BATCH):
+            yield rows
+    finally:
+        cursor.close()

@@ -38,9 +38,14 @@ from ledger.entry import GENESIS_PREV, MAGIC
 from ledger.errors import NoteError, RecordRejected
 from ledger.keyring import ServiceKey, list_keys
 from ledger.note import NoteVerifier, open_checkpoint
-from ledger.store import fetch_nodes, latest_checkpoint, read_entry, read_head
+from ledger.store import (
+    fetch_nodes,
+    latest_checkpoint,
+    read_entry,
+    read_head,
+    stream_entries,
+)
 
-_STREAM_BATCH = 5_000
 # Below this many entries, starting worker processes costs more than it saves.
 PARALLEL_THRESHOLD = 200_000
 _SEGMENTS_PER_WORKER = 4
@@ -204,7 +209,7 @@ def _verify_entries(
     pack = _ENTRY_HEAD.pack
     tenant_bytes: dict[str, bytes] = {}
     expected = start
-    for rows in _stream(connection, start, end):
+    for rows in stream_entries(connection, start, end):
         # 4. Checked first for the batch, but raised only if no hash fault comes before it,
         # so the report always names the lowest bad index.
         signature_fault = _first_signature_fault(rows, keys, pool) if segment.signatures else None
@@ -268,28 +273,6 @@ def _tree_left_of(connection: Connection, start: int) -> merkle.CompactRange:
         level, index = missing[0]
         raise _Stop(Fault(index << level, "tree-node", f"stored tree node {missing[0]} is missing"))
     return merkle.CompactRange(start, [found[node] for node in wanted])
-
-
-def _stream(connection: Connection, start: int, end: int) -> Iterator[list[tuple[Any, ...]]]:
-    """Rows in batches straight from the driver: a server-side cursor on PostgreSQL (so the
-    log is never held in memory) and SQLite's stepwise cursor."""
-    query = (
-        "SELECT idx, tenant, envelope, integrated_us, leaf_hash FROM log_entries "
-        f"WHERE idx >= {int(start)} AND idx < {int(end)} ORDER BY idx"
-    )
-    driver = connection.connection.driver_connection
-    assert driver is not None
-    if connection.dialect.name == "postgresql":
-        cursor = driver.cursor(name="prov_verify", binary=True)
-        cursor.itersize = _STREAM_BATCH
-    else:
-        cursor = driver.cursor()
-    try:
-        cursor.execute(query)
-        while rows := cursor.fetchmany(_STREAM_BATCH):
-            yield rows
-    finally:
-        cursor.close()
 
 
 def _checkpoints_between(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from alembic import context
+from sqlalchemy import Connection
 
 from ledger.db import make_engine
 from ledger.schema import metadata
@@ -22,7 +23,7 @@ def run() -> None:
         _run_on(new_connection)
 
 
-def _run_on(connection: object) -> None:
+def _run_on(connection: Connection) -> None:
     # render_as_batch: SQLite cannot ALTER most things in place; batch mode copies the table.
     context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
     context.run_migrations()

@@ -7,9 +7,9 @@ is one line on stderr and a non-zero exit status.
 from __future__ import annotations
 
 import functools
-from collections import deque
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,21 +36,21 @@ APPEND_CHUNK = 1_000
 
 
 class Failed(click.ClickException):
-    """A one-line failure with its own exit status (1 by default)."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    """A one-line failure; the exit status is 1."""
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"prov: {self.message}", err=True)
+
+
+class BadSettings(Failed):
+    exit_code = 2
 
 
 def _settings() -> Settings:
     try:
         return Settings.from_env()
     except ValueError as error:
-        raise Failed(str(error), 2) from None
+        raise BadSettings(str(error)) from None
 
 
 def ledger_options(command: F) -> F:

@@ -11,13 +11,13 @@ import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
-from ledger.demo import DEMO_SERVICES, demo_decisions
-from ledger.record import DECISION_PAYLOAD_TYPE, Decision, encode_decision
 from sqlalchemy import Engine
 
 from ledger import dsse
 from ledger._ed25519 import SigningKey
+from ledger.demo import DEMO_SERVICES, demo_decisions
 from ledger.keyring import derive_keyid, register_key
+from ledger.record import DECISION_PAYLOAD_TYPE, Decision, encode_decision
 
 _DEMO_KEYS_VALID_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 

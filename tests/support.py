@@ -24,7 +24,9 @@ from service.demo import demo_signing_key, register_demo_keys
 PROV = str(Path(sys.executable).with_name("prov"))
 
 
-def demo_envelopes(engine: Engine, count: int, *, seed: int = 1, tenant: str = "acme") -> list[bytes]:
+def demo_envelopes(
+    engine: Engine, count: int, *, seed: int = 1, tenant: str = "acme"
+) -> list[bytes]:
     """`count` demo decisions signed with the (registered) demo keys."""
     register_demo_keys(engine, tenant)
     return [sign(decision) for decision in demo_decisions(count, seed=seed, tenant=tenant)]

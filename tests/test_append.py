@@ -69,7 +69,11 @@ def test_same_id_with_different_bytes_is_a_conflict_and_stores_nothing(ledger: L
 def test_duplicates_inside_one_batch(ledger: Ledger) -> None:
     raws = demo_envelopes(ledger.engine, 2)
     results = receipts(ledger.append([raws[0], raws[1], raws[0]]))
-    assert [(r.index, r.status) for r in results] == [(0, "created"), (1, "created"), (0, "existing")]
+    assert [(r.index, r.status) for r in results] == [
+        (0, "created"),
+        (1, "created"),
+        (0, "existing"),
+    ]
 
 
 def test_rejected_items_leave_nothing_while_valid_ones_are_stored(ledger: Ledger) -> None:

@@ -62,7 +62,9 @@ def test_the_cli_contract_end_to_end(db_url: str, key_path: Path, tmp_path: Path
     assert shown["entry"]["index"] == 7
     assert shown["entry"]["leaf_hash"] == proof["leaf_hash"]
     assert shown["payload"]["id"] == shown["entry"]["id"]
-    assert {k: v["status"] if isinstance(v, dict) else v for k, v in shown["verification"].items()} == {
+    assert {
+        k: v["status"] if isinstance(v, dict) else v for k, v in shown["verification"].items()
+    } == {
         "leaf": "valid",
         "signature": "valid",
         "inclusion": "valid",
@@ -73,7 +75,10 @@ def test_the_cli_contract_end_to_end(db_url: str, key_path: Path, tmp_path: Path
     receipts = [msgspec.json.decode(line) for line in run("append", str(emitted)).splitlines()]
     assert [r["index"] for r in receipts] == [25, 26, 27, 28]
     assert all(r["status"] == "created" for r in receipts)
-    retried = [msgspec.json.decode(line) for line in run("append", "-", stdin=emitted.read_bytes()).splitlines()]
+    retried = [
+        msgspec.json.decode(line)
+        for line in run("append", "-", stdin=emitted.read_bytes()).splitlines()
+    ]
     assert [(r["index"], r["status"]) for r in retried] == [(i, "existing") for i in range(25, 29)]
     assert run("verify", "--signatures").startswith("ok: size 29")
 
@@ -83,11 +88,23 @@ def test_key_registry_commands(db_url: str, key_path: Path, tmp_path: Path) -> N
     pem = tmp_path / "service.pub"
     public = Ed25519PrivateKey.generate().public_key()
     pem.write_bytes(
-        public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     )
     added = prov(
-        ["keys", "add", "--tenant", "acme", "--service", "router", "--public-key", str(pem),
-         "--valid-from", "2026-01-01T00:00:00"],
+        [
+            "keys",
+            "add",
+            "--tenant",
+            "acme",
+            "--service",
+            "router",
+            "--public-key",
+            str(pem),
+            "--valid-from",
+            "2026-01-01T00:00:00",
+        ],
         db=db_url,
         key=key_path,
     )

@@ -17,7 +17,9 @@ PER_WORKER = 60
 BATCH = 5
 
 
-def _append_in_small_batches(db_url: str, key_path: str, raws: list[bytes]) -> list[tuple[str, int]]:
+def _append_in_small_batches(
+    db_url: str, key_path: str, raws: list[bytes]
+) -> list[tuple[str, int]]:
     ledger = Ledger.open(make_engine(db_url), Path(key_path))
     placed = []
     try:

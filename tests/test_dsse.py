@@ -20,7 +20,9 @@ def test_pae_matches_the_spec_example() -> None:
 
 
 @given(payload_type=st.text(max_size=40), payload=st.binary(max_size=300))
-def test_signed_envelope_verifies_and_any_bit_flip_does_not(payload_type: str, payload: bytes) -> None:
+def test_signed_envelope_verifies_and_any_bit_flip_does_not(
+    payload_type: str, payload: bytes
+) -> None:
     key = SigningKey.from_seed(bytes(range(32)))
     envelope = dsse.sign_envelope(payload_type, payload, key, "k1")
     decoded = dsse.decode_envelope(dsse.encode_envelope(envelope))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from ledger.db import make_engine
 from ledger.dsse import decode_envelope
 from ledger.ledger import Ledger
 from ledger.schema import LOG_TABLES
@@ -101,7 +102,9 @@ def test_two_swapped_rows(filled: Ledger, db_url: str, key_path: Path) -> None:
         connection.execute(text("DELETE FROM log_entries WHERE idx IN (10, 11)"))
         for index, other in ((10, 11), (11, 10)):
             connection.execute(
-                text(f"INSERT INTO log_entries (idx, {columns}) VALUES (:i, :a, :b, :c, :d, :e, :f)"),
+                text(
+                    f"INSERT INTO log_entries (idx, {columns}) VALUES (:i, :a, :b, :c, :d, :e, :f)"
+                ),
                 dict(zip("iabcdef", (index, *rows[other]), strict=True)),
             )
     verify_fails(db_url, key_path, "entry 10:", "leaf-mismatch")
@@ -116,8 +119,6 @@ def test_a_truncated_tail(filled: Ledger, db_url: str, key_path: Path) -> None:
 def test_a_checkpoint_from_a_forked_history(
     filled: Ledger, db_url: str, key_path: Path, tmp_path: Path, engine: Engine
 ) -> None:
-    from ledger.db import make_engine
-
     # The same ledger key signs a different history of the same size.
     fork = Ledger.init(make_engine(str(tmp_path / "fork.db")), key_path, TEST_ORIGIN)
     fork.append(demo_envelopes(fork.engine, 60, seed=99))

@@ -53,7 +53,8 @@ def filled(ledger: Ledger) -> Ledger:
 
 def test_parallel_verification_agrees_on_a_sound_log(filled: Ledger) -> None:
     single, split = both_ways(filled)
-    assert single and split
+    assert single
+    assert split
     assert (split.size, split.root_hash, split.checkpoints_checked, split.signatures_checked) == (
         single.size,
         single.root_hash,
@@ -73,7 +74,10 @@ def _execute(statement: str) -> Callable[[Engine], None]:
 
 
 TAMPERINGS = {
-    "leaf in a later segment": (_execute("UPDATE log_entries SET leaf_hash = envelope WHERE idx = 120"), 120),
+    "leaf in a later segment": (
+        _execute("UPDATE log_entries SET leaf_hash = envelope WHERE idx = 120"),
+        120,
+    ),
     "row at a segment boundary": (_execute("DELETE FROM log_entries WHERE idx = 64"), 64),
     "first row": (_execute("DELETE FROM log_entries WHERE idx = 0"), 0),
     "tree node spanning segments": (_execute("DELETE FROM tree_nodes WHERE level = 7"), 0),
