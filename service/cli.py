@@ -157,7 +157,7 @@ def append_command(settings: Settings, source: IO[bytes]) -> None:
     stderr with its line number and stored nowhere; the exit status is then 1.
     """
     ledger = _open(settings)
-    rejected = 0
+    rejected = stored = 0
     # Line numbers of the batches in flight (at most two), so input streams in bounded memory.
     in_flight: deque[list[int]] = deque()
 
@@ -172,9 +172,10 @@ def append_command(settings: Settings, source: IO[bytes]) -> None:
                 rejected += 1
                 click.echo(f"prov: line {number}: {result.kind}: {result}", err=True)
             else:
+                stored += 1
                 _emit(result)
     if rejected:
-        raise Failed(f"{rejected} records rejected; the others were stored")
+        raise Failed(f"{rejected} of {rejected + stored} records rejected; {stored} stored")
 
 
 @cli.command()

@@ -138,7 +138,7 @@ def test_bad_record_is_refused_clearly_and_nothing_is_stored(
     lines = run.err.splitlines()
     assert lines[0].startswith("prov: line 1: "), lines
     assert expected in lines[0], lines[0]
-    assert lines[1:] == ["prov: 1 records rejected; the others were stored"]
+    assert lines[1:] == ["prov: 1 of 1 records rejected; 0 stored"]
     assert table_counts(ledger.engine) == before
     assert ledger.verify(signatures=True)
 
@@ -152,5 +152,7 @@ def test_good_lines_are_stored_and_bad_lines_named(
     run = prov(["append", str(source)], db=db_url, key=key_path)
     assert run.code == 1
     assert [line["index"] for line in run.json_lines()] == [0, 1, 2]
-    assert [line.split(":")[1].strip() for line in run.err.splitlines()[:2]] == ["line 2", "line 6"]
+    errors = run.err.splitlines()
+    assert [line.split(":")[1].strip() for line in errors[:2]] == ["line 2", "line 6"]
+    assert errors[2:] == ["prov: 2 of 5 records rejected; 3 stored"]
     assert table_counts(ledger.engine).entries == 3
