@@ -12,6 +12,7 @@ import binascii
 import msgspec
 
 from ledger import _ed25519
+from ledger._pointer import explain
 from ledger.errors import MalformedEnvelope
 
 
@@ -59,9 +60,8 @@ def decode_envelope(data: bytes) -> Envelope:
     try:
         envelope = _decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise MalformedEnvelope(
-            f"envelope: {_message(exc)}", pointer=json_pointer_from_msgspec(str(exc))
-        ) from None
+        detail, pointer = explain(exc)
+        raise MalformedEnvelope(f"envelope: {detail}", pointer=pointer) from None
     except msgspec.DecodeError as exc:
         raise MalformedEnvelope(f"envelope is not valid JSON: {exc}") from None
     if not envelope.signatures:
@@ -109,23 +109,3 @@ def verify_envelope(envelope: Envelope, payload: bytes, keyid: str, public_key: 
         ):
             return True
     return False
-
-
-def json_pointer_from_msgspec(message: str) -> str | None:
-    """Turn msgspec's `... - at `$.steps[3].name`` suffix into the RFC 6901 `/steps/3/name`."""
-    marker = " - at `$"
-    start = message.rfind(marker)
-    if start < 0:
-        return None
-    path = message[start + len(marker) : -1]
-    tokens: list[str] = []
-    for part in path.replace("[", ".").replace("]", "").split("."):
-        if part:
-            tokens.append(part.replace("~", "~0").replace("/", "~1"))
-    return "/" + "/".join(tokens) if tokens else ""
-
-
-def _message(exc: msgspec.ValidationError) -> str:
-    text = str(exc)
-    cut = text.rfind(" - at `$")
-    return text[:cut] if cut >= 0 else text

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 MAGIC = b"PLE1"
@@ -42,29 +41,6 @@ def entry_leaf_hash(
     return hashlib.sha256(
         b"\x00" + entry_bytes(index, integrated_us, prev_leaf, envelope_digest, tenant)
     ).digest()
-
-
-@dataclass(frozen=True)
-class Entry:
-    index: int
-    integrated_us: int
-    prev_leaf: bytes
-    envelope_digest: bytes
-    tenant: str
-
-    @classmethod
-    def parse(cls, data: bytes) -> Entry:
-        if len(data) < _HEAD.size:
-            raise ValueError("entry too short")
-        magic, index, integrated, prev, digest, length = _HEAD.unpack_from(data)
-        if magic != MAGIC or len(data) != _HEAD.size + length:
-            raise ValueError("not a version 1 entry")
-        return cls(index, integrated, prev, digest, data[_HEAD.size :].decode())
-
-    def to_bytes(self) -> bytes:
-        return entry_bytes(
-            self.index, self.integrated_us, self.prev_leaf, self.envelope_digest, self.tenant
-        )
 
 
 def to_micros(moment: datetime) -> int:

@@ -56,7 +56,6 @@ this schema                                 OpenTelemetry GenAI
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -65,6 +64,7 @@ import msgspec
 from msgspec import Meta
 
 from ledger import _unknown
+from ledger._pointer import explain
 from ledger.errors import InvalidPayload
 
 DECISION_PAYLOAD_TYPE = "application/vnd.prov.decision.v1+json"
@@ -335,9 +335,6 @@ _decoder = msgspec.json.Decoder(Decision)
 _generic_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
-_PATH_SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-_NAMED_MEMBER = re.compile(r"^(?:Object missing required field )?`([^`]+)`")
-
 
 def decode_decision(data: bytes, *, keep_unknown: bool = False) -> Decision:
     """Decode and check a decision payload.
@@ -352,7 +349,7 @@ def decode_decision(data: bytes, *, keep_unknown: bool = False) -> Decision:
     try:
         decision = _decoder.decode(data)
     except msgspec.ValidationError as error:
-        detail, pointer = _explain(str(error))
+        detail, pointer = explain(error)
         raise InvalidPayload(detail, pointer=pointer) from error
     except msgspec.DecodeError as error:
         raise InvalidPayload(f"not valid JSON: {error}") from error
@@ -366,17 +363,3 @@ def encode_decision(decision: Decision) -> bytes:
     if _unknown.has_unrecognized(decision):
         return _encoder.encode(_unknown.to_builtins(decision))
     return _encoder.encode(decision)
-
-
-def _explain(message: str) -> tuple[str, str]:
-    """Split a msgspec message into a detail line and an RFC 6901 pointer.
-
-    ``Expected `int`, got `str` - at `$.steps[3].usage.input_tokens``` becomes
-    ``/steps/3/usage/input_tokens``; a missing or cross-checked member is appended.
-    """
-    detail, _, path = message.partition(" - at `$")
-    segments = [name or index for name, index in _PATH_SEGMENT.findall(path.rstrip("`"))]
-    if named := _NAMED_MEMBER.match(detail):
-        segments.append(named.group(1))
-    pointer = "".join("/" + s.replace("~", "~0").replace("/", "~1") for s in segments)
-    return detail, pointer

@@ -43,7 +43,7 @@ def test_url_safe_base64_is_accepted() -> None:
     ("raw", "pointer"),
     [
         (b'{"payloadType": 1, "payload": "", "signatures": []}', "/payloadType"),
-        (b'{"payloadType": "t", "signatures": []}', ""),
+        (b'{"payloadType": "t", "signatures": []}', "/payload"),
         (b'{"payloadType": "t", "payload": "", "signatures": [{"sig": 5}]}', "/signatures/0/sig"),
         (b'{"payloadType": "t", "payload": "", "signatures": []}', "/signatures"),
         (b"[]", ""),

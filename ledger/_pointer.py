@@ -1,0 +1,22 @@
+"""RFC 6901 JSON pointers for msgspec validation errors, so every error names its field."""
+
+from __future__ import annotations
+
+import re
+
+_PATH_SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_NAMED_MEMBER = re.compile(r"^(?:Object missing required field )?`([^`]+)`")
+
+
+def explain(error: Exception) -> tuple[str, str]:
+    """Split a msgspec message into a detail line and an RFC 6901 pointer.
+
+    ``Expected `int`, got `str` - at `$.steps[3].usage.input_tokens``` becomes
+    ``/steps/3/usage/input_tokens``; a missing or cross-checked member is appended.
+    """
+    detail, _, path = str(error).partition(" - at `$")
+    segments = [name or index for name, index in _PATH_SEGMENT.findall(path.rstrip("`"))]
+    if named := _NAMED_MEMBER.match(detail):
+        segments.append(named.group(1))
+    pointer = "".join("/" + s.replace("~", "~0").replace("/", "~1") for s in segments)
+    return detail, pointer
