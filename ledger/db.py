@@ -1,4 +1,4 @@
-"""Engines and migrations for the two supported databases.
+"""Engines and the log's write transaction, for the two supported databases.
 
 SQLite (the embedded default) runs in WAL mode with full fsync, so a committed append
 survives a crash; write transactions start with `BEGIN IMMEDIATE` so that two processes
@@ -13,15 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
-
-import migrations
 
 _WRITE = "prov_write"
 # One log per database for now; the advisory lock key is fixed ("prov" in ASCII).
@@ -81,23 +75,3 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
                 # Held until commit or rollback, so appends from any process serialize here.
                 connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})")
             yield connection
-
-
-def _alembic_config(connection: Connection) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    config.attributes["connection"] = connection
-    return config
-
-
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
-    with write_transaction(engine) as connection:
-        command.upgrade(_alembic_config(connection), "head")
-
-
-def schema_is_current(engine: Engine) -> bool:
-    with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_heads()
-        heads = ScriptDirectory.from_config(_alembic_config(connection)).get_heads()
-    return set(current) == set(heads)

@@ -19,8 +19,9 @@ from sqlalchemy import Engine, insert
 from ledger import _ed25519, merkle
 from ledger._parallel import WorkerPool
 from ledger.admission import DEFAULT_MAX_RECORD_BYTES, Admitted, admit_batch
-from ledger.db import migrate, write_transaction
+from ledger.db import write_transaction
 from ledger.errors import LedgerNotInitialized, RecordRejected
+from ledger.migrate import migrate
 from ledger.note import NoteSigner, NoteVerifier
 from ledger.receipt import Receipt, issue_receipt
 from ledger.schema import ledger_info

@@ -24,7 +24,7 @@ import hashlib
 import multiprocessing
 import struct
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,10 +112,7 @@ def verify_log(
         for start, end in plan_segments(size, processes, parallel_from)
     ]
     if len(segments) > 1:
-        url = engine.url.render_as_string(hide_password=False)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(processes, mp_context=context) as executor:
-            results = list(executor.map(_verify_segment_at, [url] * len(segments), segments))
+        results = _verify_in_parallel(engine, segments, processes, pool)
     else:
         results = [_verify_segment(engine, segments[0], pool)] if segments else []
     for result in results:
@@ -145,6 +142,35 @@ def verify_log(
     if latest is None:
         report.notes.append("no checkpoint covers this log yet")
     return report
+
+
+def _verify_in_parallel(
+    engine: Engine, segments: list[_Segment], processes: int, pool: WorkerPool | None
+) -> list[_SegmentResult]:
+    """Verify segments on worker processes and in this one at once.
+
+    This process works forwards from the first segment while the workers, which need a
+    moment to start, work backwards from the last; they meet in the middle.
+    """
+    url = engine.url.render_as_string(hide_password=False)
+    results: dict[int, _SegmentResult] = {}
+    front, back = 0, len(segments) - 1
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes - 1, mp_context=context) as executor:
+        running: dict[Future[_SegmentResult], int] = {}
+        while front <= back or running:
+            for future in [future for future in running if future.done()]:
+                results[running.pop(future)] = future.result()
+            # Keep one segment queued per worker, so none idles between segments.
+            while len(running) < 2 * (processes - 1) and front <= back:
+                running[executor.submit(_verify_segment_at, url, segments[back])] = back
+                back -= 1
+            if front <= back:
+                results[front] = _verify_segment(engine, segments[front], pool)
+                front += 1
+            elif running:
+                wait(running, return_when=FIRST_COMPLETED)
+    return [results[position] for position in range(len(segments))]
 
 
 def plan_segments(

@@ -12,8 +12,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
-from ledger.db import make_engine, migrate, normalize_url, schema_is_current
+from ledger.db import make_engine, normalize_url
 from ledger.ledger import Ledger
+from ledger.migrate import migrate, schema_is_current
 from ledger.schema import metadata
 from service.settings import Settings
 from tests.support import PROV
