@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 
 import pytest
 from hypothesis import given
@@ -101,3 +102,16 @@ def test_checkpoint_for_another_origin_is_refused() -> None:
     note = signer.sign(Checkpoint("a.example/log", 1, bytes(32)).body())
     with pytest.raises(NoteError, match="origin"):
         open_checkpoint(note, signer.verifier, "b.example/log")
+
+
+@given(st.text(max_size=300) | st.sampled_from([GO_NOTE, GO_NOTE[:-2], GO_NOTE + "x"]))
+def test_parsers_refuse_garbage_with_note_errors_only(text: str) -> None:
+    verifier = NoteVerifier.parse(GO_VERIFIER_KEY)
+    for parse in (
+        lambda: open_note(text, [verifier]),
+        lambda: Checkpoint.parse_body(text),
+        lambda: NoteVerifier.parse(text),
+    ):
+        # Anything but a NoteError (IndexError, UnicodeError, binascii.Error…) fails the test.
+        with contextlib.suppress(NoteError):
+            parse()
