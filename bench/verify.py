@@ -2,7 +2,7 @@
 signature re-check, beside a baseline from the same run: a bare scan that reads the same
 rows and SHA-256s each envelope. Target: 200,000 entries/s without signatures.
 
-    python -m bench.verify [--records 100000] [--engine sqlite|postgres]
+    python -m bench.verify [--records 400000] [--engine sqlite|postgres]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def scan_baseline(ledger: Ledger) -> float:
 
 def main() -> None:
     parser = engine_arguments(__doc__ or "")
-    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--records", type=int, default=400_000)
     args = parser.parse_args()
     print(f"{args.records:,} demo records, {os.cpu_count()} cores")
     for engine_name in args.engine or ENGINES:

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from ledger.ledger import Ledger
 from tests.support import PROV, demo_envelopes, prov
 
-RECORDS = 6_000
+RECORDS = 10_000
 
 
 def test_receipts_printed_before_a_kill_survive_it(
