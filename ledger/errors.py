@@ -102,6 +102,17 @@ class ProofError(LedgerError):
     title = "Proof cannot be produced"
 
 
+class MissingTreeNodes(LedgerError):
+    """Stored perfect-subtree hashes that the tree needs are absent."""
+
+    kind = "missing-tree-node"
+    title = "Stored tree node missing"
+
+    def __init__(self, nodes: list[tuple[int, int]]) -> None:
+        super().__init__(f"the stored tree is missing nodes (level, index) {nodes[:4]}")
+        self.nodes = nodes
+
+
 class NoteError(LedgerError):
     """A signed note or checkpoint does not parse or does not verify."""
 

@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 
 from ledger import merkle
 from ledger.errors import ProofError
-from ledger.store import fetch_nodes, read_head
+from ledger.store import fetch_required_nodes, read_head
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +61,7 @@ def _tree_size(connection: Connection, size: int | None) -> int:
 
 
 def _hashes(connection: Connection, ranges: list[tuple[int, int]]) -> list[bytes]:
-    def fetch(wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
-        found = dict(fetch_nodes(connection, wanted))
-        missing = wanted - found.keys()
-        if missing:
-            raise ProofError(f"stored tree is missing nodes {sorted(missing)[:4]}")
-        return found
-
-    return merkle.proof_hashes(ranges, fetch)
+    return merkle.proof_hashes(ranges, lambda wanted: fetch_required_nodes(connection, wanted))
 
 
 def inclusion_proof(connection: Connection, index: int, size: int | None = None) -> InclusionProof:

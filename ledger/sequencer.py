@@ -23,7 +23,7 @@ from ledger.errors import IdConflict
 from ledger.merkle import CompactRange
 from ledger.note import Checkpoint, NoteSigner
 from ledger.schema import checkpoints, log_entries
-from ledger.store import bulk_insert, fetch_nodes, read_head
+from ledger.store import bulk_insert, read_head, read_tree
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +70,7 @@ def _append_locked(
     # Integration time never runs backwards along the log, even if clocks of two appending
     # processes disagree.
     integrated_us = max(now_micros(), head.last_integrated_us)
-    tree = CompactRange(head.size, _peaks(connection, head.size))
+    tree = read_tree(connection, head.size)
     prev_leaf = head.last_leaf
     results: list[Appended | IdConflict] = []
     entry_rows: list[tuple[object, ...]] = []
@@ -122,12 +122,6 @@ def store_checkpoint(
         )
     )
     return note
-
-
-def _peaks(connection: Connection, size: int) -> list[bytes]:
-    wanted = CompactRange.peak_nodes(size)
-    found = fetch_nodes(connection, set(wanted))
-    return [found[node] for node in wanted]
 
 
 def _existing(

@@ -20,7 +20,8 @@ from sqlalchemy import (
 )
 
 from ledger.entry import GENESIS_PREV
-from ledger.merkle import NodeId
+from ledger.errors import MissingTreeNodes
+from ledger.merkle import CompactRange, NodeId
 from ledger.schema import checkpoints, ledger_info, log_entries, metadata, tree_nodes
 
 
@@ -70,6 +71,22 @@ def fetch_nodes(connection: Connection, wanted: set[NodeId]) -> Mapping[NodeId, 
         )
         found.update(((row.level, row.idx), bytes(row.hash)) for row in rows)
     return found
+
+
+def fetch_required_nodes(connection: Connection, wanted: set[NodeId]) -> dict[NodeId, bytes]:
+    """`fetch_nodes`, raising `MissingTreeNodes` (lowest first) unless every node is stored."""
+    found = dict(fetch_nodes(connection, wanted))
+    missing = sorted(wanted - found.keys(), key=lambda node: (node[1] << node[0], node[0]))
+    if missing:
+        raise MissingTreeNodes(missing)
+    return found
+
+
+def read_tree(connection: Connection, size: int) -> CompactRange:
+    """The tree of the first `size` entries, rebuilt from their stored peaks alone."""
+    wanted = CompactRange.peak_nodes(size)
+    found = fetch_required_nodes(connection, set(wanted))
+    return CompactRange(size, [found[node] for node in wanted])
 
 
 @dataclass(frozen=True, slots=True)

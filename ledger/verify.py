@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import struct
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -34,22 +33,21 @@ from ledger import merkle
 from ledger._parallel import WorkerPool
 from ledger.admission import authenticate, parse_record
 from ledger.db import make_engine
-from ledger.entry import GENESIS_PREV, MAGIC
-from ledger.errors import NoteError, RecordRejected
+from ledger.entry import ENTRY_HEAD, GENESIS_PREV, MAGIC
+from ledger.errors import MissingTreeNodes, NoteError, RecordRejected
 from ledger.keyring import ServiceKey, list_keys
 from ledger.note import NoteVerifier, open_checkpoint
 from ledger.store import (
-    fetch_nodes,
     latest_checkpoint,
     read_entry,
     read_head,
+    read_tree,
     stream_entries,
 )
 
 # Below this many entries, starting worker processes costs more than it saves.
 PARALLEL_THRESHOLD = 200_000
 _SEGMENTS_PER_WORKER = 4
-_ENTRY_HEAD = struct.Struct(">4sQq32s32sH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +124,9 @@ def verify_log(
     with engine.connect() as connection:
         try:
             if size == 0:
-                _check_checkpoints(connection, merkle.CompactRange(), 0, 0, verifier, origin)
-                report.checkpoints_checked += 1
+                report.checkpoints_checked += _check_checkpoints(
+                    connection, merkle.CompactRange(), 0, 0, verifier, origin
+                )
             if latest is not None and latest.tree_size > size:
                 raise _Stop(
                     Fault(
@@ -232,7 +231,7 @@ def _verify_entries(
         next_checkpoint = next(checkpoints, None)
 
     sha256 = hashlib.sha256
-    pack = _ENTRY_HEAD.pack
+    pack = ENTRY_HEAD.pack
     tenant_bytes: dict[str, bytes] = {}
     expected = start
     for rows in stream_entries(connection, start, end):
@@ -292,13 +291,11 @@ def _verify_entries(
 
 def _tree_left_of(connection: Connection, start: int) -> merkle.CompactRange:
     """The tree of the entries before `start`, rebuilt from their stored peaks."""
-    wanted = merkle.CompactRange.peak_nodes(start)
-    found = fetch_nodes(connection, set(wanted))
-    missing = [node for node in wanted if node not in found]
-    if missing:
-        level, index = missing[0]
-        raise _Stop(Fault(index << level, "tree-node", f"stored tree node {missing[0]} is missing"))
-    return merkle.CompactRange(start, [found[node] for node in wanted])
+    try:
+        return read_tree(connection, start)
+    except MissingTreeNodes as error:
+        level, index = error.nodes[0]
+        raise _Stop(Fault(index << level, "tree-node", str(error))) from None
 
 
 def _checkpoints_between(
@@ -320,9 +317,12 @@ def _check_checkpoints(
     end: int,
     verifier: NoteVerifier,
     origin: str,
-) -> None:
-    for stored in _checkpoints_between(connection, start, end):
+) -> int:
+    """Check every stored checkpoint with a size in [start, end]; return how many."""
+    return sum(
         _check_one(stored, tree, verifier, origin)
+        for stored in _checkpoints_between(connection, start, end)
+    )
 
 
 def _check_one(
