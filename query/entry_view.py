@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from ledger import merkle
-from ledger.admission import authenticate, parse_record
+from ledger.admission import Candidate, authenticate, parse_record
 from ledger.entry import GENESIS_PREV, entry_bytes, entry_leaf_hash, rfc3339
 from ledger.errors import NoteError, ProofError, RecordRejected
 from ledger.keyring import get_key
@@ -31,7 +31,13 @@ def show_entry(ledger: Ledger, index: int) -> dict[str, Any]:
         prev_leaf = previous.leaf_hash if previous is not None else GENESIS_PREV
         digest = hashlib.sha256(entry.envelope).digest()
         leaf = entry_leaf_hash(index, entry.integrated_us, prev_leaf, digest, entry.tenant)
-        signature = _signature_status(connection, entry)
+        try:
+            candidate: Candidate | RecordRejected = parse_record(
+                entry.envelope, max_bytes=len(entry.envelope)
+            )
+        except RecordRejected as error:
+            candidate = error
+        signature = _signature_status(connection, candidate)
         inclusion = _inclusion_status(ledger, connection, entry, leaf)
     return {
         "entry": {
@@ -48,7 +54,7 @@ def show_entry(ledger: Ledger, index: int) -> dict[str, Any]:
             ).hex(),
         },
         "envelope": msgspec.json.decode(entry.envelope),
-        "payload": _payload(entry.envelope),
+        "payload": _payload(candidate),
         "verification": {
             "leaf": "valid" if leaf == entry.leaf_hash else "mismatch",
             "signature": signature,
@@ -57,18 +63,15 @@ def show_entry(ledger: Ledger, index: int) -> dict[str, Any]:
     }
 
 
-def _payload(envelope: bytes) -> Any:
-    try:
-        return msgspec.json.decode(parse_record(envelope, max_bytes=len(envelope)).payload)
-    except (RecordRejected, msgspec.DecodeError) as error:
-        return {"undecodable": str(error)}
+def _payload(candidate: Candidate | RecordRejected) -> Any:
+    if isinstance(candidate, RecordRejected):
+        return {"undecodable": str(candidate)}
+    return msgspec.json.decode(candidate.payload)
 
 
-def _signature_status(connection: Any, entry: StoredEntry) -> dict[str, Any]:
-    try:
-        candidate = parse_record(entry.envelope, max_bytes=len(entry.envelope))
-    except RecordRejected as error:
-        return {"status": "invalid", "detail": str(error)}
+def _signature_status(connection: Any, candidate: Candidate | RecordRejected) -> dict[str, Any]:
+    if isinstance(candidate, RecordRejected):
+        return {"status": "invalid", "detail": str(candidate)}
     keyids = [signature.keyid for signature in candidate.envelope.signatures]
     keys = {keyid: key for keyid in keyids if (key := get_key(connection, keyid))}
     try:

@@ -58,10 +58,15 @@ def demo_envelopes(
         key = keys.get(decision.service)
         if key is None:
             key = keys[decision.service] = demo_signing_key(tenant, decision.service)
-        envelope = dsse.sign_envelope(
-            DECISION_PAYLOAD_TYPE, encode_decision(decision), key, derive_keyid(key.public_key)
-        )
-        yield dsse.encode_envelope(envelope)
+        yield sign_decision(decision, key)
+
+
+def sign_decision(decision: Decision, key: SigningKey) -> bytes:
+    """The decision as a DSSE envelope signed by `key`, under its derived keyid."""
+    envelope = dsse.sign_envelope(
+        DECISION_PAYLOAD_TYPE, encode_decision(decision), key, derive_keyid(key.public_key)
+    )
+    return dsse.encode_envelope(envelope)
 
 
 def _seed(seed: int | None) -> int:

@@ -13,13 +13,12 @@ from pathlib import Path
 import msgspec
 from sqlalchemy import Engine, func, select
 
-from ledger import dsse
 from ledger._ed25519 import SigningKey
-from ledger.demo import demo_decisions
-from ledger.keyring import derive_keyid, register_key
-from ledger.record import DECISION_PAYLOAD_TYPE, Decision, encode_decision
+from ledger.keyring import register_key
+from ledger.record import Decision
 from ledger.schema import checkpoints, log_entries, service_keys, tree_nodes
-from service.demo import demo_signing_key, register_demo_keys
+from service.demo import demo_envelopes as service_demo_envelopes
+from service.demo import demo_signing_key, register_demo_keys, sign_decision
 
 PROV = str(Path(sys.executable).with_name("prov"))
 
@@ -29,18 +28,12 @@ def demo_envelopes(
 ) -> list[bytes]:
     """`count` demo decisions signed with the (registered) demo keys."""
     register_demo_keys(engine, tenant)
-    return [sign(decision) for decision in demo_decisions(count, seed=seed, tenant=tenant)]
+    return list(service_demo_envelopes(count, seed=seed, tenant=tenant))
 
 
-def sign(decision: Decision, key: SigningKey | None = None, keyid: str | None = None) -> bytes:
-    key = key or demo_signing_key(decision.tenant, decision.service)
-    envelope = dsse.sign_envelope(
-        DECISION_PAYLOAD_TYPE,
-        encode_decision(decision),
-        key,
-        keyid or derive_keyid(key.public_key),
-    )
-    return dsse.encode_envelope(envelope)
+def sign(decision: Decision, key: SigningKey | None = None) -> bytes:
+    """Sign with `key`, or with the demo key of the decision's tenant and service."""
+    return sign_decision(decision, key or demo_signing_key(decision.tenant, decision.service))
 
 
 def register(
