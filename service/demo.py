@@ -13,11 +13,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from ledger import dsse
-from ledger._ed25519 import SigningKey
 from ledger.demo import DEMO_SERVICES, demo_decisions
-from ledger.keyring import derive_keyid, register_key
-from ledger.record import DECISION_PAYLOAD_TYPE, Decision, encode_decision
+from ledger.keyring import register_key
+from ledger.record import Decision
+from ledger.signing import SigningKey, sign_decision
 
 _DEMO_KEYS_VALID_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -59,14 +58,6 @@ def demo_envelopes(
         if key is None:
             key = keys[decision.service] = demo_signing_key(tenant, decision.service)
         yield sign_decision(decision, key)
-
-
-def sign_decision(decision: Decision, key: SigningKey) -> bytes:
-    """The decision as a DSSE envelope signed by `key`, under its derived keyid."""
-    envelope = dsse.sign_envelope(
-        DECISION_PAYLOAD_TYPE, encode_decision(decision), key, derive_keyid(key.public_key)
-    )
-    return dsse.encode_envelope(envelope)
 
 
 def _seed(seed: int | None) -> int:
