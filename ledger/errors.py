@@ -123,3 +123,81 @@ class NoteError(LedgerError):
 class LedgerNotInitialized(LedgerError):
     kind = "not-initialized"
     title = "Ledger not initialized"
+
+
+class TenantMismatch(RecordRejected):
+    """The record names another tenant than the credentials it was sent with."""
+
+    kind = "tenant-mismatch"
+    title = "Record belongs to another tenant"
+
+
+class AccessError(LedgerError):
+    """The caller may not do what it asked; raised by the service edges, never the core."""
+
+
+class Unauthenticated(AccessError):
+    kind = "unauthenticated"
+    title = "Missing or unknown API key"
+
+
+class Forbidden(AccessError):
+    kind = "forbidden"
+    title = "The API key's role does not allow this"
+
+
+class NotFound(LedgerError):
+    """Absent, or belonging to another tenant: the two are indistinguishable on purpose."""
+
+    kind = "not-found"
+    title = "Not found"
+
+
+class BadRequest(LedgerError):
+    """A request that is not a record (a batch body, a key registration) is malformed."""
+
+    kind = "bad-request"
+    title = "Malformed request"
+
+
+class DigestMismatch(LedgerError):
+    kind = "digest-mismatch"
+    title = "Content does not match its digest"
+
+
+class BlobErased(LedgerError):
+    kind = "blob-erased"
+    title = "Blob erased"
+
+
+class Overloaded(LedgerError):
+    """More records wait for a commit than the queue may hold; retry after a pause."""
+
+    kind = "overloaded"
+    title = "Too many records waiting"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class ShuttingDown(LedgerError):
+    kind = "shutting-down"
+    title = "The service is shutting down"
+
+
+class UnsupportedMediaType(BadRequest):
+    kind = "unsupported-media-type"
+    title = "Unsupported Content-Type"
+
+
+class BatchTooLarge(BadRequest):
+    kind = "batch-too-large"
+    title = "Too many records in one batch"
+
+
+class KeyConflict(KeyRegistryError):
+    """The keyid is registered already, with another key, owner or validity window."""
+
+    kind = "key-conflict"
+    title = "Key id already registered differently"

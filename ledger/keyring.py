@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from ledger._ed25519 import PUBLIC_KEY_SIZE
 from ledger.entry import rfc3339, to_micros
-from ledger.errors import KeyRegistryError
+from ledger.errors import KeyConflict, KeyRegistryError
 from ledger.schema import service_keys
 
 
@@ -102,7 +102,7 @@ def register_key(
             wanted.valid_from_us,
             wanted.valid_until_us,
         ):
-            raise KeyRegistryError(f"keyid {wanted.keyid} is already registered differently")
+            raise KeyConflict(f"keyid {wanted.keyid} is already registered differently")
         return existing
     connection.execute(
         insert(service_keys).values(

@@ -102,7 +102,7 @@ class Ledger:
 
     def append(self, raws: Sequence[bytes]) -> list[Receipt | RecordRejected]:
         """Admit and append a batch in one transaction; results line up with `raws`."""
-        return self._sequence(self.admit(raws))
+        return self.sequence(self.admit(raws))
 
     def append_many(
         self, batches: Iterable[Sequence[bytes]]
@@ -118,13 +118,13 @@ class Ledger:
                 admitted = self.admit(raws)
                 if pending is not None:
                     yield pending.result()
-                pending = sequencer.submit(self._sequence, admitted)
+                pending = sequencer.submit(self.sequence, admitted)
             if pending is not None:
                 yield pending.result()
 
-    def _sequence(
-        self, admitted: list[Admitted | RecordRejected]
-    ) -> list[Receipt | RecordRejected]:
+    def sequence(self, admitted: list[Admitted | RecordRejected]) -> list[Receipt | RecordRejected]:
+        """Append what admission accepted in one transaction and sign the receipts; rejects
+        pass through in place, so results line up with `admitted`."""
         accepted = [item for item in admitted if isinstance(item, Admitted)]
         outcomes = iter(append(self.engine, accepted, self.signer, self.origin) if accepted else [])
         merged = [item if isinstance(item, RecordRejected) else next(outcomes) for item in admitted]

@@ -82,3 +82,29 @@ service_keys = Table(
     Column("revoked_us", BigInteger, nullable=True),
     Column("created_us", BigInteger, nullable=False),
 )
+
+# API keys are stored only as SHA-256 of the secret token; `id` is the token's public part.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("key_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("tenant", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("revoked_us", BigInteger, nullable=True),
+)
+
+# Content-addressed bytes that records reference by digest. Erasing a subject's data sets
+# `content` to NULL and stamps `erased_us`; the digest stays, so the log still verifies.
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("digest", String(71), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("content", LargeBinary, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("erased_us", BigInteger, nullable=True),
+)

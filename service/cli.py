@@ -19,13 +19,15 @@ import click
 import msgspec
 import sqlalchemy.exc
 
-from ledger._ed25519 import public_key_from_pem
-from ledger.db import make_engine
+from ledger.apikeys import Role, create_api_key, list_api_keys, revoke_api_key
+from ledger.db import make_engine, write_transaction
 from ledger.errors import LedgerError, RecordRejected
 from ledger.keyring import list_keys, register_key, revoke_key
 from ledger.ledger import Ledger
 from ledger.note import NoteVerifier
 from ledger.proofs import consistency_proof, inclusion_proof
+from ledger.sequencer import now_micros
+from ledger.signing import public_key_from_pem
 from query.entry_view import show_entry
 from service.demo import demo_envelopes, register_demo_keys
 from service.settings import Settings
@@ -176,6 +178,56 @@ def append_command(settings: Settings, source: IO[bytes]) -> None:
                 _emit(result)
     if rejected:
         raise Failed(f"{rejected} of {rejected + stored} records rejected; {stored} stored")
+
+
+@cli.command()
+@click.option("--host", help="Address to listen on [PROV_HOST]")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port [PROV_PORT]")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [PROV_WORKERS]")
+@ledger_options
+def serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the HTTP API, creating or migrating the ledger first."""
+    from service.serve import serve as run  # noqa: PLC0415 - the server stack loads only here
+
+    overrides = {"host": host, "port": port, "workers": workers}
+    run(msgspec.structs.replace(settings, **{k: v for k, v in overrides.items() if v is not None}))
+
+
+@cli.group("api-key")
+def api_key() -> None:
+    """API keys for the HTTP service: a role and a tenant each, stored only as hashes."""
+
+
+@api_key.command("create")
+@click.option("--tenant", required=True)
+@click.option("--role", type=click.Choice([role.value for role in Role]), required=True)
+@click.option("--name", default="", help="A label for listings")
+@ledger_options
+def api_key_create(settings: Settings, tenant: str, role: str, name: str) -> None:
+    """Create a key and print it once, with its id; only its hash is stored."""
+    with write_transaction(_open(settings).engine) as connection:
+        key, token = create_api_key(
+            connection, tenant=tenant, role=Role(role), name=name, now_us=now_micros()
+        )
+    _emit(key.to_json() | {"key": token})
+
+
+@api_key.command("list")
+@click.option("--tenant", required=True)
+@ledger_options
+def api_key_list(settings: Settings, tenant: str) -> None:
+    with _open(settings).engine.connect() as connection:
+        for key in list_api_keys(connection, tenant):
+            _emit(key.to_json())
+
+
+@api_key.command("revoke")
+@click.option("--tenant", required=True)
+@click.argument("key_id")
+@ledger_options
+def api_key_revoke(settings: Settings, tenant: str, key_id: str) -> None:
+    with write_transaction(_open(settings).engine) as connection:
+        _emit(revoke_api_key(connection, tenant, key_id, now_us=now_micros()).to_json())
 
 
 @cli.command()

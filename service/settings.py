@@ -14,6 +14,9 @@ from ledger.ledger import DEFAULT_ORIGIN
 
 _PREFIX = "PROV_"
 
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Where the ledger lives: a SQLAlchemy URL, `postgresql://…`, or a SQLite file path.
@@ -22,7 +25,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ledger_key_file: Path = Path("prov-ledger.key")
     # The log's identity in checkpoints, fixed when the ledger is first initialized.
     origin: str = DEFAULT_ORIGIN
-    max_record_bytes: Annotated[int, msgspec.Meta(gt=0)] = DEFAULT_MAX_RECORD_BYTES
+    max_record_bytes: Positive = DEFAULT_MAX_RECORD_BYTES
+
+    # `prov serve`
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    workers: Positive = 1
+    max_body_bytes: Positive = 16 << 20
+    batch_max_records: Positive = 1000
+    max_blob_bytes: Positive = 32 << 20
+    # Group commit: a batch closes after this wait or at this many records.
+    commit_max_wait_ms: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    commit_max_records: Positive = 2000
+    # Records waiting for a commit, per worker, before appends answer 429.
+    queue_max_records: Positive = 20_000
+    # Checkpoints and log metadata readable without an API key.
+    public_reads: bool = False
+    # How long a worker trusts an API key lookup; a revocation takes effect within this.
+    auth_cache_seconds: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.batch_max_records > self.queue_max_records:
+            raise ValueError("PROV_BATCH_MAX_RECORDS must not exceed PROV_QUEUE_MAX_RECORDS")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -33,6 +58,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             and name.removeprefix(_PREFIX).lower() in cls.__struct_fields__
         }
         try:
-            return msgspec.convert(fields, cls, strict=False)
-        except msgspec.ValidationError as error:
+            return msgspec.convert(fields, cls, strict=False, dec_hook=_decode_path)
+        except (msgspec.ValidationError, ValueError) as error:
             raise ValueError(f"bad PROV_* setting: {error}") from None
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as `PROV_*` variables, so that server worker processes see exactly
+        what the command line resolved."""
+        return {
+            f"{_PREFIX}{name.upper()}": str(value).lower()
+            if isinstance(value, bool)
+            else str(value)
+            for name, value in msgspec.structs.asdict(self).items()
+        }
+
+
+def _decode_path(kind: type, value: object) -> object:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(kind)

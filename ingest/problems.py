@@ -1,0 +1,78 @@
+"""RFC 9457 problem documents for ledger errors.
+
+Ledger errors carry a stable `kind`, a title, a detail and the JSON pointer of the field at
+fault. This module gives each kind its HTTP status and its problem document: the service
+answers errors with it, and a batch answer carries one per refused item.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from ledger.errors import InvalidPayload, LedgerError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:prov:problem:"
+
+
+class FieldError(msgspec.Struct):
+    pointer: str
+    detail: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """An RFC 9457 problem document; `errors` names each field at fault."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldError] = msgspec.field(default_factory=list)
+
+
+STATUS_BY_KIND: dict[str, int] = {
+    "bad-request": 400,
+    "malformed-envelope": 422,
+    "invalid-payload": 422,
+    "unsupported-payload-type": 415,
+    "unsupported-media-type": 415,
+    "record-too-large": 413,
+    "body-too-large": 413,
+    "bad-signature": 422,
+    "unknown-key": 422,
+    "key-revoked": 422,
+    "key-not-valid": 422,
+    "key-not-authorized": 422,
+    "key-registry": 422,
+    "key-conflict": 409,
+    "batch-too-large": 413,
+    "id-conflict": 409,
+    "digest-mismatch": 422,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "tenant-mismatch": 403,
+    "not-found": 404,
+    "method-not-allowed": 405,
+    "blob-erased": 410,
+    "overloaded": 429,
+    "not-initialized": 503,
+    "shutting-down": 503,
+    "not-ready": 503,
+}
+
+
+def problem_for(error: LedgerError) -> Problem:
+    """The problem document for a ledger error (also used per item in batch answers)."""
+    pointer = error.pointer
+    # A payload's pointers are relative to the decoded payload; over HTTP they are
+    # relative to the envelope the client sent, whose `payload` member carries it.
+    if isinstance(error, InvalidPayload):
+        pointer = "/payload" + (pointer or "")
+    return Problem(
+        type=TYPE_PREFIX + error.kind,
+        title=error.title,
+        status=STATUS_BY_KIND.get(error.kind, 500),
+        detail=error.detail,
+        errors=[] if pointer is None else [FieldError(pointer, error.detail)],
+    )

@@ -1,0 +1,138 @@
+"""Routes that append records: one envelope (`POST /v1/records`) or a batch
+(`POST /v1/records/batch`). Both hand exact request bytes to the group committer and answer
+only after the commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.openapi.datastructures import ResponseSpec
+
+from ingest.groupcommit import GroupCommitter
+from ingest.openapi import EnvelopeBatch, OneEnvelope
+from ingest.problems import PROBLEM_MEDIA_TYPE, Problem, problem_for
+from ledger.apikeys import WRITERS, ApiKey
+from ledger.errors import BadRequest, BatchTooLarge, RecordRejected, UnsupportedMediaType
+from ledger.receipt import Receipt
+
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/ndjson"})
+_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class ItemResult(msgspec.Struct, omit_defaults=True):
+    """One batch item's outcome: a receipt (201 or 200) or the problem that refused it."""
+
+    position: int
+    status: int
+    receipt: Receipt | None = None
+    problem: Problem | None = None
+
+
+class BatchResult(msgspec.Struct):
+    created: int
+    existing: int
+    rejected: int
+    results: list[ItemResult]
+
+
+def _problem(description: str) -> ResponseSpec:
+    return ResponseSpec(Problem, description=description, media_type=PROBLEM_MEDIA_TYPE)
+
+
+APPEND_ERRORS = {
+    401: _problem("Missing or unknown API key"),
+    403: _problem("The key's role may not append, or the record is for another tenant"),
+    409: _problem("The id is already in the log with different bytes"),
+    413: _problem("The body or the record is over its size limit"),
+    415: _problem("Unsupported Content-Type or payloadType"),
+    422: _problem("The envelope, payload or signature is invalid"),
+    429: _problem("Too many records are waiting; retry after Retry-After seconds"),
+}
+
+
+def media_type(request: Request[Any, Any, Any]) -> str:
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def require_json(request: Request[Any, Any, Any]) -> None:
+    media = media_type(request)
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(f"send the envelope as application/json, not {media}")
+
+
+@post(
+    "/",
+    opt={"roles": WRITERS},
+    operation_class=OneEnvelope,
+    summary="Append one record",
+    tags=["records"],
+    responses={200: ResponseSpec(Receipt, description="Already stored: the same receipt")}
+    | APPEND_ERRORS,
+    status_code=201,
+)
+async def append_record(
+    request: Request[Any, Any, Any], caller: ApiKey, committer: GroupCommitter
+) -> Response[Receipt]:
+    """Append one DSSE envelope. 201 with the ledger's signed receipt; 200 with the same
+    receipt when these exact bytes were stored before."""
+    require_json(request)
+    [outcome] = await committer.append([await request.body()], caller.tenant)
+    if isinstance(outcome, RecordRejected):
+        raise outcome
+    return Response(outcome, status_code=201 if outcome.status == "created" else 200)
+
+
+def split_batch(body: bytes, media: str, limit: int) -> list[bytes]:
+    """The batch's envelopes as the exact bytes sent: each array element, or each line."""
+    if media in NDJSON_TYPES:
+        raws = [line.strip() for line in body.split(b"\n") if line.strip()]
+    elif not media or media == "application/json":
+        try:
+            raws = [bytes(item) for item in _ARRAY.decode(body)]
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            raise BadRequest(
+                f"the body must be a JSON array of DSSE envelopes: {error}", pointer=""
+            ) from None
+    else:
+        raise UnsupportedMediaType(
+            f"send a batch as application/json or application/x-ndjson, not {media}"
+        )
+    if not raws:
+        raise BadRequest("the batch is empty", pointer="")
+    if len(raws) > limit:
+        raise BatchTooLarge(f"the batch has {len(raws)} records; the limit is {limit}")
+    return raws
+
+
+@post(
+    "/batch",
+    opt={"roles": WRITERS},
+    operation_class=EnvelopeBatch,
+    summary="Append a batch of records",
+    tags=["records"],
+    responses=APPEND_ERRORS,
+    status_code=200,
+)
+async def append_batch(
+    request: Request[Any, Any, Any],
+    caller: ApiKey,
+    committer: GroupCommitter,
+    batch_limit: int,
+) -> BatchResult:
+    """Append up to the configured number of envelopes in one transaction. Each item gets
+    its receipt, or the problem that refused it; nothing of a refused item is stored."""
+    raws = split_batch(await request.body(), media_type(request), batch_limit)
+    outcomes = await committer.append(raws, caller.tenant)
+    results = []
+    for position, outcome in enumerate(outcomes):
+        if isinstance(outcome, RecordRejected):
+            problem = problem_for(outcome)
+            results.append(ItemResult(position, problem.status, problem=problem))
+        else:
+            status = 201 if outcome.status == "created" else 200
+            results.append(ItemResult(position, status, receipt=outcome))
+    created = sum(1 for item in results if item.status == 201)
+    existing = sum(1 for item in results if item.status == 200)
+    return BatchResult(created, existing, len(results) - created - existing, results)

@@ -1,0 +1,161 @@
+"""The Litestar application, assembled in one factory from settings.
+
+Routes live with their packages (`ingest` writes, `query` reads, `service.ops` operates);
+this module wires them to the ledger, the group committer and the API key cache, maps every
+error to RFC 9457 problem+json, and describes the API at `/schema`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from sqlalchemy import Engine
+
+from ingest import routes_blobs, routes_keys, routes_records
+from ingest.groupcommit import GroupCommitter
+from ledger.apikeys import ApiKey
+from ledger.db import make_engine
+from ledger.errors import LedgerError
+from ledger.ledger import Ledger
+from query import routes_log
+from service import ops
+from service.auth import ApiKeyCache, authenticate
+from service.http_metrics import count_requests
+from service.problems import http_error_handler, internal_error_handler, ledger_error_handler
+from service.settings import Settings
+
+API_VERSION = "1.0.0"
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """The service for `settings` (default: the `PROV_*` environment). The ledger must
+    already be initialized; `prov serve` does that before starting workers."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        ledger = Ledger.open(
+            make_engine(settings.database_url),
+            settings.ledger_key_file,
+            max_record_bytes=settings.max_record_bytes,
+        )
+        committer = GroupCommitter(
+            ledger,
+            max_wait_s=settings.commit_max_wait_ms / 1000,
+            max_records=settings.commit_max_records,
+            queue_limit=settings.queue_max_records,
+        )
+        app.state.ledger = ledger
+        app.state.committer = committer
+        app.state.api_keys = ApiKeyCache(ledger.engine, settings.auth_cache_seconds)
+        committer.start()
+        try:
+            yield
+        finally:
+            await committer.stop()
+            ledger.close()
+
+    def provide_caller(request: Request[Any, Any, State], state: State) -> ApiKey | None:
+        return authenticate(request, state.api_keys, public_reads=settings.public_reads)
+
+    def provide_ledger(state: State) -> Ledger:
+        ledger: Ledger = state.ledger
+        return ledger
+
+    def provide_engine(state: State) -> Engine:
+        return provide_ledger(state).engine
+
+    def provide_committer(state: State) -> GroupCommitter:
+        committer: GroupCommitter = state.committer
+        return committer
+
+    def provide_batch_limit() -> int:
+        return settings.batch_max_records
+
+    records = Router(
+        "/v1/records",
+        route_handlers=[routes_records.append_record],
+        request_max_body_size=settings.max_record_bytes,
+    )
+    batch = Router(
+        "/v1/records",
+        route_handlers=[routes_records.append_batch],
+        request_max_body_size=settings.max_body_bytes,
+    )
+    blobs = Router(
+        "/v1/blobs",
+        route_handlers=[routes_blobs.upload_blob, routes_blobs.download_blob],
+        request_max_body_size=settings.max_blob_bytes,
+    )
+    keys = Router(
+        "/v1/keys",
+        route_handlers=[
+            routes_keys.register_service_key,
+            routes_keys.list_service_keys,
+            routes_keys.revoke_service_key,
+        ],
+    )
+    api_keys = Router(
+        "/v1/api-keys",
+        route_handlers=[
+            routes_keys.create_api_key_route,
+            routes_keys.list_api_keys_route,
+            routes_keys.revoke_api_key_route,
+        ],
+    )
+    log = Router("/v1", route_handlers=[routes_log.checkpoint, routes_log.log_info])
+
+    return Litestar(
+        route_handlers=[
+            records,
+            batch,
+            blobs,
+            keys,
+            api_keys,
+            log,
+            ops.healthz,
+            ops.readyz,
+            ops.metrics,
+        ],
+        lifespan=[lifespan],
+        dependencies={
+            "caller": Provide(provide_caller, sync_to_thread=False),
+            "ledger": Provide(provide_ledger, sync_to_thread=False),
+            "engine": Provide(provide_engine, sync_to_thread=False),
+            "committer": Provide(provide_committer, sync_to_thread=False),
+            "batch_limit": Provide(provide_batch_limit, sync_to_thread=False),
+        },
+        exception_handlers={
+            LedgerError: ledger_error_handler,
+            HTTPException: http_error_handler,
+            Exception: internal_error_handler,
+        },
+        middleware=[count_requests],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Provenance Ledger",
+            version=API_VERSION,
+            description="Signed, append-only records of AI decisions. Errors are RFC 9457 "
+            "problem+json; /v1 routes take `Authorization: Bearer <API key>`.",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="API key")
+                }
+            ),
+            security=[{"apiKey": []}],
+        ),
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """The factory `prov serve` hands to the ASGI server in each worker process."""
+    return create_app()

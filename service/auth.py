@@ -1,0 +1,68 @@
+"""Who is calling: the bearer API key of each `/v1` request, checked against the route's roles.
+
+Routes declare the roles they admit as `opt={"roles": …}`; the `caller` dependency resolves
+the key, refuses a missing or unknown one (401) and a role the route does not admit (403),
+and hands the route the key, whose tenant scopes everything the route does.
+
+Lookups are cached per worker for `auth_cache_seconds`, so the hot append path costs no
+query per request; a revoked key stops working within that time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import Request
+from sqlalchemy import Engine
+
+from ledger.apikeys import ApiKey, find_api_key, token_hash
+from ledger.errors import Forbidden, Unauthenticated
+
+_CACHE_LIMIT = 10_000
+
+
+class ApiKeyCache:
+    def __init__(self, engine: Engine, ttl_s: float) -> None:
+        self.engine = engine
+        self.ttl_s = ttl_s
+        self._entries: dict[bytes, tuple[ApiKey | None, float]] = {}
+
+    def lookup(self, token: str) -> ApiKey | None:
+        digest = token_hash(token)
+        now = time.monotonic()
+        cached = self._entries.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        with self.engine.connect() as connection:
+            key = find_api_key(connection, token)
+        if len(self._entries) >= _CACHE_LIMIT:  # random tokens must not grow memory
+            self._entries.clear()
+        self._entries[digest] = (key, now + self.ttl_s)
+        return key
+
+
+def bearer_token(request: Request[Any, Any, Any]) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def authenticate(
+    request: Request[Any, Any, Any], keys: ApiKeyCache, *, public_reads: bool
+) -> ApiKey | None:
+    """The caller's key; None only on a route marked `public_read` when reads are public."""
+    if public_reads and request.route_handler.opt.get("public_read"):
+        return None
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthenticated("send an API key as `Authorization: Bearer <key>`")
+    key = keys.lookup(token)
+    if key is None:
+        raise Unauthenticated("the API key is unknown or revoked")
+    roles = request.route_handler.opt.get("roles")
+    if roles is not None and key.role not in roles:
+        allowed = " or ".join(sorted(role.value for role in roles))
+        raise Forbidden(f"the {key.role.value} role may not call this; it needs {allowed}")
+    return key
