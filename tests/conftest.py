@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from ledger.db import make_engine
 from ledger.ledger import Ledger
+from tests.http_server import Server, prepared_server
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PROV_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -79,3 +80,12 @@ def ledger(engine: Engine, key_path: Path) -> Iterator[Ledger]:
     ledger = Ledger.init(engine, key_path, TEST_ORIGIN)
     yield ledger
     ledger.pool.close()
+
+
+@pytest.fixture
+def server(db_url: str, tmp_path: Path) -> Iterator[Server]:
+    """A running `prov serve` on a loopback port over this test's database."""
+    running = prepared_server(db_url, tmp_path)
+    running.start()
+    yield running
+    running.stop()

@@ -1,0 +1,242 @@
+"""`Client`: the blocking SDK, on `httpx.Client`, with a background thread for `submit`."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from concurrent.futures import Future
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+
+from ingest.client._base import ClientBase
+from ingest.client._buffer import Pending
+from ingest.client._flows import (
+    Flow,
+    Request,
+    Response,
+    Sleep,
+    Unreachable,
+    append_flow,
+    batch_flow,
+    request_headers,
+    unreachable,
+    verifier_flow,
+)
+from ingest.client._receipts import BatchItemResult
+from ingest.client._records import SignedRecord
+from ingest.client.errors import ClientClosed, QueueFull
+from ledger.note import NoteVerifier
+from ledger.receipt import Receipt
+from ledger.record import Decision
+
+T = TypeVar("T")
+
+
+def _close_at_exit(ref: weakref.ReferenceType[Client]) -> None:
+    client = ref()
+    if client is not None:
+        client.close()
+
+
+class Client(ClientBase["Future[Receipt]"]):
+    """Appends signed decisions to a ledger and verifies every receipt.
+
+    Parameters (all but the first three are keyword-only):
+
+    - `base_url`: the ledger service, e.g. ``http://127.0.0.1:8080``.
+    - `api_key`: an ``ingest`` (or ``admin``) API key, sent as ``Authorization: Bearer``.
+    - `signing_key`: the service's Ed25519 key, registered with ``POST /v1/keys``.
+    - `tenant`, `service`: what `new_decision` fills in; the key must be bound to both.
+    - `keyid`: the DSSE keyid the key was registered under (default: derived from the key).
+    - `verifier_key`: the ledger's note verifier key (``<origin>+<hex id>+<base64>``, from
+      ``prov checkpoint --verifier-key``). When None it is fetched once from
+      ``GET /v1/log``, which trusts that server on first use; pin it in production.
+    - `timeout`, `connect_timeout`: seconds per request (an append waits for its commit).
+    - `max_retries`, `backoff_base`, `backoff_cap`, `max_retry_after`: see docs/sdk.md.
+    - `batch_size`, `max_batch_bytes`: limits of one batch request; keep them within the
+      server's ``PROV_BATCH_MAX_RECORDS`` and ``PROV_MAX_BODY_BYTES``.
+    - `flush_interval`: seconds the oldest queued record may wait for a batch to fill.
+    - `queue_bound`: records `submit` may hold before it blocks or raises `QueueFull`.
+
+    Thread-safe. Use it as a context manager, or call `close()`, so queued records are sent.
+    """
+
+    def _setup(self) -> None:
+        self._http = httpx.Client(**self._http_options)
+        self._cond = threading.Condition()
+        self._verifier_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        # A process that exits without close() would drop queued records; send them then.
+        # A weak reference, so that registering does not keep the client alive.
+        self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
+
+    # -- I/O: the only part that differs from AsyncClient ---------------------------------
+
+    def _run(self, flow: Flow[T]) -> T:
+        reply: Response | Unreachable | None = None
+        while True:
+            try:
+                action = flow.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if isinstance(action, Sleep):
+                time.sleep(action.seconds)
+                reply = None
+            else:
+                reply = self._exchange(action)
+
+    def _exchange(self, request: Request) -> Response | Unreachable:
+        try:
+            response = self._http.request(
+                request.method, request.path, content=request.body, headers=request_headers(request)
+            )
+        except httpx.TransportError as error:
+            return unreachable(error)
+        return Response(response.status_code, response.reason_phrase, response.headers, response.content)
+
+    def verifier(self) -> NoteVerifier:
+        """The ledger's verifier key: the configured one, or fetched once from the server."""
+        if self._verifier is None:
+            with self._verifier_lock:
+                if self._verifier is None:
+                    self._verifier = self._run(verifier_flow(self._attempts()))
+        return self._verifier
+
+    # -- Direct appends -------------------------------------------------------------------
+
+    def append(self, decision: Decision | SignedRecord) -> Receipt:
+        """Sign, send and wait for one record; its verified receipt.
+
+        Raises `InvalidDecision` before sending, `ProblemError` when refused,
+        `ReceiptInvalid`, or `ConnectionFailed` once retries are spent.
+        """
+        self._check_open()
+        record = self.sign(decision)
+        return self._run(append_flow(record, self.verifier(), self._attempts()))
+
+    def append_batch(self, decisions: Iterable[Decision | SignedRecord]) -> list[BatchItemResult]:
+        """Send records in batches of at most `batch_size`; one result per record, in order:
+        its verified `Receipt`, or the `ClientError` that kept it out (`ProblemError`,
+        `ReceiptInvalid`). Raises when a whole batch request fails; earlier batches stay
+        appended, and sending them all again is safe."""
+        self._check_open()
+        records = self._sign_all(decisions)
+        verifier = self.verifier() if records else None
+        results: list[BatchItemResult] = []
+        for chunk in self._chunks(records):
+            assert verifier is not None
+            results.extend(self._run(batch_flow(chunk, verifier, self._attempts())))
+        return results
+
+    # -- Background batching --------------------------------------------------------------
+
+    def submit(
+        self, decision: Decision | SignedRecord, *, block: bool = True, timeout: float | None = None
+    ) -> Future[Receipt]:
+        """Sign now, queue for the background sender, and return a future of its receipt.
+
+        When the queue holds `queue_bound` records this waits for room, at most `timeout`
+        seconds if given; with `block=False` or once `timeout` passes it raises `QueueFull`.
+        The future resolves to the verified receipt, or fails with the record's error.
+        """
+        record = self.sign(decision)
+        future: Future[Receipt] = Future()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise ClientClosed("the client is closed")
+                if not self._buffer.full:
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if not block or (remaining is not None and remaining <= 0):
+                    raise QueueFull(f"{self._buffer.bound} records already queued")
+                self._cond.wait(remaining)
+            self._buffer.put(record, future, time.monotonic())
+            self._start_worker()
+            self._cond.notify_all()
+        return future
+
+    def _start_worker(self) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(
+                target=self._work, name=f"prov-client-{self.service}", daemon=True
+            )
+            self._worker.start()
+            atexit.register(self._at_exit)
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._buffer.finished:
+                        return
+                    wait = self._buffer.wait_time(time.monotonic())
+                    if wait == 0:
+                        break
+                    self._cond.wait(wait)
+                batch = self._buffer.take()
+                self._cond.notify_all()  # room for blocked submitters
+            self._send(batch)
+            with self._cond:
+                self._buffer.settle(len(batch))
+                self._cond.notify_all()  # flush() and close() waiters
+
+    def _send(self, batch: list[Pending[Future[Receipt]]]) -> None:
+        # A future cancelled while queued is dropped; the rest can no longer be cancelled.
+        live = [p for p in batch if p.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            results = self._run(
+                batch_flow([p.record for p in live], self.verifier(), self._attempts())
+            )
+        except Exception as error:  # the worker must survive anything and report it
+            for pending in live:
+                pending.future.set_exception(error)
+            return
+        for pending, result in zip(live, results, strict=True):
+            if isinstance(result, Receipt):
+                pending.future.set_result(result)
+            else:
+                pending.future.set_exception(result)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send everything submitted so far now and wait until each future is resolved.
+        False if `timeout` passed first. Do not call it from a future's callback, which
+        runs on the sender thread."""
+        with self._cond:
+            target = self._buffer.request_flush()
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: self._buffer.settled >= target, timeout)
+
+    def close(self) -> None:
+        """Send every queued record, wait for the sender, and close the connections.
+        Idempotent; `submit` and `append` raise `ClientClosed` afterwards."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._buffer.closing = True
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join()
+            atexit.unregister(self._at_exit)
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
