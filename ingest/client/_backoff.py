@@ -58,7 +58,7 @@ class RetryPolicy:
 
     def window(self, retry: int) -> float:
         """The jitter window before retry number `retry` (0 for the first retry)."""
-        return min(self.cap, self.base * 2 ** min(retry, _MAX_EXPONENT))
+        return min(self.cap, self.base * 2.0 ** min(retry, _MAX_EXPONENT))
 
     def delay(self, retry: int, retry_after: float | None, rng: random.Random) -> float | None:
         """Seconds to wait before retry number `retry`, or None when not to retry at all."""

@@ -59,11 +59,7 @@ class BatchBuffer(Generic[F]):
         if not self._items:
             return None
         urgent = self.closing or self._flush_until > self.taken
-        if (
-            urgent
-            or len(self._items) >= self.batch_size
-            or self._bytes + 1 >= self.max_batch_bytes
-        ):
+        if urgent or len(self._items) >= self.batch_size or self._bytes + 1 >= self.max_batch_bytes:
             return 0.0
         return max(0.0, self._items[0].enqueued_at + self.flush_interval - now)
 

@@ -9,8 +9,6 @@ unsigned fields shown beside it say the same as the signed body. Anything else i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import msgspec
 
 from ingest.client._records import SignedRecord
@@ -138,9 +136,7 @@ def parse_batch(data: bytes, count: int) -> list[BatchItem]:
     return items
 
 
-def settle_item(
-    item: BatchItem, verifier: NoteVerifier, record: SignedRecord
-) -> BatchItemResult:
+def settle_item(item: BatchItem, verifier: NoteVerifier, record: SignedRecord) -> BatchItemResult:
     """The outcome of one batch item: a verified receipt, or the item's error."""
     if item.problem is not None:
         return item.problem
@@ -172,9 +168,3 @@ def parse_log_verifier(data: bytes) -> NoteVerifier:
             f"GET /v1/log: verifier key is named {verifier.name!r}, origin is {info.origin!r}"
         )
     return verifier
-
-
-def verified_results(
-    items: Sequence[BatchItem], verifier: NoteVerifier, records: Sequence[SignedRecord]
-) -> list[BatchItemResult]:
-    return [settle_item(i, verifier, r) for i, r in zip(items, records, strict=True)]

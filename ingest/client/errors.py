@@ -114,7 +114,10 @@ def parse_problem(
     except msgspec.MsgspecError:
         text = body[:_MAX_DETAIL_CHARS].decode("utf-8", "replace").strip()
         return ProblemError(
-            status=status, title=reason or "HTTP error", detail=text or None, retry_after=retry_after
+            status=status,
+            title=reason or "HTTP error",
+            detail=text or None,
+            retry_after=retry_after,
         )
     return problem_from_document(doc, status, reason, retry_after)
 

@@ -44,7 +44,7 @@ def _close_at_exit(ref: weakref.ReferenceType[Client]) -> None:
         client.close()
 
 
-class Client(ClientBase["Future[Receipt]"]):
+class Client(ClientBase[Future[Receipt]]):
     """Appends signed decisions to a ledger and verifies every receipt.
 
     Parameters (all but the first three are keyword-only):
@@ -98,7 +98,9 @@ class Client(ClientBase["Future[Receipt]"]):
             )
         except httpx.TransportError as error:
             return unreachable(error)
-        return Response(response.status_code, response.reason_phrase, response.headers, response.content)
+        return Response(
+            response.status_code, response.reason_phrase, response.headers, response.content
+        )
 
     def verifier(self) -> NoteVerifier:
         """The ledger's verifier key: the configured one, or fetched once from the server."""

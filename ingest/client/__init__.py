@@ -1,0 +1,48 @@
+"""The Python SDK for appending decisions to the ledger over HTTP (docs/sdk.md).
+
+`Client` blocks and `AsyncClient` awaits; both sign each decision with the service key,
+send it, and accept the answer only with a receipt that verifies under the ledger's key and
+covers exactly the bytes sent. `submit` queues records for a background sender that batches
+them. Every error is a `ClientError`.
+"""
+
+from ingest.builder import DecisionParts, digest_of, new_decision, new_id, utc_now
+from ingest.client._receipts import BatchItemResult, verify_receipt
+from ingest.client._records import SignedRecord
+from ingest.client.aio import AsyncClient
+from ingest.client.errors import (
+    ClientClosed,
+    ClientError,
+    ConnectionFailed,
+    InvalidDecision,
+    ProblemDetail,
+    ProblemError,
+    QueueFull,
+    ReceiptInvalid,
+    UnexpectedResponse,
+)
+from ingest.client.sync import Client
+from ledger.receipt import Receipt
+
+__all__ = [
+    "AsyncClient",
+    "BatchItemResult",
+    "Client",
+    "ClientClosed",
+    "ClientError",
+    "ConnectionFailed",
+    "DecisionParts",
+    "InvalidDecision",
+    "ProblemDetail",
+    "ProblemError",
+    "QueueFull",
+    "Receipt",
+    "ReceiptInvalid",
+    "SignedRecord",
+    "UnexpectedResponse",
+    "digest_of",
+    "new_decision",
+    "new_id",
+    "utc_now",
+    "verify_receipt",
+]

@@ -1,0 +1,215 @@
+"""`AsyncClient`: the asyncio SDK, on `httpx.AsyncClient`, with a worker task for `submit`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+
+from ingest.client._base import ClientBase
+from ingest.client._buffer import Pending
+from ingest.client._flows import (
+    Flow,
+    Request,
+    Response,
+    Sleep,
+    Unreachable,
+    append_flow,
+    batch_flow,
+    request_headers,
+    unreachable,
+    verifier_flow,
+)
+from ingest.client._receipts import BatchItemResult
+from ingest.client._records import SignedRecord
+from ingest.client.errors import ClientClosed, QueueFull
+from ledger.note import NoteVerifier
+from ledger.receipt import Receipt
+from ledger.record import Decision
+
+T = TypeVar("T")
+
+
+class AsyncClient(ClientBase[asyncio.Future[Receipt]]):
+    """The asyncio twin of `Client`: the same parameters, guarantees and errors.
+
+    Bound to the event loop it is first used in. Use ``async with``, or await `close()`,
+    so queued records are sent: nothing can flush them after the loop has stopped.
+    """
+
+    def _setup(self) -> None:
+        self._http = httpx.AsyncClient(**self._http_options)
+        self._cond = asyncio.Condition()
+        self._verifier_lock = asyncio.Lock()
+        self._worker: asyncio.Task[None] | None = None
+
+    # -- I/O: the only part that differs from Client --------------------------------------
+
+    async def _run(self, flow: Flow[T]) -> T:
+        reply: Response | Unreachable | None = None
+        while True:
+            try:
+                action = flow.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if isinstance(action, Sleep):
+                await asyncio.sleep(action.seconds)
+                reply = None
+            else:
+                reply = await self._exchange(action)
+
+    async def _exchange(self, request: Request) -> Response | Unreachable:
+        try:
+            response = await self._http.request(
+                request.method, request.path, content=request.body, headers=request_headers(request)
+            )
+        except httpx.TransportError as error:
+            return unreachable(error)
+        return Response(
+            response.status_code, response.reason_phrase, response.headers, response.content
+        )
+
+    async def verifier(self) -> NoteVerifier:
+        """The ledger's verifier key: the configured one, or fetched once from the server."""
+        if self._verifier is None:
+            async with self._verifier_lock:
+                if self._verifier is None:
+                    self._verifier = await self._run(verifier_flow(self._attempts()))
+        return self._verifier
+
+    # -- Direct appends -------------------------------------------------------------------
+
+    async def append(self, decision: Decision | SignedRecord) -> Receipt:
+        """Sign, send and wait for one record; its verified receipt (see `Client.append`)."""
+        self._check_open()
+        record = self.sign(decision)
+        return await self._run(append_flow(record, await self.verifier(), self._attempts()))
+
+    async def append_batch(
+        self, decisions: Iterable[Decision | SignedRecord]
+    ) -> list[BatchItemResult]:
+        """One verified receipt or error per record, in order (see `Client.append_batch`)."""
+        self._check_open()
+        records = self._sign_all(decisions)
+        results: list[BatchItemResult] = []
+        for chunk in self._chunks(records):
+            verifier = await self.verifier()
+            results.extend(await self._run(batch_flow(chunk, verifier, self._attempts())))
+        return results
+
+    # -- Background batching --------------------------------------------------------------
+
+    async def submit(
+        self, decision: Decision | SignedRecord, *, block: bool = True, timeout: float | None = None
+    ) -> asyncio.Future[Receipt]:
+        """Sign now, queue for the worker task, and return a future of the verified receipt.
+
+        When the queue is full this waits for room, at most `timeout` seconds if given;
+        with `block=False` or once `timeout` passes it raises `QueueFull`.
+        """
+        record = self.sign(decision)
+        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        async with self._cond:
+            try:
+                async with asyncio.timeout(timeout):
+                    while True:
+                        if self._closed:
+                            raise ClientClosed("the client is closed")
+                        if not self._buffer.full:
+                            break
+                        if not block:
+                            raise QueueFull(f"{self._buffer.bound} records already queued")
+                        await self._cond.wait()
+            except TimeoutError:
+                raise QueueFull(f"{self._buffer.bound} records already queued") from None
+            self._buffer.put(record, future, time.monotonic())
+            if self._worker is None:
+                self._worker = asyncio.create_task(self._work(), name="prov-client-worker")
+            self._cond.notify_all()
+        return future
+
+    async def _wait(self, seconds: float | None) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._cond.wait()
+        except TimeoutError:
+            pass  # Condition.wait has re-acquired the lock, as after a notify
+
+    async def _work(self) -> None:
+        while True:
+            async with self._cond:
+                while True:
+                    if self._buffer.finished:
+                        return
+                    wait = self._buffer.wait_time(time.monotonic())
+                    if wait == 0:
+                        break
+                    await self._wait(wait)
+                batch = self._buffer.take()
+                self._cond.notify_all()
+            await self._send(batch)
+            async with self._cond:
+                self._buffer.settle(len(batch))
+                self._cond.notify_all()
+
+    async def _send(self, batch: list[Pending[asyncio.Future[Receipt]]]) -> None:
+        live = [p for p in batch if not p.future.done()]  # done here means cancelled
+        if not live:
+            return
+        try:
+            verifier = await self.verifier()
+            results = await self._run(
+                batch_flow([p.record for p in live], verifier, self._attempts())
+            )
+        except Exception as error:  # the worker must survive anything and report it
+            for pending in live:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        for pending, result in zip(live, results, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(result, Receipt):
+                pending.future.set_result(result)
+            else:
+                pending.future.set_exception(result)
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Send everything submitted so far now and wait until each future is resolved.
+        False if `timeout` passed first."""
+        async with self._cond:
+            target = self._buffer.request_flush()
+            self._cond.notify_all()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._cond.wait_for(lambda: self._buffer.settled >= target)
+            except TimeoutError:
+                return False
+            return True
+
+    async def close(self) -> None:
+        """Send every queued record, wait for the worker, and close the connections."""
+        async with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._buffer.closing = True
+            self._cond.notify_all()
+        if self._worker is not None:
+            await self._worker
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
