@@ -7,12 +7,9 @@ over the same records. Target: 20,000 records/s on each engine.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, String, Table, insert
-
+from bench.baselines import raw_insert_baseline, verify_loop_baseline
 from bench.common import (
     ENGINES,
     engine_arguments,
@@ -21,57 +18,7 @@ from bench.common import (
     rate,
     signed_demo_records,
 )
-from ledger import dsse
-from ledger._ed25519 import verify
-from ledger.keyring import list_keys
-from ledger.ledger import Ledger
 from ledger.receipt import Receipt
-
-
-def raw_insert_baseline(ledger: Ledger, records: list[bytes], batch: int) -> float:
-    """The same rows through a plain executemany into an unindexed-but-for-its-key table."""
-    table = Table(
-        "bench_raw",
-        MetaData(),
-        Column("idx", BigInteger, primary_key=True, autoincrement=False),
-        Column("record_id", String(256)),
-        Column("envelope", LargeBinary),
-        Column("leaf_hash", LargeBinary(32)),
-    )
-    table.create(ledger.engine)
-    rows = [
-        {"idx": n, "record_id": str(n), "envelope": raw, "leaf_hash": hashlib.sha256(raw).digest()}
-        for n, raw in enumerate(records)
-    ]
-
-    def insert_all() -> None:
-        for start in range(0, len(rows), batch):
-            with ledger.engine.begin() as connection:
-                connection.execute(insert(table), rows[start : start + batch])
-
-    seconds = median_of(1, insert_all)
-    table.drop(ledger.engine)
-    return seconds
-
-
-def verify_loop_baseline(ledger: Ledger, records: list[bytes], threads: int) -> float:
-    """Ed25519 verify of each record's PAE under its registered key, and nothing else."""
-    with ledger.engine.connect() as connection:
-        keys = {key.keyid: key.public_key for key in list_keys(connection)}
-    work = []
-    for raw in records:
-        envelope = dsse.decode_envelope(raw)
-        message = dsse.pae(envelope.payloadType, dsse.payload_bytes(envelope))
-        work.append(
-            (keys[envelope.signatures[0].keyid], message, dsse.signature_bytes(envelope, 0))
-        )
-
-    def check(item: tuple[bytes, bytes, bytes]) -> None:
-        if not verify(*item):
-            raise AssertionError("a demo record did not verify")
-
-    with ThreadPoolExecutor(threads) as pool:
-        return median_of(3, lambda: list(pool.map(check, work, chunksize=256)))
 
 
 def main() -> None:

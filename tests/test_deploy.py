@@ -41,6 +41,9 @@ CONFIGURATION_DOC = ROOT / "docs" / "configuration.md"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 
 PORT = 8080
+# What a container must listen on (the server's own default, 127.0.0.1, is unreachable).
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - asserted of the deployment, not bound here
+POD_TMP = "/tmp"  # noqa: S108 - a mount path in the pod, not a file this test writes
 # The oldest Kubernetes minor the manifests promise to work with, and the newest one whose
 # schemas the installed kubernetes-validate bundles.
 K8S_VERSIONS = ["1.28", kubernetes_validate.latest_version()]
@@ -151,9 +154,7 @@ def dockerfile() -> tuple[DockerfileParser, tuple[Stage, ...]]:
 
 
 def substitute(value: str, variables: dict[str, str]) -> str:
-    return re.sub(
-        r"\$\{(\w+)\}|\$(\w+)", lambda m: variables[m.group(1) or m.group(2)], value
-    )
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: variables[m.group(1) or m.group(2)], value)
 
 
 def copy_sources(value: str) -> tuple[dict[str, str], list[str]]:
@@ -174,12 +175,14 @@ def exec_form(value: str) -> list[str]:
 def dockerignore_excludes(path: str) -> bool:
     """Whether the build context leaves `path` out, by .dockerignore's rules: patterns in
     order, the last one that matches the path or one of its parents wins, `!` re-includes,
-    `*` stays within one path segment and `**` spans any number."""
+    `*` stays within one path segment, `**` spans any number, `[...]` is a class."""
 
     def regex(pattern: str) -> re.Pattern[str]:
         out = []
-        for part in re.split(r"(\*\*/?|\*|\?)", pattern.strip("/")):
-            if part.startswith("**"):
+        for part in re.split(r"(\*\*/?|\*|\?|\[[^\]/]+\])", pattern.strip("/")):
+            if part.startswith("["):
+                out.append(part)
+            elif part.startswith("**"):
                 out.append("(?:.*/)?" if part.endswith("/") else ".*")
             elif part == "*":
                 out.append("[^/]*")
@@ -191,8 +194,8 @@ def dockerignore_excludes(path: str) -> bool:
 
     candidates = [str(p) for p in [*reversed(PurePosixPath(path).parents), PurePosixPath(path)]]
     excluded = False
-    for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
+    for raw in DOCKERIGNORE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         negate = line.startswith("!")
@@ -231,7 +234,7 @@ def test_dockerfile_runtime_stage_runs_prov_serve_as_a_fixed_non_root_user() -> 
     (entrypoint,) = runtime.values("ENTRYPOINT")
     (command,) = runtime.values("CMD")
     assert [*exec_form(entrypoint), *exec_form(command)] == ["prov", "serve"]
-    assert parser.envs["PROV_HOST"] == "0.0.0.0"
+    assert parser.envs["PROV_HOST"] == ALL_INTERFACES
     assert int(parser.envs["PROV_PORT"]) == PORT
     assert [int(p.split("/")[0]) for p in runtime.values("EXPOSE")] == [PORT]
     (workdir,) = runtime.values("WORKDIR")
@@ -292,6 +295,7 @@ def test_dockerfile_copies_only_existing_paths_the_build_context_keeps() -> None
         ("prov-ledger.key", True),
         ("ledger/stray.key", True),
         ("service/__pycache__/cli.cpython-311.pyc", True),
+        ("ledger/stale.pyc", True),
         ("tests/test_deploy.py", True),
         ("pyproject.toml", False),
         ("ledger/ledger.py", False),
@@ -380,7 +384,7 @@ def test_compose_runs_prov_after_a_healthy_postgres_15() -> None:
     assert database.startswith("postgresql://")
     assert re.search(r"@db:5432/", database), "PROV_DATABASE_URL must point at the db service"
     assert database.rsplit("/", 1)[1] == db["environment"]["POSTGRES_DB"]
-    assert env["PROV_HOST"] == "0.0.0.0"
+    assert env["PROV_HOST"] == ALL_INTERFACES
     assert int(env["PROV_PORT"]) == PORT
 
 
@@ -443,7 +447,7 @@ def test_kubernetes_containers_are_locked_down() -> None:
         assert context["readOnlyRootFilesystem"] is True, container["name"]
         assert context["allowPrivilegeEscalation"] is False, container["name"]
         assert context["capabilities"]["drop"] == ["ALL"], container["name"]
-        (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+        (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == POD_TMP]
         assert "emptyDir" in volumes[tmp["name"]]
         resources = container["resources"]
         assert resources["requests"]["memory"]
@@ -486,7 +490,7 @@ def test_kubernetes_env_sources_exist() -> None:
             ref = var["valueFrom"]["secretKeyRef"]
             assert ref["key"] in k8s_object("Secret", ref["name"])["stringData"]
     config = k8s_object("ConfigMap")["data"]
-    assert config["PROV_HOST"] == "0.0.0.0"
+    assert config["PROV_HOST"] == ALL_INTERFACES
     assert int(config["PROV_PORT"]) == PORT
     assert all(isinstance(value, str) for value in config.values())
 
@@ -545,9 +549,7 @@ def test_settings_used_in_deployment_are_real_and_documented() -> None:
     settings = {f"PROV_{field.upper()}" for field in Settings.__struct_fields__}
     assert not used - settings, f"not settings the server reads: {sorted(used - settings)}"
     documented = documented_settings()
-    assert not used - documented, (
-        f"missing from docs/configuration.md: {sorted(used - documented)}"
-    )
+    assert not used - documented, f"missing from docs/configuration.md: {sorted(used - documented)}"
 
 
 def test_server_defaults_and_routes_match_the_deployment() -> None:

@@ -83,11 +83,14 @@ def check_receipt(data: bytes, verifier: NoteVerifier, record: SignedRecord) -> 
     return verify_receipt(parse_receipt(data), verifier, record)
 
 
+_NULL = msgspec.Raw(b"null")
+
+
 class _BatchItem(msgspec.Struct):
     position: int
     status: int
     # Raw: one malformed receipt fails its own item, not the whole batch.
-    receipt: msgspec.Raw | None = None
+    receipt: msgspec.Raw = _NULL
     problem: _ProblemDoc | None = None
 
 
@@ -122,14 +125,15 @@ def parse_batch(data: bytes, count: int) -> list[BatchItem]:
         )
     items: list[BatchItem] = []
     for item in sorted(reply.results, key=lambda i: i.position):
+        receipt = None if bytes(item.receipt) == b"null" else bytes(item.receipt)
         problem = None
-        if item.receipt is None:
+        if receipt is None:
             doc = item.problem or _ProblemDoc(title="Record not appended")
             problem = problem_from_document(doc, item.status, "Record not appended")
         items.append(
             BatchItem(
                 status=item.status,
-                receipt=None if item.receipt is None else bytes(item.receipt),
+                receipt=receipt,
                 problem=problem,
             )
         )

@@ -60,9 +60,9 @@ class ProblemError(ClientError):
         if self.detail:
             text += f": {self.detail}"
         for error in self.errors:
-            if error.detail != self.detail or error.pointer:
-                where = f" (at {error.pointer})" if error.pointer else ""
-                text += f"; {error.detail}{where}"
+            where = f" (at {error.pointer})" if error.pointer else ""
+            # The server repeats a lone error's detail at the top; say it once.
+            text += where if error.detail == self.detail else f"; {error.detail}{where}"
         return f"{text} [{self.kind}]"
 
     def __repr__(self) -> str:
