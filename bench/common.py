@@ -67,12 +67,20 @@ def fresh_ledger(engine_name: str) -> Iterator[Ledger]:
             ledger.close()
 
 
+DEMO_TENANT = "acme"
+
+
 def signed_demo_records(
     ledger: Ledger, count: int, *, content: str = "by-reference", seed: int = 1
 ) -> list[bytes]:
-    register_demo_keys(ledger.engine, "acme")
+    register_demo_keys(ledger.engine, DEMO_TENANT)
+    return demo_records(count, content=content, seed=seed)
+
+
+def demo_records(count: int, *, content: str = "by-reference", seed: int = 1) -> list[bytes]:
+    """Signed demo records for `DEMO_TENANT`; wherever they go, `register_demo_keys` first."""
     shape = content_by_reference if content == "by-reference" else None
-    return list(demo_envelopes(count, seed=seed, tenant="acme", shape=shape))
+    return list(demo_envelopes(count, seed=seed, tenant=DEMO_TENANT, shape=shape))
 
 
 def rate(count: int, seconds: float) -> str:
