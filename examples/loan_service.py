@@ -232,6 +232,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.api_key:
         print("an ingest API key is needed: --api-key or PROV_API_KEY", file=sys.stderr)
         return 2
+    if not args.key_file.exists():
+        print(f"no service key at {args.key_file}: run `register` first", file=sys.stderr)
+        return 2
     key = load_signing_key(args.key_file)
     failures = 0
     with Client(

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 import httpx
 import msgspec
+import pytest
 
 from ingest.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
 from ledger import dsse
@@ -21,6 +22,8 @@ from service.settings import Settings
 from tests.http_server import TENANT, Server
 from tests.support import sign
 
+# For checks of the HTTP layer alone, where the database engine makes no difference.
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
 # A value for each path parameter, of the form the route expects but naming nothing stored.
 PATH_SAMPLES = {"digest": "sha256:" + "0" * 64}

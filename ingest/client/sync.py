@@ -129,11 +129,9 @@ class Client(ClientBase[Future[Receipt]]):
         appended, and sending them all again is safe."""
         self._check_open()
         records = self._sign_all(decisions)
-        verifier = self.verifier() if records else None
         results: list[BatchItemResult] = []
         for chunk in self._chunks(records):
-            assert verifier is not None
-            results.extend(self._run(batch_flow(chunk, verifier, self._attempts())))
+            results.extend(self._run(batch_flow(chunk, self.verifier(), self._attempts())))
         return results
 
     # -- Background batching --------------------------------------------------------------
