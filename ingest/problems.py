@@ -33,6 +33,11 @@ class Problem(msgspec.Struct, omit_defaults=True):
 
 STATUS_BY_KIND: dict[str, int] = {
     "bad-request": 400,
+    "bad-proof-request": 400,
+    "record-rejected": 422,
+    "bad-note": 422,
+    "missing-tree-node": 500,
+    "ledger-error": 500,
     "malformed-envelope": 422,
     "invalid-payload": 422,
     "unsupported-payload-type": 415,
