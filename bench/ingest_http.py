@@ -22,6 +22,7 @@ import gc
 import json
 import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -148,7 +149,7 @@ def running_server(engine_name: str, workers: int, settings: dict[str, str]) -> 
             except subprocess.TimeoutExpired:
                 process.kill()
                 code = process.wait()
-            if code != 0:
+            if code not in (0, -signal.SIGTERM):
                 raise RuntimeError(f"prov serve exited with {code}: {log_path.read_text()[-2000:]}")
 
 

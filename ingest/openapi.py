@@ -13,14 +13,13 @@ from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIType,
     Operation,
+    Reference,
     RequestBody,
     Schema,
 )
-from litestar.openapi.spec.schema import SchemaDataContainer
 
-from ledger import dsse
-
-ENVELOPE = SchemaDataContainer(data_container=dsse.Envelope)
+# The envelope's component is generated from `dsse.Envelope`, which every receipt carries.
+ENVELOPE = Reference(ref="#/components/schemas/Envelope")
 
 
 @dataclass

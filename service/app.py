@@ -16,7 +16,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 from sqlalchemy import Engine
 
 from ingest import routes_blobs, routes_keys, routes_records
@@ -27,12 +27,14 @@ from ledger.errors import LedgerError
 from ledger.ledger import Ledger
 from query import routes_log
 from service import ops
-from service.auth import ApiKeyCache, authenticate
+from service.auth import ApiKeyCache, require_api_key
 from service.http_metrics import count_requests
 from service.problems import http_error_handler, internal_error_handler, ledger_error_handler
 from service.settings import Settings
 
 API_VERSION = "1.0.0"
+# In the OpenAPI document: /v1 routes take an API key; probes and metrics do not.
+KEY_REQUIRED: list[SecurityRequirement] = [{"apiKey": []}]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.ledger = ledger
         app.state.committer = committer
         app.state.api_keys = ApiKeyCache(ledger.engine, settings.auth_cache_seconds)
+        app.state.public_reads = settings.public_reads
         committer.start()
         try:
             yield
@@ -63,8 +66,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await committer.stop()
             ledger.close()
 
-    def provide_caller(request: Request[Any, Any, State], state: State) -> ApiKey | None:
-        return authenticate(request, state.api_keys, public_reads=settings.public_reads)
+    def provide_caller(request: Request[Any, Any, State]) -> ApiKey | None:
+        caller: ApiKey | None = request.state.caller  # set by the require_api_key guard
+        return caller
 
     def provide_ledger(state: State) -> Ledger:
         ledger: Ledger = state.ledger
@@ -84,16 +88,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
         "/v1/records",
         route_handlers=[routes_records.append_record],
         request_max_body_size=settings.max_record_bytes,
+        security=KEY_REQUIRED,
+        # An envelope over the limit is a record too large, whoever notices it first.
+        opt={"too_large_kind": "record-too-large"},
     )
     batch = Router(
         "/v1/records",
         route_handlers=[routes_records.append_batch],
         request_max_body_size=settings.max_body_bytes,
+        security=KEY_REQUIRED,
     )
     blobs = Router(
         "/v1/blobs",
         route_handlers=[routes_blobs.upload_blob, routes_blobs.download_blob],
         request_max_body_size=settings.max_blob_bytes,
+        security=KEY_REQUIRED,
     )
     keys = Router(
         "/v1/keys",
@@ -102,6 +111,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             routes_keys.list_service_keys,
             routes_keys.revoke_service_key,
         ],
+        security=KEY_REQUIRED,
     )
     api_keys = Router(
         "/v1/api-keys",
@@ -110,8 +120,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             routes_keys.list_api_keys_route,
             routes_keys.revoke_api_key_route,
         ],
+        security=KEY_REQUIRED,
     )
-    log = Router("/v1", route_handlers=[routes_log.checkpoint, routes_log.log_info])
+    log = Router(
+        "/v1", route_handlers=[routes_log.checkpoint, routes_log.log_info], security=KEY_REQUIRED
+    )
 
     return Litestar(
         route_handlers=[
@@ -138,6 +151,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HTTPException: http_error_handler,
             Exception: internal_error_handler,
         },
+        guards=[require_api_key],
         middleware=[count_requests],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -151,7 +165,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     "apiKey": SecurityScheme(type="http", scheme="bearer", description="API key")
                 }
             ),
-            security=[{"apiKey": []}],
         ),
     )
 

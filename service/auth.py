@@ -1,8 +1,10 @@
 """Who is calling: the bearer API key of each `/v1` request, checked against the route's roles.
 
-Routes declare the roles they admit as `opt={"roles": …}`; the `caller` dependency resolves
-the key, refuses a missing or unknown one (401) and a role the route does not admit (403),
-and hands the route the key, whose tenant scopes everything the route does.
+Routes declare the roles they admit as `opt={"roles": …}`. The `require_api_key` guard runs
+before the request body is read: it resolves the key, refuses a missing or unknown one (401)
+and a role the route does not admit (403), and leaves the key in the request state, where
+the `caller` dependency hands it to the route. Its tenant scopes everything the route does.
+Routes without `roles` (probes, metrics, the OpenAPI pages) are open.
 
 Lookups are cached per worker for `auth_cache_seconds`, so the hot append path costs no
 query per request; a revoked key stops working within that time.
@@ -13,10 +15,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
 from sqlalchemy import Engine
 
-from ledger.apikeys import ApiKey, find_api_key, token_hash
+from ledger.apikeys import ApiKey, Role, find_api_key, token_hash
 from ledger.errors import Forbidden, Unauthenticated
 
 _CACHE_LIMIT = 10_000
@@ -42,27 +45,45 @@ class ApiKeyCache:
         return key
 
 
-def bearer_token(request: Request[Any, Any, Any]) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
 
 
+def require_api_key(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    roles = handler.opt.get("roles")
+    if roles is None:
+        return
+    state = connection.app.state
+    connection.state.caller = authenticate(
+        connection,
+        state.api_keys,
+        roles,
+        public=state.public_reads and handler.opt.get("public_read", False),
+    )
+
+
 def authenticate(
-    request: Request[Any, Any, Any], keys: ApiKeyCache, *, public_reads: bool
+    connection: ASGIConnection[Any, Any, Any, Any],
+    keys: ApiKeyCache,
+    roles: frozenset[Role],
+    *,
+    public: bool,
 ) -> ApiKey | None:
-    """The caller's key; None only on a route marked `public_read` when reads are public."""
-    if public_reads and request.route_handler.opt.get("public_read"):
+    """The caller's key; None only on a public-read route when reads are public."""
+    if public:
         return None
-    token = bearer_token(request)
+    token = bearer_token(connection)
     if token is None:
         raise Unauthenticated("send an API key as `Authorization: Bearer <key>`")
     key = keys.lookup(token)
     if key is None:
         raise Unauthenticated("the API key is unknown or revoked")
-    roles = request.route_handler.opt.get("roles")
-    if roles is not None and key.role not in roles:
+    if key.role not in roles:
         allowed = " or ".join(sorted(role.value for role in roles))
         raise Forbidden(f"the {key.role.value} role may not call this; it needs {allowed}")
     return key

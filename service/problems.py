@@ -7,6 +7,7 @@ too large, unreadable parameters) are rendered the same way, so a client parses 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -23,6 +24,8 @@ from ingest.problems import (
 from ledger.errors import LedgerError, Overloaded, Unauthenticated
 
 log = structlog.get_logger("prov.http")
+
+_NAMED_MEMBER = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
 
 # The framework's errors, by status, when they are not ours.
 _KIND_BY_STATUS = {
@@ -60,10 +63,12 @@ def http_error_handler(request: Request[Any, Any, Any], error: Exception) -> Res
     assert isinstance(error, HTTPException)
     status = error.status_code
     kind = _KIND_BY_STATUS.get(status, "http-error")
+    if status == 413:
+        kind = request.route_handler.opt.get("too_large_kind", kind)
     errors = []
     if isinstance(error, ValidationException) and isinstance(error.extra, list):
         errors = [
-            FieldError("/" + str(item.get("key", "")).replace(".", "/"), item["message"])
+            FieldError(_pointer(item), item["message"])
             for item in error.extra
             if isinstance(item, dict) and "message" in item
         ]
@@ -78,6 +83,16 @@ def http_error_handler(request: Request[Any, Any, Any], error: Exception) -> Res
         errors=errors,
     )
     return problem_response(problem, request, dict(error.headers or {}))
+
+
+def _pointer(item: dict[str, Any]) -> str:
+    """RFC 6901 pointer of a framework validation error: its key path, plus the member a
+    message names (`unknown field `x``, `missing required field `x``)."""
+    key = str(item.get("key", ""))
+    segments = [] if key in ("", "data") else key.split(".")
+    if named := _NAMED_MEMBER.search(str(item["message"])):
+        segments.append(named.group(1))
+    return "".join("/" + s.replace("~", "~0").replace("/", "~1") for s in segments)
 
 
 def internal_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Problem]:

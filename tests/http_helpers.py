@@ -116,6 +116,11 @@ def signed(decision: Decision, shape: Callable[[Decision], Decision] | None = No
     return sign(shape(decision) if shape is not None else decision)
 
 
+def array(*records: bytes) -> bytes:
+    """A batch body: the envelopes as a JSON array, each exactly as signed."""
+    return b"[" + b",".join(records) + b"]"
+
+
 def edit_envelope(raw: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
     envelope = msgspec.json.decode(raw)
     edit(envelope)
