@@ -22,6 +22,7 @@ import gc
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -32,6 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import httpx
 import msgspec
@@ -270,12 +272,15 @@ class Connection(asyncio.Protocol):
         self.current = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def send_next(self) -> None:
         index = self.load.take()
-        if index is None or self.transport is None:
+        if index is None:
+            return
+        if self.transport is None:
+            self.load.fail(ConnectionError("not connected"))
             return
         self.current = index
         self.load.sent_at[index] = time.perf_counter()
@@ -389,6 +394,12 @@ class Run:
     def per_record_us(self, seconds: float) -> float:
         return seconds / self.records * 1e6
 
+    @property
+    def other_cpu(self) -> float:
+        """CPU taken by neither the server nor the load generator: the database server,
+        and whatever else runs on the machine."""
+        return self.machine_cpu - sum(self.server_cpu) - self.client_cpu
+
 
 def measure(
     engine_name: str,
@@ -409,9 +420,11 @@ def measure(
             path, connections, bodies = "/v1/records", args.clients, records
             sizes = [1] * len(records)
         requests = [request_bytes(path, server.port, server.ingest_key, body) for body in bodies]
-        before = CpuSnapshot.take(server.pids)
-        load = drive(server.port, requests, connections, keep_bodies=mode == "batch")
-        after = CpuSnapshot.take(server.pids)
+        label = f"{engine_name}-{mode}-workers{workers}-{time.strftime('%H%M%S')}"
+        with profiled(server.pids, args.profile, label):
+            before = CpuSnapshot.take(server.pids)
+            load = drive(server.port, requests, connections, keep_bodies=mode == "batch")
+            after = CpuSnapshot.take(server.pids)
         _check(mode, load, sizes)
         log = httpx.get(f"{server.url}/v1/log", headers=server.auth(server.admin_key)).json()
         if log["tree_size"] != len(records):
@@ -430,6 +443,37 @@ def measure(
         committed=_metric(metrics, "prov_commit_batch_records_sum"),
         commit_seconds=_metric(metrics, "prov_commit_seconds_sum"),
     )
+
+
+@contextlib.contextmanager
+def profiled(pids: list[int], folder: Path | None, label: str) -> Iterator[None]:
+    """py-spy on each server process while the load runs, as collapsed stacks per thread.
+    Its sampling takes CPU too, so figures from a profiled run are not comparable."""
+    if folder is None:
+        yield
+        return
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    spy = shutil.which("py-spy", path=search)
+    if spy is None:
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
+    folder.mkdir(parents=True, exist_ok=True)
+    options = ["--format", "raw", "--threads", "--nonblocking", "--rate", "100"]
+    samplers = [
+        subprocess.Popen(
+            [spy, "record", "--pid", str(pid), *options, "-o", str(folder / f"{label}-{pid}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+    time.sleep(1.0)  # attached before the load starts
+    try:
+        yield
+    finally:
+        for sampler in samplers:
+            sampler.send_signal(signal.SIGINT)
+        for sampler in samplers:
+            sampler.wait(timeout=60)
 
 
 def _check(mode: str, load: Load, sizes: list[int]) -> None:
@@ -488,6 +532,7 @@ class Options:
     senders: int
     clients: int
     server_settings: dict[str, str]
+    profile: Path | None
 
 
 def describe(run: Run) -> str:
@@ -498,7 +543,7 @@ def describe(run: Run) -> str:
         f"p95 {run.percentile(0.95):6.1f} p99 {run.percentile(0.99):6.1f} | "
         f"CPU µs/record: server {run.per_record_us(server):.0f} ({split} s), "
         f"client {run.per_record_us(run.client_cpu):.0f}, "
-        f"other {run.per_record_us(run.machine_cpu - server - run.client_cpu):.0f}; "
+        f"other {run.per_record_us(run.other_cpu):.0f}; "
         f"cores busy {run.machine_cpu / run.seconds:.2f} | commits {run.commits:,.0f}, "
         f"{run.committed / max(run.commits, 1):,.1f} records each, "
         f"{run.commit_seconds / max(run.commits, 1) * 1000:.1f} ms each"
@@ -515,8 +560,8 @@ def summarize(runs: list[Run], ceilings: list[Ceilings]) -> None:
     )
     print(
         f"  {'load':<7}{'workers':>8}{'records/s':>11}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}"
-        f"{'/verify1':>9}{'/verify2':>9}{'/INSERT':>9}{'server µs/rec':>14}"
-        f"{'recs/commit':>12}  target"
+        f"{'/verify1':>9}{'/verify2':>9}{'/INSERT':>9}{'CPU µs/rec: server':>19}"
+        f"{'client':>7}{'other':>7}{'recs/commit':>12}  target"
     )
     for mode in ("batch", "single"):
         for workers in sorted({run.workers for run in runs}):
@@ -529,6 +574,8 @@ def summarize(runs: list[Run], ceilings: list[Ceilings]) -> None:
                 for share in (0.50, 0.95, 0.99)
             )
             server = statistics.median(run.per_record_us(sum(run.server_cpu)) for run in group)
+            client = statistics.median(run.per_record_us(run.client_cpu) for run in group)
+            other = statistics.median(run.per_record_us(run.other_cpu) for run in group)
             per_commit = statistics.median(run.committed / max(run.commits, 1) for run in group)
             if mode == "batch":
                 met = rate >= BATCH_TARGET
@@ -539,7 +586,7 @@ def summarize(runs: list[Run], ceilings: list[Ceilings]) -> None:
             print(
                 f"  {mode:<7}{workers:>8}{rate:>11,.0f}{p50:>8.1f}{p95:>8.1f}{p99:>8.1f}"
                 f"{rate / verify_1:>9.2f}{rate / verify_2:>9.2f}{rate / raw:>9.2f}"
-                f"{server:>14,.0f}{per_commit:>12,.1f}  {target}: "
+                f"{server:>19,.0f}{client:>7,.0f}{other:>7,.0f}{per_commit:>12,.1f}  {target}: "
                 f"{'met' if met else 'NOT met'}"
             )
 
@@ -566,6 +613,12 @@ def main() -> None:
         help="a server setting, e.g. PROV_COMMIT_MAX_WAIT_MS=5",
     )
     parser.add_argument("--seed", type=int, default=1, help="demo record seed (1)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record each server process with py-spy into DIR (slows the runs)",
+    )
     args = parser.parse_args()
     settings = Options(
         records=args.records,
@@ -574,6 +627,7 @@ def main() -> None:
         senders=args.senders,
         clients=args.clients,
         server_settings=dict(item.split("=", 1) for item in args.set),
+        profile=args.profile,
     )
     loads: list[str] = args.load or ["batch", "single"]
     worker_counts: list[int] = args.workers or [1, 2]

@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 _WRITE = "prov_write"
 # One log per database for now; the advisory lock key is fixed ("prov" in ASCII).
@@ -40,9 +39,12 @@ def is_sqlite(engine: Engine) -> bool:
 def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        # NullPool: each connection is a cheap file open, and pooled SQLite connections
-        # shared across forked test processes cause more trouble than they save.
-        engine = create_engine(url, poolclass=NullPool, **kwargs)
+        # Pooled: closing the last connection to a WAL database checkpoints and truncates
+        # the WAL, which costs a commit's worth of fsyncs; a pool keeps one open. The pool
+        # hands a connection to one thread at a time, so the driver's thread check is off.
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False}, pool_size=4, **kwargs
+        )
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine

@@ -25,7 +25,7 @@ from ledger.migrate import migrate
 from ledger.note import NoteSigner, NoteVerifier
 from ledger.receipt import Receipt, issue_receipt
 from ledger.schema import ledger_info
-from ledger.sequencer import Appended, append, now_micros, store_checkpoint
+from ledger.sequencer import Appended, Frontier, append, now_micros, store_checkpoint
 from ledger.store import StoredCheckpoint, latest_checkpoint, read_info
 from ledger.verify import VerifyReport, verify_log
 
@@ -49,6 +49,7 @@ class Ledger:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     # Signature checks and receipt signing run in libsodium, which releases the GIL.
     pool: WorkerPool = field(default_factory=WorkerPool)
+    frontier: Frontier = field(default_factory=Frontier)
 
     @classmethod
     def init(
@@ -126,7 +127,11 @@ class Ledger:
         """Append what admission accepted in one transaction and sign the receipts; rejects
         pass through in place, so results line up with `admitted`."""
         accepted = [item for item in admitted if isinstance(item, Admitted)]
-        outcomes = iter(append(self.engine, accepted, self.signer, self.origin) if accepted else [])
+        outcomes = iter(
+            append(self.engine, accepted, self.signer, self.origin, self.frontier)
+            if accepted
+            else []
+        )
         merged = [item if isinstance(item, RecordRejected) else next(outcomes) for item in admitted]
         return self.pool.map(self._receipt, merged)
 

@@ -23,7 +23,7 @@ from ledger.errors import IdConflict
 from ledger.merkle import CompactRange
 from ledger.note import Checkpoint, NoteSigner
 from ledger.schema import checkpoints, log_entries
-from ledger.store import bulk_insert, read_head, read_tree
+from ledger.store import Head, bulk_insert, read_head, read_tree
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,23 +54,54 @@ def now_micros() -> int:
     return time.time_ns() // 1000
 
 
+class Frontier:
+    """The tree's peaks as this process last committed them, so that the next batch need
+    not read them back. They are used only when the head read under the lock is still the
+    one they end at (same size, same last leaf, which commits to every earlier entry);
+    after another process has appended, the peaks are read from the database again."""
+
+    def __init__(self) -> None:
+        # One immutable tuple, replaced whole, so that threads never see half an update.
+        self._known: tuple[int, bytes, tuple[bytes, ...]] | None = None
+
+    def tree_at(self, connection: Connection, head: Head) -> CompactRange:
+        known = self._known
+        if known is not None and known[:2] == (head.size, head.last_leaf):
+            return CompactRange(head.size, known[2])
+        return read_tree(connection, head.size)
+
+    def remember(self, tree: CompactRange, last_leaf: bytes) -> None:
+        self._known = (tree.size, last_leaf, tuple(tree.peaks))
+
+
 def append(
-    engine: Engine, records: Sequence[Admitted], signer: NoteSigner, origin: str
+    engine: Engine,
+    records: Sequence[Admitted],
+    signer: NoteSigner,
+    origin: str,
+    frontier: Frontier | None = None,
 ) -> list[Appended | IdConflict]:
     """Append a batch; results line up with `records`."""
+    frontier = frontier or Frontier()
     with write_transaction(engine) as connection:
-        return _append_locked(connection, records, signer, origin)
+        results, tree, last_leaf = _append_locked(connection, records, signer, origin, frontier)
+    frontier.remember(tree, last_leaf)  # only once the batch has committed
+    return results
 
 
 def _append_locked(
-    connection: Connection, records: Sequence[Admitted], signer: NoteSigner, origin: str
-) -> list[Appended | IdConflict]:
+    connection: Connection,
+    records: Sequence[Admitted],
+    signer: NoteSigner,
+    origin: str,
+    frontier: Frontier,
+) -> tuple[list[Appended | IdConflict], CompactRange, bytes]:
     head = read_head(connection)
     existing = _existing(connection, records)
     # Integration time never runs backwards along the log, even if clocks of two appending
     # processes disagree.
     integrated_us = max(now_micros(), head.last_integrated_us)
-    tree = read_tree(connection, head.size)
+    tree = frontier.tree_at(connection, head)
     prev_leaf = head.last_leaf
     results: list[Appended | IdConflict] = []
     entry_rows: list[tuple[object, ...]] = []
@@ -107,7 +138,7 @@ def _append_locked(
         bulk_insert(connection, "log_entries", ENTRY_COLUMNS, entry_rows)
         bulk_insert(connection, "tree_nodes", ("level", "idx", "hash"), node_rows)
         store_checkpoint(connection, tree, signer, origin, integrated_us)
-    return results
+    return results, tree, prev_leaf
 
 
 def store_checkpoint(

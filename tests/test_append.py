@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import Engine, event
 
@@ -146,3 +148,18 @@ def test_proofs_for_sizes_the_log_cannot_answer(ledger: Ledger) -> None:
             consistency_proof(connection, 0, 10)
         with pytest.raises(ProofError, match="beyond"):
             consistency_proof(connection, 5, 11)
+
+
+def test_two_writers_interleaving_keep_one_tree(ledger: Ledger, key_path: Path) -> None:
+    """Each ledger object keeps its last committed peaks; when another writer has appended
+    since, it must read the tree again rather than extend stale peaks. A stale extension
+    would sign checkpoints whose roots verification recomputes differently."""
+    other = Ledger.open(ledger.engine, key_path)
+    records = demo_envelopes(ledger.engine, 40, seed=21)
+    for start in range(0, 40, 10):
+        writer = ledger if start % 20 == 0 else other
+        assert all(isinstance(r, Receipt) for r in writer.append(records[start : start + 10]))
+    report = ledger.verify()
+    assert report, report.fault
+    assert (report.size, report.checkpoints_checked) == (40, 5)
+    other.pool.close()
