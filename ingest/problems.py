@@ -8,6 +8,7 @@ answers errors with it, and a batch answer carries one per refused item.
 from __future__ import annotations
 
 import msgspec
+from litestar.openapi.datastructures import ResponseSpec
 
 from ledger.errors import InvalidPayload, LedgerError
 
@@ -81,3 +82,8 @@ def problem_for(error: LedgerError) -> Problem:
         detail=error.detail,
         errors=[] if pointer is None else [FieldError(pointer, error.detail)],
     )
+
+
+def problem_spec(description: str) -> ResponseSpec:
+    """An OpenAPI response that is a problem document."""
+    return ResponseSpec(Problem, description=description, media_type=PROBLEM_MEDIA_TYPE)

@@ -11,7 +11,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import Engine
 
 from ingest.openapi import OctetStream
-from ingest.problems import PROBLEM_MEDIA_TYPE, Problem
+from ingest.problems import problem_spec
 from ledger.apikeys import READERS, WRITERS, ApiKey
 from ledger.blobs import StoredBlob, get_blob, put_blob
 from ledger.db import write_transaction
@@ -23,10 +23,6 @@ class BlobStored(msgspec.Struct):
     size: int
 
 
-def _problem(description: str) -> ResponseSpec:
-    return ResponseSpec(Problem, description=description, media_type=PROBLEM_MEDIA_TYPE)
-
-
 @put(
     "/{digest:str}",
     opt={"roles": WRITERS},
@@ -36,9 +32,9 @@ def _problem(description: str) -> ResponseSpec:
     status_code=201,
     responses={
         200: ResponseSpec(BlobStored, description="Already stored"),
-        410: _problem("The blob was erased"),
-        413: _problem("Over PROV_MAX_BLOB_BYTES"),
-        422: _problem("The body does not hash to the digest"),
+        410: problem_spec("The blob was erased"),
+        413: problem_spec("Over PROV_MAX_BLOB_BYTES"),
+        422: problem_spec("The body does not hash to the digest"),
     },
 )
 async def upload_blob(
@@ -64,7 +60,7 @@ async def upload_blob(
     tags=["blobs"],
     sync_to_thread=True,
     media_type="application/octet-stream",
-    responses={404: _problem("No such blob for this tenant"), 410: _problem("Erased")},
+    responses={404: problem_spec("No such blob for this tenant"), 410: problem_spec("Erased")},
 )
 def download_blob(digest: str, caller: ApiKey, engine: Engine) -> bytes:
     """The blob's bytes, to readers of its tenant."""

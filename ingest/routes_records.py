@@ -12,7 +12,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from ingest.groupcommit import GroupCommitter
 from ingest.openapi import EnvelopeBatch, OneEnvelope
-from ingest.problems import PROBLEM_MEDIA_TYPE, Problem, problem_for
+from ingest.problems import Problem, problem_for, problem_spec
 from ledger.apikeys import WRITERS, ApiKey
 from ledger.errors import BadRequest, BatchTooLarge, RecordRejected, UnsupportedMediaType
 from ledger.receipt import Receipt
@@ -37,18 +37,14 @@ class BatchResult(msgspec.Struct):
     results: list[ItemResult]
 
 
-def _problem(description: str) -> ResponseSpec:
-    return ResponseSpec(Problem, description=description, media_type=PROBLEM_MEDIA_TYPE)
-
-
 APPEND_ERRORS = {
-    401: _problem("Missing or unknown API key"),
-    403: _problem("The key's role may not append, or the record is for another tenant"),
-    409: _problem("The id is already in the log with different bytes"),
-    413: _problem("The body or the record is over its size limit"),
-    415: _problem("Unsupported Content-Type or payloadType"),
-    422: _problem("The envelope, payload or signature is invalid"),
-    429: _problem("Too many records are waiting; retry after Retry-After seconds"),
+    401: problem_spec("Missing or unknown API key"),
+    403: problem_spec("The key's role may not append, or the record is for another tenant"),
+    409: problem_spec("The id is already in the log with different bytes"),
+    413: problem_spec("The body or the record is over its size limit"),
+    415: problem_spec("Unsupported Content-Type or payloadType"),
+    422: problem_spec("The envelope, payload or signature is invalid"),
+    429: problem_spec("Too many records are waiting; retry after Retry-After seconds"),
 }
 
 
