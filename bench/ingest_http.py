@@ -7,11 +7,15 @@ Two loads, each against a fresh server over a fresh database:
 - single: one envelope per `POST /v1/records` from 64 keep-alive clients, each sending its
   next record as soon as the previous one is answered. Target: 3,000 records/s, p99 <= 50 ms.
 
-The load generator is a minimal HTTP/1.1 client on the event loop with pre-built request
-bytes, so that it takes as little as possible of the CPU it shares with the server.
+Each run checks every answer, that the log's size equals the records sent, and that the
+server stops cleanly. The load generator is a minimal HTTP/1.1 client on the event loop
+with pre-built request bytes, so that it takes as little as possible of the CPU it shares
+with the server. CPU per record is read from /proc: the server's processes, this process
+(the client), and the rest of the machine (the database server, and any other load).
 
-    python -m bench.ingest_http [--engine sqlite|postgres] [--records 50000]
-        [--single-records 20000] [--workers 1 --workers 2] [--repeat 2]
+    python -m bench.ingest_http [--engine sqlite|postgres] [--workers 1 --workers 2]
+        [--repeat 2] [--records 50000] [--single-records 20000] [--clients 64]
+        [--senders 4] [--set PROV_NAME=VALUE] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -103,18 +107,18 @@ def running_server(engine_name: str, workers: int, settings: dict[str, str]) -> 
     ):
         key_file = Path(folder) / "ledger.key"
         prov("init", db_url=db_url, key_file=key_file)
-        made = prov(
-            "api-key", "create", "--tenant", DEMO_TENANT, "--role", "admin",
-            db_url=db_url, key_file=key_file,
-        )  # fmt: skip
+        create = ("api-key", "create", "--tenant", DEMO_TENANT, "--role", "admin")
+        made = prov(*create, db_url=db_url, key_file=key_file)
         admin_key = str(json.loads(made.splitlines()[0])["key"])
         engine = make_engine(db_url)
         register_demo_keys(engine, DEMO_TENANT)
         engine.dispose()
         port = free_port()
-        metrics_dir = Path(folder) / "metrics"
-        metrics_dir.mkdir()
-        env = {name: value for name, value in os.environ.items() if not name.startswith("PROV_")}
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("PROV_") and name != "PROMETHEUS_MULTIPROC_DIR"
+        }
         env |= {
             "PROV_DATABASE_URL": db_url,
             "PROV_LEDGER_KEY_FILE": str(key_file),
@@ -122,11 +126,10 @@ def running_server(engine_name: str, workers: int, settings: dict[str, str]) -> 
             "PROV_PORT": str(port),
             "PROV_WORKERS": str(workers),
             "PROV_LOG_LEVEL": "warning",
-            # Counted afresh for each server, and removed with it.
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         } | settings
-        if workers == 1:
-            del env["PROMETHEUS_MULTIPROC_DIR"]
+        if workers > 1:  # the workers' metrics, counted afresh and removed with the server
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(Path(folder) / "metrics")
+            Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir()
         log_path = Path(folder) / "server.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(
@@ -163,12 +166,21 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, workers: 
             raise RuntimeError(f"prov serve exited: {log.read_text()[-2000:]}")
         with contextlib.suppress(httpx.TransportError):
             ready = httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            if ready and (workers == 1 or len(process_tree(process.pid)) > workers):
+            if ready and (workers == 1 or _spawned_workers(process.pid) >= workers):
                 # Let late workers finish starting before anything is timed.
                 time.sleep(1.0 if workers > 1 else 0.2)
                 return
         time.sleep(0.05)
     raise RuntimeError(f"prov serve did not get ready: {log.read_text()[-2000:]}")
+
+
+def _spawned_workers(root: int) -> int:
+    """How many worker processes the server has started so far."""
+    count = 0
+    for pid in process_tree(root):
+        with contextlib.suppress(OSError):
+            count += b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return count
 
 
 # --- CPU accounting from /proc ----------------------------------------------------------
@@ -401,27 +413,37 @@ class Run:
         return self.machine_cpu - sum(self.server_cpu) - self.client_cpu
 
 
+@dataclass
+class Options:
+    records: int
+    single_records: int
+    batch: int
+    senders: int
+    clients: int
+    server_settings: dict[str, str]
+    profile: Path | None
+
+
 def measure(
     engine_name: str,
     mode: str,
     workers: int,
     records: list[bytes],
-    args: Options,
+    options: Options,
 ) -> Run:
-    with running_server(engine_name, workers, args.server_settings) as server:
+    with running_server(engine_name, workers, options.server_settings) as server:
         if mode == "batch":
-            path, connections = "/v1/records/batch", args.senders
-            chunks = [
-                records[start : start + args.batch] for start in range(0, len(records), args.batch)
-            ]
+            path, connections = "/v1/records/batch", options.senders
+            size = options.batch
+            chunks = [records[start : start + size] for start in range(0, len(records), size)]
             bodies = [b"[" + b",".join(chunk) + b"]" for chunk in chunks]
             sizes = [len(chunk) for chunk in chunks]
         else:
-            path, connections, bodies = "/v1/records", args.clients, records
+            path, connections, bodies = "/v1/records", options.clients, records
             sizes = [1] * len(records)
         requests = [request_bytes(path, server.port, server.ingest_key, body) for body in bodies]
         label = f"{engine_name}-{mode}-workers{workers}-{time.strftime('%H%M%S')}"
-        with profiled(server.pids, args.profile, label):
+        with profiled(server.pids, options.profile, label):
             before = CpuSnapshot.take(server.pids)
             load = drive(server.port, requests, connections, keep_bodies=mode == "batch")
             after = CpuSnapshot.take(server.pids)
@@ -524,17 +546,6 @@ def measure_ceilings(engine_name: str, records: list[bytes], batch: int) -> Ceil
 # --- reporting --------------------------------------------------------------------------
 
 
-@dataclass
-class Options:
-    records: int
-    single_records: int
-    batch: int
-    senders: int
-    clients: int
-    server_settings: dict[str, str]
-    profile: Path | None
-
-
 def describe(run: Run) -> str:
     server = sum(run.server_cpu)
     split = "+".join(f"{cpu:.1f}" for cpu in run.server_cpu if cpu >= 0.05)
@@ -620,7 +631,10 @@ def main() -> None:
         help="record each server process with py-spy into DIR (slows the runs)",
     )
     args = parser.parse_args()
-    settings = Options(
+    for item in args.set:
+        if not item.startswith("PROV_") or "=" not in item:
+            parser.error(f"--set takes PROV_NAME=VALUE, not {item!r}")
+    options = Options(
         records=args.records,
         single_records=args.single_records,
         batch=args.batch,
@@ -641,7 +655,7 @@ def main() -> None:
     print(
         f"{len(records):,} signed demo records ({args.content} content, mean envelope "
         f"{size:,.0f} bytes) made in {time.perf_counter() - started:.1f}s; "
-        f"{os.cpu_count()} cores; server settings {settings.server_settings or 'default'}"
+        f"{os.cpu_count()} cores; server settings {options.server_settings or 'default'}"
     )
     counts = {"batch": args.records, "single": args.single_records}
     for engine_name in args.engine or ENGINES:
@@ -651,7 +665,7 @@ def main() -> None:
         for attempt in range(1, args.repeat + 1):
             for workers in worker_counts:
                 for mode in loads:
-                    run = measure(engine_name, mode, workers, records[: counts[mode]], settings)
+                    run = measure(engine_name, mode, workers, records[: counts[mode]], options)
                     runs.append(run)
                     print(f"  {mode:<6} workers={workers} run {attempt}: {describe(run)}")
             ceiling = measure_ceilings(engine_name, records[: args.records], args.batch)
