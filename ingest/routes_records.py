@@ -10,10 +10,10 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.openapi.datastructures import ResponseSpec
 
-from ingest.groupcommit import GroupCommitter
 from ingest.openapi import EnvelopeBatch, OneEnvelope
 from ingest.problems import Problem, problem_for, problem_spec
-from ledger.apikeys import WRITERS, ApiKey
+from ingest.request_state import batch_limit_of, caller_of, committer_of
+from ledger.apikeys import WRITERS
 from ledger.errors import BadRequest, BatchTooLarge, RecordRejected, UnsupportedMediaType
 from ledger.receipt import Receipt
 
@@ -68,13 +68,12 @@ def require_json(request: Request[Any, Any, Any]) -> None:
     | APPEND_ERRORS,
     status_code=201,
 )
-async def append_record(
-    request: Request[Any, Any, Any], caller: ApiKey, committer: GroupCommitter
-) -> Response[Receipt]:
+async def append_record(request: Request[Any, Any, Any]) -> Response[Receipt]:
     """Append one DSSE envelope. 201 with the ledger's signed receipt; 200 with the same
     receipt when these exact bytes were stored before."""
     require_json(request)
-    [outcome] = await committer.append([await request.body()], caller.tenant)
+    committer = committer_of(request)
+    [outcome] = await committer.append([await request.body()], caller_of(request).tenant)
     if isinstance(outcome, RecordRejected):
         raise outcome
     return Response(outcome, status_code=201 if outcome.status == "created" else 200)
@@ -111,16 +110,11 @@ def split_batch(body: bytes, media: str, limit: int) -> list[bytes]:
     responses=APPEND_ERRORS,
     status_code=200,
 )
-async def append_batch(
-    request: Request[Any, Any, Any],
-    caller: ApiKey,
-    committer: GroupCommitter,
-    batch_limit: int,
-) -> BatchResult:
+async def append_batch(request: Request[Any, Any, Any]) -> BatchResult:
     """Append up to the configured number of envelopes in one transaction. Each item gets
     its receipt, or the problem that refused it; nothing of a refused item is stored."""
-    raws = split_batch(await request.body(), media_type(request), batch_limit)
-    outcomes = await committer.append(raws, caller.tenant)
+    raws = split_batch(await request.body(), media_type(request), batch_limit_of(request))
+    outcomes = await committer_of(request).append(raws, caller_of(request).tenant)
     results = []
     for position, outcome in enumerate(outcomes):
         if isinstance(outcome, RecordRejected):

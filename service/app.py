@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.committer = committer
         app.state.api_keys = ApiKeyCache(ledger.engine, settings.auth_cache_seconds)
         app.state.public_reads = settings.public_reads
+        app.state.batch_limit = settings.batch_max_records
         committer.start()
         try:
             yield
@@ -67,7 +68,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ledger.close()
 
     def provide_caller(request: Request[Any, Any, State]) -> ApiKey | None:
-        caller: ApiKey | None = request.state.caller  # set by the require_api_key guard
+        # Set by the require_api_key guard; None only on a public read.
+        caller: ApiKey | None = request.state.caller
         return caller
 
     def provide_ledger(state: State) -> Ledger:
@@ -76,13 +78,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     def provide_engine(state: State) -> Engine:
         return provide_ledger(state).engine
-
-    def provide_committer(state: State) -> GroupCommitter:
-        committer: GroupCommitter = state.committer
-        return committer
-
-    def provide_batch_limit() -> int:
-        return settings.batch_max_records
 
     records = Router(
         "/v1/records",
@@ -143,8 +138,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "caller": Provide(provide_caller, sync_to_thread=False),
             "ledger": Provide(provide_ledger, sync_to_thread=False),
             "engine": Provide(provide_engine, sync_to_thread=False),
-            "committer": Provide(provide_committer, sync_to_thread=False),
-            "batch_limit": Provide(provide_batch_limit, sync_to_thread=False),
         },
         exception_handlers={
             LedgerError: ledger_error_handler,

@@ -59,5 +59,7 @@ def serve(settings: Settings) -> None:
         workers=settings.workers,
         log_level=settings.log_level,
         access_log=False,
+        # No proxy is trusted by default; the headers would also cost a pass per request.
+        proxy_headers=False,
         timeout_graceful_shutdown=30,
     )
