@@ -64,6 +64,7 @@ STATUS_BY_KIND: dict[str, int] = {
     "overloaded": 429,
     "not-initialized": 503,
     "shutting-down": 503,
+    "database-unavailable": 503,
     "not-ready": 503,
 }
 

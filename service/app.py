@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import sqlalchemy.exc
 from litestar import Litestar, Request, Router
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -29,7 +30,12 @@ from query import routes_log
 from service import ops
 from service.auth import ApiKeyCache, require_api_key
 from service.http_metrics import count_requests
-from service.problems import http_error_handler, internal_error_handler, ledger_error_handler
+from service.problems import (
+    database_error_handler,
+    http_error_handler,
+    internal_error_handler,
+    ledger_error_handler,
+)
 from service.settings import Settings
 
 API_VERSION = "1.0.0"
@@ -142,6 +148,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers={
             LedgerError: ledger_error_handler,
             HTTPException: http_error_handler,
+            sqlalchemy.exc.OperationalError: database_error_handler,
             Exception: internal_error_handler,
         },
         guards=[require_api_key],

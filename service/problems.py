@@ -95,6 +95,19 @@ def _pointer(item: dict[str, Any]) -> str:
     return "".join("/" + s.replace("~", "~0").replace("/", "~1") for s in segments)
 
 
+def database_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Problem]:
+    """The database cannot be reached or is overloaded: nothing was acknowledged, and a
+    retry after a pause is the right answer."""
+    log.warning("database unavailable", path=request.url.path, error=str(error).splitlines()[0])
+    problem = Problem(
+        type=TYPE_PREFIX + "database-unavailable",
+        title="Database unavailable",
+        status=503,
+        detail="the database did not answer; nothing was acknowledged, so retrying is safe",
+    )
+    return problem_response(problem, request, {"Retry-After": "1"})
+
+
 def internal_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Problem]:
     log.exception("unhandled error", path=request.url.path, exc_info=error)
     problem = Problem(
