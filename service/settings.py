@@ -74,6 +74,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _decode_path(kind: type, value: object) -> object:
+    """msgspec's hook for types it does not know; `Path` is the only one settings use."""
     if kind is Path and isinstance(value, str):
         return Path(value)
-    raise NotImplementedError(kind)
+    raise TypeError(f"unsupported setting type {kind!r}")

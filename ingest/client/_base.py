@@ -7,6 +7,7 @@ that guard the `BatchBuffer` and run its worker.
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Generic, TypeVar, Unpack
@@ -26,7 +27,7 @@ F = TypeVar("F")
 SDK_VERSION = "0.1.0"
 
 
-class ClientBase(Generic[F]):
+class ClientBase(ABC, Generic[F]):
     def __init__(
         self,
         base_url: str,
@@ -91,9 +92,9 @@ class ClientBase(Generic[F]):
         }
         self._setup()
 
+    @abstractmethod
     def _setup(self) -> None:
         """Create the subclass's HTTP client and synchronization primitives."""
-        raise NotImplementedError
 
     def _check_open(self) -> None:
         if self._closed:
