@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     LargeBinary,
+    Row,
     SmallInteger,
     String,
     Text,
@@ -116,21 +117,34 @@ class StoredEntry:
     leaf_hash: bytes
 
 
-def read_entry(connection: Connection, index: int) -> StoredEntry | None:
-    row = connection.execute(
-        select(
-            log_entries.c.idx,
-            log_entries.c.tenant,
-            log_entries.c.record_id,
-            log_entries.c.payload_type,
-            log_entries.c.envelope,
-            log_entries.c.integrated_us,
-            log_entries.c.leaf_hash,
-        ).where(log_entries.c.idx == index)
-    ).first()
-    if row is None:
-        return None
+_ENTRY_COLUMNS = (
+    log_entries.c.idx,
+    log_entries.c.tenant,
+    log_entries.c.record_id,
+    log_entries.c.payload_type,
+    log_entries.c.envelope,
+    log_entries.c.integrated_us,
+    log_entries.c.leaf_hash,
+)
+
+
+def _stored_entry(row: Row[Any, Any, Any, Any, Any, Any, Any]) -> StoredEntry:
     return StoredEntry(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], bytes(row[6]))
+
+
+def read_entry(connection: Connection, index: int) -> StoredEntry | None:
+    row = connection.execute(select(*_ENTRY_COLUMNS).where(log_entries.c.idx == index)).first()
+    return None if row is None else _stored_entry(row)
+
+
+def read_entries(connection: Connection, start: int, end: int) -> list[StoredEntry]:
+    """Entries `start` to `end - 1`, in index order (fewer if the log is shorter)."""
+    rows = connection.execute(
+        select(*_ENTRY_COLUMNS)
+        .where(log_entries.c.idx >= start, log_entries.c.idx < end)
+        .order_by(log_entries.c.idx)
+    )
+    return [_stored_entry(row) for row in rows]
 
 
 def read_info(connection: Connection, name: str) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-from litestar import get
+from litestar import MediaType, get
 
 from ledger.apikeys import ANY_ROLE, ApiKey
 from ledger.ledger import Ledger
@@ -20,9 +20,9 @@ class LogInfo(msgspec.Struct):
 
 
 @get(
-    "/checkpoint",
+    ["/v1/checkpoint", "/checkpoint"],  # the second is where tlog-tiles clients look
     opt=LOG_READ,
-    media_type="text/plain; charset=utf-8",
+    media_type=MediaType.TEXT,
     summary="The latest signed checkpoint",
     tags=["log"],
     sync_to_thread=True,

@@ -26,7 +26,7 @@ from ledger.apikeys import ApiKey
 from ledger.db import make_engine
 from ledger.errors import LedgerError
 from ledger.ledger import Ledger
-from query import routes_log
+from query import routes_log, routes_proofs
 from service import ops
 from service.auth import ApiKeyCache, require_api_key
 from service.http_metrics import count_requests
@@ -124,7 +124,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
         security=KEY_REQUIRED,
     )
     log = Router(
-        "/v1", route_handlers=[routes_log.checkpoint, routes_log.log_info], security=KEY_REQUIRED
+        "/v1",
+        route_handlers=[
+            routes_log.log_info,
+            routes_proofs.entry,
+            routes_proofs.inclusion,
+            routes_proofs.consistency,
+        ],
+        security=KEY_REQUIRED,
+    )
+    # C2SP tlog-tiles paths sit at the root, where transparency-log clients expect them.
+    tiles = Router(
+        "/", route_handlers=[routes_log.checkpoint, routes_proofs.tile], security=KEY_REQUIRED
     )
 
     return Litestar(
@@ -135,6 +146,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             keys,
             api_keys,
             log,
+            tiles,
             ops.healthz,
             ops.readyz,
             ops.metrics,

@@ -1,0 +1,114 @@
+"""Proofs over HTTP: entries, inclusion and consistency proofs, and the tlog-tiles read API.
+
+These expose hashes and entry bytes, never payloads, so they carry the log-read access rule
+of `routes_log`: any API key, or none when the service is configured for public reads. The
+proof documents are exactly what `prov proof` prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Response, get
+from litestar.params import Parameter
+from sqlalchemy import Engine
+
+from ledger.entry import GENESIS_PREV, entry_bytes, rfc3339
+from ledger.errors import LedgerNotInitialized, NotFound
+from ledger.proofs import consistency_proof, inclusion_proof
+from ledger.store import latest_checkpoint, read_entry
+from query.routes_log import LOG_READ
+from query.tiles import parse_tile_path, read_tile
+
+Index = Annotated[int, Parameter(ge=0, le=2**63 - 1)]
+Size = Annotated[int, Parameter(ge=1, le=2**63 - 1)]
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+class EntryView(msgspec.Struct):
+    index: int
+    leaf_hash: str
+    integrated_at: str
+    prev_leaf_hash: str
+    envelope_sha256: str
+    entry_bytes: str  # hex; SHA-256(0x00 || these bytes) is the leaf hash
+
+
+@get(
+    "/entries/{index:int}",
+    opt=LOG_READ,
+    summary="A log entry",
+    tags=["proofs"],
+    sync_to_thread=True,
+)
+def entry(index: Index, engine: Engine) -> EntryView:
+    """The entry at `index`: what its leaf hash commits to, without the record itself."""
+    with engine.connect() as connection:
+        stored = read_entry(connection, index)
+        if stored is None:
+            raise NotFound(f"there is no entry {index}")
+        previous = read_entry(connection, index - 1) if index > 0 else None
+    prev_leaf = previous.leaf_hash if previous is not None else GENESIS_PREV
+    digest = hashlib.sha256(stored.envelope).digest()
+    data = entry_bytes(index, stored.integrated_us, prev_leaf, digest, stored.tenant)
+    return EntryView(
+        index,
+        stored.leaf_hash.hex(),
+        rfc3339(stored.integrated_us),
+        prev_leaf.hex(),
+        digest.hex(),
+        data.hex(),
+    )
+
+
+@get(
+    "/proofs/inclusion",
+    opt=LOG_READ,
+    summary="Inclusion proof",
+    tags=["proofs"],
+    sync_to_thread=True,
+)
+def inclusion(index: Index, engine: Engine, size: Size | None = None) -> dict[str, Any]:
+    """RFC 9162 inclusion proof of entry `index` in the tree of `size` (default: current)."""
+    with engine.connect() as connection:
+        return inclusion_proof(connection, index, size).to_json()
+
+
+@get(
+    "/proofs/consistency",
+    opt=LOG_READ,
+    summary="Consistency proof",
+    tags=["proofs"],
+    sync_to_thread=True,
+)
+def consistency(
+    engine: Engine,
+    old: Annotated[int, Parameter(query="from", ge=1, le=2**63 - 1)],
+    new: Annotated[int, Parameter(query="to", ge=1, le=2**63 - 1)],
+) -> dict[str, Any]:
+    """RFC 9162 consistency proof from tree size `from` to tree size `to`."""
+    with engine.connect() as connection:
+        return consistency_proof(connection, old, new).to_json()
+
+
+@get(
+    "/tile/{path:path}",
+    opt=LOG_READ,
+    summary="A tlog-tiles tile",
+    tags=["tiles"],
+    media_type="application/octet-stream",
+    sync_to_thread=True,
+)
+def tile(path: str, engine: Engine) -> Response[bytes]:
+    """A hash tile or an entry bundle, as C2SP tlog-tiles defines them."""
+    wanted = parse_tile_path(path)
+    with engine.connect() as connection:
+        checkpoint = latest_checkpoint(connection)
+        if checkpoint is None:
+            raise LedgerNotInitialized("the ledger has no checkpoint")
+        data = read_tile(connection, wanted, checkpoint.tree_size)
+    # A full tile never changes; a partial one is replaced by a wider one as the log grows.
+    cache = IMMUTABLE if wanted.full else "no-cache"
+    return Response(data, media_type="application/octet-stream", headers={"Cache-Control": cache})
