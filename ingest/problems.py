@@ -37,6 +37,7 @@ STATUS_BY_KIND: dict[str, int] = {
     "bad-proof-request": 400,
     "record-rejected": 422,
     "bad-note": 422,
+    "audit-failed": 409,
     "missing-tree-node": 500,
     "ledger-error": 500,
     "malformed-envelope": 422,

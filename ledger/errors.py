@@ -201,3 +201,10 @@ class KeyConflict(KeyRegistryError):
 
     kind = "key-conflict"
     title = "Key id already registered differently"
+
+
+class AuditFailed(LedgerError):
+    """The log a server presents is not an extension of the one an auditor already trusts."""
+
+    kind = "audit-failed"
+    title = "The log is not consistent with the trusted checkpoint"

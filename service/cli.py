@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
+import httpx
 import msgspec
 import sqlalchemy.exc
 
@@ -28,6 +29,7 @@ from ledger.note import NoteVerifier
 from ledger.proofs import consistency_proof, inclusion_proof
 from ledger.sequencer import now_micros
 from ledger.signing import public_key_from_pem
+from query.auditor import audit as audit_log
 from query.entry_view import show_entry
 from service.demo import demo_envelopes, register_demo_keys
 from service.settings import Settings
@@ -228,6 +230,37 @@ def api_key_list(settings: Settings, tenant: str) -> None:
 def api_key_revoke(settings: Settings, tenant: str, key_id: str) -> None:
     with write_transaction(_open(settings).engine) as connection:
         _emit(revoke_api_key(connection, tenant, key_id, now_us=now_micros()).to_json())
+
+
+@cli.command()
+@click.option("--url", required=True, help="The ledger service, e.g. http://127.0.0.1:8080")
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="File holding the last trusted checkpoint; created by the first audit",
+)
+@click.option("--verifier-key", help="The log's note verifier key (needed the first time)")
+@click.option("--api-key", envvar="PROV_API_KEY", help="API key, unless reads are public")
+def audit(url: str, state_path: Path, verifier_key: str | None, api_key: str | None) -> None:
+    """Check that the log only grew since the last trusted checkpoint, then trust the new one.
+
+    Refuses, and keeps the old state, on a bad signature, a rollback or a fork.
+    """
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+            result = audit_log(client, state_path, verifier_key)
+    except httpx.HTTPError as error:
+        raise Failed(f"cannot reach {url}: {error}") from None
+    checkpoint = result.checkpoint
+    since = (
+        "first checkpoint trusted"
+        if result.previous_size is None
+        else f"consistent with the trusted size {result.previous_size}"
+    )
+    click.echo(f"ok: size {checkpoint.size}, root {checkpoint.root_hash.hex()}, {since}")
 
 
 @cli.command()
