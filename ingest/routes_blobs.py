@@ -6,14 +6,14 @@ from typing import Any
 
 import anyio.to_thread
 import msgspec
-from litestar import Request, Response, get, put
+from litestar import Request, Response, delete, get, put
 from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import Engine
 
 from ingest.openapi import OctetStream
 from ingest.problems import problem_spec
-from ledger.apikeys import READERS, WRITERS, ApiKey
-from ledger.blobs import StoredBlob, get_blob, put_blob
+from ledger.apikeys import ADMINS, READERS, WRITERS, ApiKey
+from ledger.blobs import StoredBlob, erase_blob, get_blob, put_blob
 from ledger.db import write_transaction
 from ledger.sequencer import now_micros
 
@@ -66,3 +66,19 @@ def download_blob(digest: str, caller: ApiKey, engine: Engine) -> bytes:
     """The blob's bytes, to readers of its tenant."""
     with engine.connect() as connection:
         return get_blob(connection, caller.tenant, digest)
+
+
+@delete(
+    "/{digest:str}",
+    opt={"roles": ADMINS},
+    summary="Erase a blob",
+    tags=["blobs"],
+    sync_to_thread=True,
+    status_code=204,
+    responses={404: problem_spec("No such blob for this tenant")},
+)
+def erase(digest: str, caller: ApiKey, engine: Engine) -> None:
+    """Drop a blob's bytes for good, as a subject's erasure requires. Its digest stays, so
+    the records that reference it still verify; reads then answer 410."""
+    with write_transaction(engine) as connection:
+        erase_blob(connection, caller.tenant, digest, now_us=now_micros())

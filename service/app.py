@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     blobs = Router(
         "/v1/blobs",
-        route_handlers=[routes_blobs.upload_blob, routes_blobs.download_blob],
+        route_handlers=[routes_blobs.upload_blob, routes_blobs.download_blob, routes_blobs.erase],
         request_max_body_size=settings.max_blob_bytes,
         security=KEY_REQUIRED,
     )

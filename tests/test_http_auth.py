@@ -41,6 +41,7 @@ ROLES: dict[Operation, frozenset[Role]] = {
     Operation("POST", "/v1/records/batch"): WRITE,
     Operation("PUT", "/v1/blobs/{digest}"): WRITE,
     Operation("GET", "/v1/blobs/{digest}"): READ,
+    Operation("DELETE", "/v1/blobs/{digest}"): ADMIN,
     Operation("GET", "/v1/keys"): ADMIN,
     Operation("POST", "/v1/keys"): ADMIN,
     Operation("DELETE", "/v1/keys/{keyid}"): ADMIN,

@@ -252,6 +252,16 @@ def test_blobs_and_service_keys_check_what_they_are_given(limited: Server) -> No
         assert fetched.content == content
         assert fetched.headers["content-type"].startswith("application/octet-stream")
 
+        # Erasure drops the bytes for good and keeps the digest: reads answer 410 Gone,
+        # and the same bytes cannot come back.
+        admin = limited.auth(limited.admin_key)
+        assert_problem(client.delete(f"/v1/blobs/{other}", headers=admin), 404, "not-found")
+        assert client.delete(f"/v1/blobs/{digest}", headers=admin).status_code == 204
+        assert client.delete(f"/v1/blobs/{digest}", headers=admin).status_code == 204
+        assert_problem(client.get(f"/v1/blobs/{digest}", headers=audit), 410, "blob-erased")
+        answer = client.put(f"/v1/blobs/{digest}", content=content, headers=ingest | octets)
+        assert_problem(answer, 410, "blob-erased")
+
     key = SigningKey.generate().public_key.hex()
     with httpx.Client(base_url=limited.url, headers=limited.auth(limited.admin_key)) as client:
         answer = client.post("/v1/keys", json={"service": "order-router", "public_key": "zz!"})
