@@ -3,6 +3,7 @@ checkpoints and single entries."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy import (
     select,
 )
 
-from ledger.entry import GENESIS_PREV
+from ledger.entry import GENESIS_PREV, entry_bytes
 from ledger.errors import MissingTreeNodes
 from ledger.merkle import CompactRange, NodeId
 from ledger.schema import checkpoints, ledger_info, log_entries, metadata, tree_nodes
@@ -135,6 +136,33 @@ def _stored_entry(row: Row[Any, Any, Any, Any, Any, Any, Any]) -> StoredEntry:
 def read_entry(connection: Connection, index: int) -> StoredEntry | None:
     row = connection.execute(select(*_ENTRY_COLUMNS).where(log_entries.c.idx == index)).first()
     return None if row is None else _stored_entry(row)
+
+
+@dataclass(frozen=True, slots=True)
+class RebuiltEntry:
+    """A stored entry with the entry bytes its leaf commits to, rebuilt from the stored
+    envelope and the previous stored leaf. `leaf` is recomputed from them, so comparing it
+    with `stored.leaf_hash` checks the row."""
+
+    stored: StoredEntry
+    prev_leaf: bytes
+    envelope_digest: bytes
+    data: bytes
+    leaf: bytes
+
+
+def rebuild_entries(connection: Connection, start: int, end: int) -> list[RebuiltEntry]:
+    """Entries `start` to `end - 1` with their entry bytes (fewer if the log is shorter)."""
+    previous = read_entry(connection, start - 1) if start > 0 else None
+    prev_leaf = previous.leaf_hash if previous is not None else GENESIS_PREV
+    rebuilt = []
+    for entry in read_entries(connection, start, end):
+        digest = hashlib.sha256(entry.envelope).digest()
+        data = entry_bytes(entry.index, entry.integrated_us, prev_leaf, digest, entry.tenant)
+        leaf = hashlib.sha256(b"\x00" + data).digest()
+        rebuilt.append(RebuiltEntry(entry, prev_leaf, digest, data, leaf))
+        prev_leaf = entry.leaf_hash
+    return rebuilt
 
 
 def read_entries(connection: Connection, start: int, end: int) -> list[StoredEntry]:

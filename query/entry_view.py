@@ -6,31 +6,28 @@ that claims it; a check that could not be made says so instead of passing.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import msgspec
 
 from ledger import merkle
 from ledger.admission import Candidate, authenticate, parse_record
-from ledger.entry import GENESIS_PREV, entry_bytes, entry_leaf_hash, rfc3339
+from ledger.entry import rfc3339
 from ledger.errors import NoteError, ProofError, RecordRejected
 from ledger.keyring import get_key
 from ledger.ledger import Ledger
 from ledger.note import open_checkpoint
 from ledger.proofs import inclusion_proof
-from ledger.store import StoredEntry, latest_checkpoint, read_entry
+from ledger.store import StoredEntry, latest_checkpoint, rebuild_entries
 
 
 def show_entry(ledger: Ledger, index: int) -> dict[str, Any]:
     with ledger.engine.connect() as connection:
-        entry = read_entry(connection, index)
-        if entry is None:
+        found = rebuild_entries(connection, index, index + 1)
+        if not found:
             raise ProofError(f"there is no entry {index}")
-        previous = read_entry(connection, index - 1) if index > 0 else None
-        prev_leaf = previous.leaf_hash if previous is not None else GENESIS_PREV
-        digest = hashlib.sha256(entry.envelope).digest()
-        leaf = entry_leaf_hash(index, entry.integrated_us, prev_leaf, digest, entry.tenant)
+        [rebuilt] = found
+        entry = rebuilt.stored
         try:
             candidate: Candidate | RecordRejected = parse_record(
                 entry.envelope, max_bytes=len(entry.envelope)
@@ -38,7 +35,7 @@ def show_entry(ledger: Ledger, index: int) -> dict[str, Any]:
         except RecordRejected as error:
             candidate = error
         signature = _signature_status(connection, candidate)
-        inclusion = _inclusion_status(ledger, connection, entry, leaf)
+        inclusion = _inclusion_status(ledger, connection, entry, rebuilt.leaf)
     return {
         "entry": {
             "index": index,
@@ -46,17 +43,15 @@ def show_entry(ledger: Ledger, index: int) -> dict[str, Any]:
             "id": entry.record_id,
             "payload_type": entry.payload_type,
             "integrated_at": rfc3339(entry.integrated_us),
-            "prev_leaf_hash": prev_leaf.hex(),
-            "envelope_sha256": digest.hex(),
+            "prev_leaf_hash": rebuilt.prev_leaf.hex(),
+            "envelope_sha256": rebuilt.envelope_digest.hex(),
             "leaf_hash": entry.leaf_hash.hex(),
-            "entry_bytes": entry_bytes(
-                index, entry.integrated_us, prev_leaf, digest, entry.tenant
-            ).hex(),
+            "entry_bytes": rebuilt.data.hex(),
         },
         "envelope": msgspec.json.decode(entry.envelope),
         "payload": _payload(candidate),
         "verification": {
-            "leaf": "valid" if leaf == entry.leaf_hash else "mismatch",
+            "leaf": "valid" if rebuilt.leaf == entry.leaf_hash else "mismatch",
             "signature": signature,
             "inclusion": inclusion,
         },

@@ -7,7 +7,6 @@ proof documents are exactly what `prov proof` prints.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any
 
 import msgspec
@@ -15,10 +14,10 @@ from litestar import Response, get
 from litestar.params import Parameter
 from sqlalchemy import Engine
 
-from ledger.entry import GENESIS_PREV, entry_bytes, rfc3339
+from ledger.entry import rfc3339
 from ledger.errors import LedgerNotInitialized, NotFound
 from ledger.proofs import consistency_proof, inclusion_proof
-from ledger.store import latest_checkpoint, read_entry
+from ledger.store import latest_checkpoint, rebuild_entries
 from query.routes_log import LOG_READ
 from query.tiles import parse_tile_path, read_tile
 
@@ -46,20 +45,17 @@ class EntryView(msgspec.Struct):
 def entry(index: Index, engine: Engine) -> EntryView:
     """The entry at `index`: what its leaf hash commits to, without the record itself."""
     with engine.connect() as connection:
-        stored = read_entry(connection, index)
-        if stored is None:
-            raise NotFound(f"there is no entry {index}")
-        previous = read_entry(connection, index - 1) if index > 0 else None
-    prev_leaf = previous.leaf_hash if previous is not None else GENESIS_PREV
-    digest = hashlib.sha256(stored.envelope).digest()
-    data = entry_bytes(index, stored.integrated_us, prev_leaf, digest, stored.tenant)
+        found = rebuild_entries(connection, index, index + 1)
+    if not found:
+        raise NotFound(f"there is no entry {index}")
+    [rebuilt] = found
     return EntryView(
         index,
-        stored.leaf_hash.hex(),
-        rfc3339(stored.integrated_us),
-        prev_leaf.hex(),
-        digest.hex(),
-        data.hex(),
+        rebuilt.stored.leaf_hash.hex(),
+        rfc3339(rebuilt.stored.integrated_us),
+        rebuilt.prev_leaf.hex(),
+        rebuilt.envelope_digest.hex(),
+        rebuilt.data.hex(),
     )
 
 

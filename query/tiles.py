@@ -15,16 +15,14 @@ members, so that a client following a checkpoint can fetch the tree's right edge
 
 from __future__ import annotations
 
-import hashlib
 import re
 import struct
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from ledger.entry import GENESIS_PREV, entry_bytes
 from ledger.errors import BadRequest, NotFound
-from ledger.store import fetch_required_nodes, read_entries, read_entry
+from ledger.store import fetch_required_nodes, read_entries, rebuild_entries
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
@@ -112,19 +110,9 @@ def read_tile(connection: Connection, tile: Tile, tree_size: int) -> bytes:
 
 
 def _entry_bundle(connection: Connection, start: int, end: int) -> bytes:
-    previous = read_entry(connection, start - 1) if start > 0 else None
-    prev_leaf = previous.leaf_hash if previous is not None else GENESIS_PREV
     bundle = bytearray()
-    for entry in read_entries(connection, start, end):
-        data = entry_bytes(
-            entry.index,
-            entry.integrated_us,
-            prev_leaf,
-            hashlib.sha256(entry.envelope).digest(),
-            entry.tenant,
-        )
-        bundle += _LENGTH.pack(len(data)) + data
-        prev_leaf = entry.leaf_hash
+    for entry in rebuild_entries(connection, start, end):
+        bundle += _LENGTH.pack(len(entry.data)) + entry.data
     return bytes(bundle)
 
 
