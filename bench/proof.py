@@ -29,7 +29,14 @@ BUILD_BATCH = 20_000
 def build(ledger: object, entries: int) -> None:
     for start in range(0, entries, BUILD_BATCH):
         batch = [
-            Admitted(f"record {n}".encode(), DECISION_PAYLOAD_TYPE, "acme", f"bench-{n}", "bench")
+            Admitted(
+                f"record {n}".encode(),
+                DECISION_PAYLOAD_TYPE,
+                "acme",
+                f"bench-{n}",
+                "bench",
+                ("acme", f"bench-{n}", "bench", "bench.proof", n, "m", "1", None, None, "{}"),
+            )
             for n in range(start, min(start + BUILD_BATCH, entries))
         ]
         append(ledger.engine, batch, ledger.signer, ledger.origin)  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from ledger import dsse
 from ledger._parallel import WorkerPool
+from ledger.decision_index import IndexRow, index_row
 from ledger.entry import to_micros
 from ledger.errors import (
     KeyNotAuthorized,
@@ -67,6 +68,8 @@ class Admitted:
     tenant: str
     record_id: str
     keyid: str
+    # The decision's search-index row, computed while the payload is decoded anyway.
+    index: IndexRow
 
 
 def open_envelope(raw: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> dsse.Envelope:
@@ -142,6 +145,7 @@ def authenticate(
                 decision.tenant,
                 decision.id,
                 key.keyid,
+                index_row(decision),
             )
         first_error = first_error or error
     assert first_error is not None  # decode_envelope refuses an envelope without signatures

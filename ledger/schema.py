@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Index,
     LargeBinary,
     MetaData,
     SmallInteger,
@@ -107,4 +108,32 @@ blobs = Table(
     Column("content", LargeBinary, nullable=True),
     Column("created_us", BigInteger, nullable=False),
     Column("erased_us", BigInteger, nullable=True),
+)
+
+# One row per decision record, written in the same transaction as its log entry: the search
+# index. It is derived from the signed payload and trusted by nothing; `output` is the JSON
+# of `output.decision`, matched by path. Every index leads with the tenant (each search is
+# within one) and ends with `idx`, so a filtered page is a backward index scan.
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("record_id", String(256), nullable=False),
+    Column("service", String(64), nullable=False),
+    Column("decision_type", String(128), nullable=False),
+    Column("occurred_us", BigInteger, nullable=False),
+    Column("model_name", String(256), nullable=False),
+    Column("model_version", String(256), nullable=False),
+    Column("subject", String(256), nullable=True),
+    # The issuer of the root delegation: the principal who first granted the authority.
+    Column("delegator", String(256), nullable=True),
+    Column("output", Text, nullable=False),
+    Index("ix_decisions_tenant_idx", "tenant", "idx"),
+    Index("ix_decisions_tenant_service", "tenant", "service", "decision_type", "idx"),
+    Index("ix_decisions_tenant_type", "tenant", "decision_type", "idx"),
+    Index("ix_decisions_tenant_model", "tenant", "model_name", "model_version", "idx"),
+    Index("ix_decisions_tenant_occurred", "tenant", "occurred_us", "idx"),
+    Index("ix_decisions_tenant_subject", "tenant", "subject", "idx"),
+    Index("ix_decisions_tenant_delegator", "tenant", "delegator", "idx"),
 )

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from ledger.admission import Admitted
 from ledger.db import write_transaction
+from ledger.decision_index import insert_index_rows
 from ledger.entry import entry_leaf_hash
 from ledger.errors import IdConflict
 from ledger.merkle import CompactRange
@@ -106,6 +107,7 @@ def _append_locked(
     results: list[Appended | IdConflict] = []
     entry_rows: list[tuple[object, ...]] = []
     node_rows: list[tuple[int, int, bytes]] = []
+    index_rows: list[tuple[object, ...]] = []
     for record in records:
         digest = hashlib.sha256(record.raw).digest()
         key = (record.tenant, record.record_id)
@@ -131,12 +133,14 @@ def _append_locked(
                 leaf,
             )
         )
+        index_rows.append((index, *record.index))
         node_rows.extend((level, node, node_hash) for (level, node), node_hash in tree.append(leaf))
         prev_leaf = leaf
         results.append(appended)
     if entry_rows:
         bulk_insert(connection, "log_entries", ENTRY_COLUMNS, entry_rows)
         bulk_insert(connection, "tree_nodes", ("level", "idx", "hash"), node_rows)
+        insert_index_rows(connection, index_rows)
         store_checkpoint(connection, tree, signer, origin, integrated_us)
     return results, tree, prev_leaf
 

@@ -10,15 +10,12 @@ from typing import Any
 
 import msgspec
 
-from ledger import merkle
-from ledger.admission import Candidate, authenticate, parse_record
+from ledger.admission import Candidate, parse_record
 from ledger.entry import rfc3339
-from ledger.errors import NoteError, ProofError, RecordRejected
-from ledger.keyring import get_key
+from ledger.errors import ProofError, RecordRejected
 from ledger.ledger import Ledger
-from ledger.note import open_checkpoint
-from ledger.proofs import inclusion_proof
-from ledger.store import StoredEntry, latest_checkpoint, rebuild_entries
+from ledger.store import rebuild_entries
+from query.checks import inclusion_status, signature_status
 
 
 def show_entry(ledger: Ledger, index: int) -> dict[str, Any]:
@@ -34,8 +31,10 @@ def show_entry(ledger: Ledger, index: int) -> dict[str, Any]:
             )
         except RecordRejected as error:
             candidate = error
-        signature = _signature_status(connection, candidate)
-        inclusion = _inclusion_status(ledger, connection, entry, rebuilt.leaf)
+        signature = signature_status(connection, candidate)
+        inclusion = inclusion_status(
+            connection, ledger.verifier, ledger.origin, index, rebuilt.leaf
+        )
     return {
         "entry": {
             "index": index,
@@ -62,42 +61,3 @@ def _payload(candidate: Candidate | RecordRejected) -> Any:
     if isinstance(candidate, RecordRejected):
         return {"undecodable": str(candidate)}
     return msgspec.json.decode(candidate.payload)
-
-
-def _signature_status(connection: Any, candidate: Candidate | RecordRejected) -> dict[str, Any]:
-    if isinstance(candidate, RecordRejected):
-        return {"status": "invalid", "detail": str(candidate)}
-    keyids = [signature.keyid for signature in candidate.envelope.signatures]
-    keys = {keyid: key for keyid in keyids if (key := get_key(connection, keyid))}
-    try:
-        admitted = authenticate(candidate, keys, allow_revoked=True)
-    except RecordRejected as error:
-        return {"status": "invalid", "kind": error.kind, "detail": str(error)}
-    key = keys[admitted.keyid]
-    return {
-        "status": "valid",
-        "keyid": key.keyid,
-        "key_valid_at_occurred_at": True,
-        "key_revoked_at": None if key.revoked_us is None else rfc3339(key.revoked_us),
-    }
-
-
-def _inclusion_status(
-    ledger: Ledger, connection: Any, entry: StoredEntry, leaf: bytes
-) -> dict[str, Any]:
-    stored = latest_checkpoint(connection)
-    if stored is None or stored.tree_size <= entry.index:
-        return {"status": "not-yet-checkpointed"}
-    try:
-        checkpoint = open_checkpoint(stored.note, ledger.verifier, ledger.origin)
-        proof = inclusion_proof(connection, entry.index, checkpoint.size)
-    except (NoteError, ProofError) as error:
-        return {"status": "invalid", "detail": str(error)}
-    verified = merkle.verify_inclusion(
-        leaf, entry.index, checkpoint.size, proof.proof, checkpoint.root_hash
-    )
-    return {
-        "status": "valid" if verified else "invalid",
-        "checkpoint": stored.note,
-        "proof": proof.to_json(),
-    }

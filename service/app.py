@@ -26,7 +26,7 @@ from ledger.apikeys import ApiKey
 from ledger.db import make_engine
 from ledger.errors import LedgerError
 from ledger.ledger import Ledger
-from query import routes_log, routes_proofs
+from query import routes_decisions, routes_log, routes_proofs
 from service import ops
 from service.auth import ApiKeyCache, require_api_key
 from service.http_metrics import count_requests
@@ -123,6 +123,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         security=KEY_REQUIRED,
     )
+    decisions = Router(
+        "/v1/decisions",
+        route_handlers=[routes_decisions.search_decisions, routes_decisions.why],
+        security=KEY_REQUIRED,
+    )
     log = Router(
         "/v1",
         route_handlers=[
@@ -145,6 +150,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             blobs,
             keys,
             api_keys,
+            decisions,
             log,
             tiles,
             ops.healthz,

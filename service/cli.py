@@ -6,14 +6,13 @@ is one line on stderr and a non-zero exit status.
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TypeVar
 
 import click
 import httpx
@@ -31,64 +30,12 @@ from ledger.sequencer import now_micros
 from ledger.signing import public_key_from_pem
 from query.auditor import audit as audit_log
 from query.entry_view import show_entry
+from service.cli_audit import COMMANDS as AUDIT_COMMANDS
+from service.cli_common import Failed, emit, ledger_options, open_ledger
 from service.demo import demo_envelopes, register_demo_keys
 from service.settings import Settings
 
-F = TypeVar("F", bound=Callable[..., Any])
-_json = msgspec.json.Encoder()
 APPEND_CHUNK = 1_000
-
-
-class Failed(click.ClickException):
-    """A one-line failure; the exit status is 1."""
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"prov: {self.message}", err=True)
-
-
-class BadSettings(Failed):
-    exit_code = 2
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except ValueError as error:
-        raise BadSettings(str(error)) from None
-
-
-def ledger_options(command: F) -> F:
-    """`--db` and `--key-file` on every subcommand, defaulting to the environment."""
-
-    @click.option(
-        "--db", "db_url", metavar="URL", help="Database URL or SQLite path [PROV_DATABASE_URL]"
-    )
-    @click.option(
-        "--key-file", type=click.Path(path_type=Path), help="Ledger key [PROV_LEDGER_KEY_FILE]"
-    )
-    @functools.wraps(command)
-    def wrapper(db_url: str | None, key_file: Path | None, **kwargs: Any) -> Any:
-        settings = _settings()
-        kwargs["settings"] = msgspec.structs.replace(
-            settings,
-            database_url=db_url or settings.database_url,
-            ledger_key_file=key_file or settings.ledger_key_file,
-        )
-        return command(**kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _open(settings: Settings) -> Ledger:
-    return Ledger.open(
-        make_engine(settings.database_url),
-        settings.ledger_key_file,
-        max_record_bytes=settings.max_record_bytes,
-    )
-
-
-def _emit(value: object) -> None:
-    sys.stdout.buffer.write(_json.encode(value) + b"\n")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -125,7 +72,7 @@ def demo(
     settings: Settings, count: int, seed: int | None, tenant: str, emit: IO[bytes] | None
 ) -> None:
     """Append COUNT signed demo decisions, registering the demo service keys first."""
-    ledger = _open(settings)
+    ledger = open_ledger(settings)
     register_demo_keys(ledger.engine, tenant)
     started = time.perf_counter()
     rejected = 0
@@ -160,7 +107,7 @@ def append_command(settings: Settings, source: IO[bytes]) -> None:
     Prints one receipt JSON line per stored record. Each rejected line is reported on
     stderr with its line number and stored nowhere; the exit status is then 1.
     """
-    ledger = _open(settings)
+    ledger = open_ledger(settings)
     rejected = stored = 0
     # Line numbers of the batches in flight (at most two), so input streams in bounded memory.
     in_flight: deque[list[int]] = deque()
@@ -177,7 +124,7 @@ def append_command(settings: Settings, source: IO[bytes]) -> None:
                 click.echo(f"prov: line {number}: {result.kind}: {result}", err=True)
             else:
                 stored += 1
-                _emit(result)
+                emit(result)
     if rejected:
         raise Failed(f"{rejected} of {rejected + stored} records rejected; {stored} stored")
 
@@ -207,20 +154,20 @@ def api_key() -> None:
 @ledger_options
 def api_key_create(settings: Settings, tenant: str, role: str, name: str) -> None:
     """Create a key and print it once, with its id; only its hash is stored."""
-    with write_transaction(_open(settings).engine) as connection:
+    with write_transaction(open_ledger(settings).engine) as connection:
         key, token = create_api_key(
             connection, tenant=tenant, role=Role(role), name=name, now_us=now_micros()
         )
-    _emit(key.to_json() | {"key": token})
+    emit(key.to_json() | {"key": token})
 
 
 @api_key.command("list")
 @click.option("--tenant", required=True)
 @ledger_options
 def api_key_list(settings: Settings, tenant: str) -> None:
-    with _open(settings).engine.connect() as connection:
+    with open_ledger(settings).engine.connect() as connection:
         for key in list_api_keys(connection, tenant):
-            _emit(key.to_json())
+            emit(key.to_json())
 
 
 @api_key.command("revoke")
@@ -228,8 +175,8 @@ def api_key_list(settings: Settings, tenant: str) -> None:
 @click.argument("key_id")
 @ledger_options
 def api_key_revoke(settings: Settings, tenant: str, key_id: str) -> None:
-    with write_transaction(_open(settings).engine) as connection:
-        _emit(revoke_api_key(connection, tenant, key_id, now_us=now_micros()).to_json())
+    with write_transaction(open_ledger(settings).engine) as connection:
+        emit(revoke_api_key(connection, tenant, key_id, now_us=now_micros()).to_json())
 
 
 @cli.command()
@@ -269,7 +216,7 @@ def audit(url: str, state_path: Path, verifier_key: str | None, api_key: str | N
 @ledger_options
 def verify(settings: Settings, signatures: bool, verifier_key: str | None) -> None:
     """Recompute every leaf, chain link, tree node and root; check every checkpoint."""
-    ledger = _open(settings)
+    ledger = open_ledger(settings)
     verifier = NoteVerifier.parse(verifier_key) if verifier_key else None
     started = time.perf_counter()
     report = ledger.verify(signatures=signatures, verifier=verifier)
@@ -292,7 +239,7 @@ def verify(settings: Settings, signatures: bool, verifier_key: str | None) -> No
 @ledger_options
 def checkpoint(settings: Settings, show_key: bool) -> None:
     """Print the latest signed checkpoint note."""
-    ledger = _open(settings)
+    ledger = open_ledger(settings)
     if show_key:
         click.echo(ledger.verifier.encode())
     else:
@@ -309,8 +256,8 @@ def proof() -> None:
 @click.option("--size", type=click.IntRange(min=1), help="Tree size (default: current)")
 @ledger_options
 def proof_inclusion(settings: Settings, index: int, size: int | None) -> None:
-    with _open(settings).engine.connect() as connection:
-        _emit(inclusion_proof(connection, index, size).to_json())
+    with open_ledger(settings).engine.connect() as connection:
+        emit(inclusion_proof(connection, index, size).to_json())
 
 
 @proof.command("consistency")
@@ -318,8 +265,8 @@ def proof_inclusion(settings: Settings, index: int, size: int | None) -> None:
 @click.argument("new", type=click.IntRange(min=1))
 @ledger_options
 def proof_consistency(settings: Settings, old: int, new: int) -> None:
-    with _open(settings).engine.connect() as connection:
-        _emit(consistency_proof(connection, old, new).to_json())
+    with open_ledger(settings).engine.connect() as connection:
+        emit(consistency_proof(connection, old, new).to_json())
 
 
 @cli.command()
@@ -327,7 +274,7 @@ def proof_consistency(settings: Settings, old: int, new: int) -> None:
 @ledger_options
 def show(settings: Settings, index: int) -> None:
     """Print an entry, its decoded payload and its verification status, as JSON."""
-    _emit(show_entry(_open(settings), index))
+    emit(show_entry(open_ledger(settings), index))
 
 
 @cli.group()
@@ -365,7 +312,7 @@ def keys_add(
     except ValueError as error:
         raise Failed(f"{public_key_file.name}: {error}") from None
     now = datetime.now(UTC)
-    with _open(settings).engine.begin() as connection:
+    with open_ledger(settings).engine.begin() as connection:
         key = register_key(
             connection,
             tenant=tenant,
@@ -376,24 +323,24 @@ def keys_add(
             keyid=keyid,
             now=now,
         )
-    _emit(key.to_json())
+    emit(key.to_json())
 
 
 @keys.command("list")
 @click.option("--tenant")
 @ledger_options
 def keys_list(settings: Settings, tenant: str | None) -> None:
-    with _open(settings).engine.connect() as connection:
+    with open_ledger(settings).engine.connect() as connection:
         for key in list_keys(connection, tenant):
-            _emit(key.to_json())
+            emit(key.to_json())
 
 
 @keys.command("revoke")
 @click.argument("keyid")
 @ledger_options
 def keys_revoke(settings: Settings, keyid: str) -> None:
-    with _open(settings).engine.begin() as connection:
-        _emit(revoke_key(connection, keyid, at=datetime.now(UTC)).to_json())
+    with open_ledger(settings).engine.begin() as connection:
+        emit(revoke_key(connection, keyid, at=datetime.now(UTC)).to_json())
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -419,6 +366,10 @@ def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+for _command in AUDIT_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

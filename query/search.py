@@ -1,0 +1,177 @@
+"""Decision search over the decision index, newest first, with cursor pagination.
+
+Every search is within one tenant (the caller's). Filters combine with AND. A page is one
+backward scan of an index that ends in the log index, so its cost does not grow with the
+page number: the cursor is the last index of the previous page, not an offset.
+
+An output match names a path into `output.decision` and a JSON value: `approved=true`,
+`route.carrier="UPS"` or, for a string, simply `route.carrier=UPS`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import ColumnElement, Connection, Select, cast, func, literal, select
+from sqlalchemy.dialects.postgresql import JSONB
+
+from ledger.entry import rfc3339, to_micros
+from ledger.errors import BadRequest
+from ledger.schema import decisions
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+_PATH_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputMatch:
+    path: tuple[str, ...]
+    value: Any
+
+    @classmethod
+    def parse(cls, text: str) -> OutputMatch:
+        path_text, equals, value_text = text.partition("=")
+        path = tuple(path_text.strip().split("."))
+        if not equals or not all(_PATH_SEGMENT.fullmatch(segment) for segment in path):
+            raise BadRequest(
+                f"an output match is PATH=VALUE with a dotted path, not {text[:80]!r}",
+                pointer="/output",
+            )
+        try:
+            value = msgspec.json.decode(value_text)
+        except msgspec.DecodeError:
+            value = value_text  # a bare word is a string
+        return cls(path, value)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionFilter:
+    tenant: str
+    service: str | None = None
+    decision_type: str | None = None
+    model: str | None = None
+    model_version: str | None = None
+    occurred_from: datetime | None = None  # inclusive
+    occurred_to: datetime | None = None  # exclusive
+    subject: str | None = None
+    delegator: str | None = None
+    output: OutputMatch | None = None
+
+
+class DecisionSummary(msgspec.Struct):
+    index: int
+    id: str
+    service: str
+    decision_type: str
+    occurred_at: str
+    model: str
+    model_version: str
+    subject: str | None
+    delegator: str | None
+    output: Any
+
+
+class SearchPage(msgspec.Struct):
+    decisions: list[DecisionSummary]
+    next_cursor: str | None
+
+
+def encode_cursor(index: int) -> str:
+    return base64.urlsafe_b64encode(f"before:{index}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        word, _, number = base64.urlsafe_b64decode(padded).decode().partition(":")
+        if word != "before" or not number.isdigit():
+            raise ValueError
+        return int(number)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("the cursor is not one this service issued", pointer="/cursor") from None
+
+
+def search(
+    connection: Connection,
+    where: DecisionFilter,
+    *,
+    cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> SearchPage:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be 1 to {MAX_LIMIT}", pointer="/limit")
+    query = _query(connection, where)
+    if cursor is not None:
+        query = query.where(decisions.c.idx < decode_cursor(cursor))
+    rows = connection.execute(query.order_by(decisions.c.idx.desc()).limit(limit + 1)).all()
+    page = [
+        DecisionSummary(
+            row.idx,
+            row.record_id,
+            row.service,
+            row.decision_type,
+            rfc3339(row.occurred_us),
+            row.model_name,
+            row.model_version,
+            row.subject,
+            row.delegator,
+            msgspec.json.decode(row.output),
+        )
+        for row in rows[:limit]
+    ]
+    more = len(rows) > limit
+    return SearchPage(page, encode_cursor(page[-1].index) if more else None)
+
+
+def _query(connection: Connection, where: DecisionFilter) -> Select[Any]:
+    columns = decisions.c
+    conditions: list[ColumnElement[bool]] = [columns.tenant == where.tenant]
+    equal = {
+        columns.service: where.service,
+        columns.decision_type: where.decision_type,
+        columns.model_name: where.model,
+        columns.model_version: where.model_version,
+        columns.subject: where.subject,
+        columns.delegator: where.delegator,
+    }
+    conditions += [column == value for column, value in equal.items() if value is not None]
+    if where.occurred_from is not None:
+        conditions.append(columns.occurred_us >= to_micros(_utc(where.occurred_from)))
+    if where.occurred_to is not None:
+        conditions.append(columns.occurred_us < to_micros(_utc(where.occurred_to)))
+    if where.output is not None:
+        conditions.append(_output_matches(connection, where.output))
+    return select(
+        columns.idx,
+        columns.record_id,
+        columns.service,
+        columns.decision_type,
+        columns.occurred_us,
+        columns.model_name,
+        columns.model_version,
+        columns.subject,
+        columns.delegator,
+        columns.output,
+    ).where(*conditions)
+
+
+def _utc(moment: datetime) -> datetime:
+    """A time without an offset is taken as UTC, as the rest of the ledger writes times."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _output_matches(connection: Connection, match: OutputMatch) -> ColumnElement[bool]:
+    value = msgspec.json.encode(match.value).decode()
+    if connection.dialect.name == "postgresql":
+        # jsonb equality compares values, not their spelling (1.0 = 1, key order).
+        return cast(decisions.c.output, JSONB)[match.path] == cast(literal(value), JSONB)
+    # SQLite's -> gives the JSON text of the member, and json() minifies the wanted value.
+    path = "$" + "".join(f'."{segment}"' for segment in match.path)
+    return decisions.c.output.op("->")(path) == func.json(value)
