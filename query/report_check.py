@@ -14,10 +14,12 @@ run in order and each names what it found wrong:
 6. The signature verifies under the signing key (or the key the auditor pinned), which is
    bound to the decision's tenant and service and was valid at `occurred_at`.
 7. The report's `analysis` is what the payload says at `generated_at`.
-8. The report's own verdicts (leaf, signature, inclusion) match steps 3, 4 and 6.
+8. The report's own verdicts (leaf, signature, inclusion, delegation, the list of blobs)
+   are what steps 3 to 6 found and what the payload says.
 
 What the server alone can know (whether a blob's bytes are still held, a revocation after
-the decision) is listed as a claim that cannot be checked offline, never as a pass.
+the decision, the replays it has, its clock) is listed as a claim that cannot be checked
+offline, never as a pass. Every other field of the report is recomputed.
 """
 
 from __future__ import annotations
@@ -34,11 +36,11 @@ import msgspec
 
 from ledger import dsse, merkle
 from ledger.admission import parse_record
-from ledger.entry import entry_bytes, to_micros
+from ledger.entry import entry_bytes, rfc3339, to_micros
 from ledger.errors import LedgerError, NoteError
 from ledger.note import Checkpoint, NoteVerifier, open_checkpoint
 from query.auditor import TrustedState
-from query.why import REPORT_FORMAT, analyze
+from query.why import REPORT_FORMAT, analyze, delegation_status, referenced_blobs
 
 _PARTS = ("decision", "analysis", "verification", "evidence")
 
@@ -145,6 +147,8 @@ def _checkpoint(
         checkpoint = open_checkpoint(note, verifier, verifier.name)
     except NoteError as error:
         raise ReportInvalid(f"checkpoint: {error}") from None
+    if report.get("origin") != checkpoint.origin:
+        raise ReportInvalid(f"the report's origin is not the checkpoint's {checkpoint.origin!r}")
     context["checkpoint"] = checkpoint
     detail = f"size {checkpoint.size} signed by {verifier.name}"
     if trusted is not None and trusted.tree_size == checkpoint.size:
@@ -175,6 +179,8 @@ def _entry(report: dict[str, Any], context: dict[str, Any]) -> str:
     )
     if data.hex() != entry["entry_bytes"]:
         raise ReportInvalid(f"entry {entry['index']}: entry_bytes do not match its fields")
+    if entry["integrated_at"] != rfc3339(int(entry["integrated_us"])):
+        raise ReportInvalid(f"entry {entry['index']}: integrated_at is not integrated_us")
     leaf = merkle.hash_leaf(data)
     if leaf.hex() != entry["leaf_hash"]:
         raise ReportInvalid(f"entry {entry['index']}: leaf_hash is not SHA-256(0x00 || entry)")
@@ -193,6 +199,10 @@ def _inclusion(report: dict[str, Any], context: dict[str, Any]) -> str:
             f"the proof is for entry {proof['index']} in size {proof['tree_size']}, "
             f"not entry {index} in the checkpoint's size {checkpoint.size}"
         )
+    if proof["leaf_hash"] != context["leaf"].hex() or (
+        proof["root_hash"] != checkpoint.root_hash.hex()
+    ):
+        raise ReportInvalid("the proof's leaf or root hash is not the entry's and checkpoint's")
     hashes = [bytes.fromhex(node) for node in proof["proof"]]
     if not merkle.verify_inclusion(
         context["leaf"], index, checkpoint.size, hashes, checkpoint.root_hash
@@ -253,11 +263,30 @@ def _analysis(report: dict[str, Any]) -> str:
 
 def _verdicts(report: dict[str, Any]) -> str:
     claims = report["verification"]
-    for name in ("leaf", "signature", "inclusion"):
-        status = claims[name]["status"]
-        if status != "valid":
-            raise ReportInvalid(f"the report says {name} is {status!r}, but it verifies")
-    return "the report's leaf, signature and inclusion verdicts match"
+    key = report["evidence"]["signing_key"]
+    expected = {
+        "leaf": {"status": "valid"},
+        "inclusion": {"status": "valid"},
+        "signature": {
+            "status": "valid",
+            "keyid": key["keyid"],
+            "key_valid_at_occurred_at": True,
+            "key_revoked_at": key.get("revoked_at"),
+        },
+        "delegation": delegation_status(report["decision"]),
+    }
+    for name, verdict in expected.items():
+        changed = first_difference(claims[name], verdict)
+        if changed is not None:
+            raise ReportInvalid(f"the report's {name} verdict is not what verifies, at {changed}")
+    referenced = [
+        {"pointer": pointer, "digest": digest}
+        for pointer, digest in referenced_blobs(report["decision"])
+    ]
+    listed = [{k: blob[k] for k in ("pointer", "digest")} for blob in claims["blobs"]]
+    if listed != referenced:
+        raise ReportInvalid("the report's blob list is not the blobs the payload references")
+    return "the report's verdicts match what verifies"
 
 
 def _server_claims(report: dict[str, Any]) -> list[str]:
@@ -269,6 +298,9 @@ def _server_claims(report: dict[str, Any]) -> list[str]:
     key = report["evidence"]["signing_key"]
     if key.get("revoked_at") is None:
         claims.append(f"key {key['keyid'][:16]}… not revoked as of {report['generated_at']}")
+    replays = report["verification"]["replays"]
+    claims.append(f"replays: {replays['status']} ({replays['detail']})")
+    claims.append(f"the report was generated at {report['generated_at']} (the server's clock)")
     return claims
 
 

@@ -48,6 +48,8 @@ ROLES: dict[Operation, frozenset[Role]] = {
     Operation("GET", "/v1/api-keys"): ADMIN,
     Operation("POST", "/v1/api-keys"): ADMIN,
     Operation("DELETE", "/v1/api-keys/{key_id}"): ADMIN,
+    Operation("GET", "/v1/decisions"): READ,
+    Operation("GET", "/v1/decisions/{record_id}/why"): READ,
     Operation("GET", "/v1/checkpoint"): ANY,
     Operation("GET", "/v1/log"): ANY,
     Operation("GET", "/v1/entries/{index}"): ANY,
