@@ -73,6 +73,8 @@ class Server:
     admin_key: str
     ingest_key: str
     process: subprocess.Popen[bytes]
+    db_url: str
+    key_file: Path
     pids: list[int] = field(default_factory=list)
 
     def auth(self, key: str) -> dict[str, str]:
@@ -144,7 +146,9 @@ def running_server(engine_name: str, workers: int, settings: dict[str, str]) -> 
                 headers={"Authorization": f"Bearer {admin_key}"},
             )
             ingest.raise_for_status()
-            server = Server(url, port, admin_key, str(ingest.json()["key"]), process)
+            server = Server(
+                url, port, admin_key, str(ingest.json()["key"]), process, db_url, key_file
+            )
             server.pids = process_tree(process.pid)
             yield server
         finally:
