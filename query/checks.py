@@ -11,13 +11,22 @@ from typing import Any
 from sqlalchemy import Connection
 
 from ledger import merkle
-from ledger.admission import Candidate, authenticate
+from ledger.admission import Candidate, authenticate, parse_record
 from ledger.entry import rfc3339, to_micros
 from ledger.errors import NoteError, ProofError, RecordRejected
 from ledger.keyring import get_key
 from ledger.note import NoteVerifier, open_checkpoint
 from ledger.proofs import inclusion_proof
 from ledger.store import latest_checkpoint
+
+
+def parse_stored(envelope: bytes) -> Candidate | RecordRejected:
+    """A stored record parsed as admission would, or why it no longer parses (its bytes
+    were altered after they were admitted)."""
+    try:
+        return parse_record(envelope, max_bytes=len(envelope))
+    except RecordRejected as error:
+        return error
 
 
 def signature_status(

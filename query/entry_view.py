@@ -10,12 +10,12 @@ from typing import Any
 
 import msgspec
 
-from ledger.admission import Candidate, parse_record
+from ledger.admission import Candidate
 from ledger.entry import rfc3339
 from ledger.errors import ProofError, RecordRejected
 from ledger.ledger import Ledger
 from ledger.store import rebuild_entries
-from query.checks import inclusion_status, signature_status
+from query.checks import inclusion_status, parse_stored, signature_status
 
 
 def show_entry(ledger: Ledger, index: int) -> dict[str, Any]:
@@ -25,12 +25,7 @@ def show_entry(ledger: Ledger, index: int) -> dict[str, Any]:
             raise ProofError(f"there is no entry {index}")
         [rebuilt] = found
         entry = rebuilt.stored
-        try:
-            candidate: Candidate | RecordRejected = parse_record(
-                entry.envelope, max_bytes=len(entry.envelope)
-            )
-        except RecordRejected as error:
-            candidate = error
+        candidate = parse_stored(entry.envelope)
         signature = signature_status(connection, candidate)
         inclusion = inclusion_status(
             connection, ledger.verifier, ledger.origin, index, rebuilt.leaf

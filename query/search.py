@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +64,49 @@ class DecisionFilter:
     subject: str | None = None
     delegator: str | None = None
     output: OutputMatch | None = None
+
+    @classmethod
+    def from_query(cls, tenant: str, query: Mapping[str, str | None]) -> DecisionFilter:
+        """A filter from query-string names and text values (`GET /v1/decisions`' names:
+        `from`, `to`, `output`, ...), as a form or a command line gives them; empty values
+        are no filter."""
+        fields: dict[str, Any] = {}
+        for name, value in query.items():
+            if not value:
+                continue
+            field = QUERY_FIELDS.get(name)
+            if field is None:
+                raise BadRequest(f"{name!r} is not a decision filter", pointer=f"/{name}")
+            if field in ("occurred_from", "occurred_to"):
+                fields[field] = _parse_time(name, value)
+            elif field == "output":
+                fields[field] = OutputMatch.parse(value)
+            else:
+                fields[field] = value
+        return cls(tenant, **fields)
+
+
+# The query-string name of each filter field.
+QUERY_FIELDS = {
+    "service": "service",
+    "decision_type": "decision_type",
+    "model": "model",
+    "model_version": "model_version",
+    "from": "occurred_from",
+    "to": "occurred_to",
+    "subject": "subject",
+    "delegator": "delegator",
+    "output": "output",
+}
+
+
+def _parse_time(name: str, text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(
+            f"{name!r} is not an RFC 3339 time: {text[:40]!r}", pointer=f"/{name}"
+        ) from None
 
 
 class DecisionSummary(msgspec.Struct):

@@ -23,7 +23,6 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, select
 
-from ledger.admission import Candidate, parse_record
 from ledger.entry import rfc3339
 from ledger.errors import NotFound, RecordRejected
 from ledger.keyring import get_key
@@ -31,7 +30,7 @@ from ledger.note import NoteVerifier
 from ledger.record import DECISION_PAYLOAD_TYPE
 from ledger.schema import blobs, log_entries
 from ledger.store import rebuild_entries
-from query.checks import inclusion_status, signature_status
+from query.checks import inclusion_status, parse_stored, signature_status
 
 REPORT_FORMAT = "prov.why/v1"
 
@@ -63,12 +62,7 @@ def why_report(
     index = find_decision_index(connection, tenant, record_id)
     [rebuilt] = rebuild_entries(connection, index, index + 1)
     entry = rebuilt.stored
-    try:
-        candidate: Candidate | RecordRejected = parse_record(
-            entry.envelope, max_bytes=len(entry.envelope)
-        )
-    except RecordRejected as error:
-        candidate = error
+    candidate = parse_stored(entry.envelope)
     signature = signature_status(connection, candidate)
     inclusion = inclusion_status(connection, verifier, origin, index, rebuilt.leaf)
     generated_at = rfc3339(now_us)

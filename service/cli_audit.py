@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -25,7 +24,7 @@ from ledger.sequencer import now_micros
 from ledger.signing import public_key_from_pem
 from query.auditor import TrustedState
 from query.report_check import verify_report
-from query.search import DecisionFilter, OutputMatch, search
+from query.search import DecisionFilter, search
 from query.why import why_report
 from service.cli_common import Failed, emit, ledger_options, open_ledger
 from service.settings import Settings
@@ -112,8 +111,8 @@ def why(
 @click.option("--type", "decision_type", help="decision_type, e.g. loan.approve")
 @click.option("--model", help="Model name")
 @click.option("--model-version")
-@click.option("--from", "occurred_from", type=click.DateTime(), help="occurred_at >= (UTC)")
-@click.option("--to", "occurred_to", type=click.DateTime(), help="occurred_at < (UTC)")
+@click.option("--from", "occurred_from", help="occurred_at >= this RFC 3339 time (UTC if bare)")
+@click.option("--to", "occurred_to", help="occurred_at < this RFC 3339 time")
 @click.option("--subject")
 @click.option("--delegator", help="The root delegator's DID")
 @click.option("--output", "output_match", help="PATH=VALUE in output.decision: approved=true")
@@ -131,8 +130,8 @@ def search_command(
     decision_type: str | None,
     model: str | None,
     model_version: str | None,
-    occurred_from: datetime | None,
-    occurred_to: datetime | None,
+    occurred_from: str | None,
+    occurred_to: str | None,
     subject: str | None,
     delegator: str | None,
     output_match: str | None,
@@ -140,35 +139,22 @@ def search_command(
     cursor: str | None,
 ) -> None:
     """Find decisions, newest first."""
+    params = {
+        "service": service,
+        "decision_type": decision_type,
+        "model": model,
+        "model_version": model_version,
+        "from": occurred_from,
+        "to": occurred_to,
+        "subject": subject,
+        "delegator": delegator,
+        "output": output_match,
+    }
     if remote is not None:
-        params = {
-            "service": service,
-            "decision_type": decision_type,
-            "model": model,
-            "model_version": model_version,
-            "from": occurred_from and occurred_from.isoformat() + "Z",
-            "to": occurred_to and occurred_to.isoformat() + "Z",
-            "subject": subject,
-            "delegator": delegator,
-            "output": output_match,
-            "limit": limit,
-            "cursor": cursor,
-        }
-        page = _get(remote, "/v1/decisions", params)
+        page = _get(remote, "/v1/decisions", params | {"limit": limit, "cursor": cursor})
     else:
         assert tenant is not None
-        where = DecisionFilter(
-            tenant=tenant,
-            service=service,
-            decision_type=decision_type,
-            model=model,
-            model_version=model_version,
-            occurred_from=occurred_from,
-            occurred_to=occurred_to,
-            subject=subject,
-            delegator=delegator,
-            output=None if output_match is None else OutputMatch.parse(output_match),
-        )
+        where = DecisionFilter.from_query(tenant, params)
         with open_ledger(settings).engine.connect() as connection:
             page = msgspec.to_builtins(search(connection, where, cursor=cursor, limit=limit))
     _print(page, as_json, render_search)

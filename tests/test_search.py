@@ -4,7 +4,7 @@ payloads, cursor pagination, tenant scoping, malformed input, and the index migr
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -211,3 +211,17 @@ def test_the_migration_indexes_decisions_already_in_the_log(
             stored
         )
     assert after == before
+
+
+def test_a_filter_from_query_text_is_the_typed_one() -> None:
+    text = {"service": "svc", "from": "2025-06-02T09:36:00Z", "to": "", "output": "days=2"}
+    assert DecisionFilter.from_query("acme", text) == DecisionFilter(
+        "acme",
+        service="svc",
+        occurred_from=datetime(2025, 6, 2, 9, 36, tzinfo=UTC),
+        output=OutputMatch(("days",), 2),
+    )
+    for bad in ({"colour": "red"}, {"from": "yesterday"}, {"output": "x"}):
+        with pytest.raises(BadRequest) as raised:
+            DecisionFilter.from_query("acme", bad)
+        assert raised.value.pointer == "/" + next(iter(bad))
