@@ -112,8 +112,10 @@ blobs = Table(
 
 # One row per decision record, written in the same transaction as its log entry: the search
 # index. It is derived from the signed payload and trusted by nothing; `output` is the JSON
-# of `output.decision`, matched by path. Every index leads with the tenant (each search is
-# within one) and ends with `idx`, so a filtered page is a backward index scan.
+# of `output.decision`, matched by path. Search lists the newest decisions first, by
+# `(occurred_us, idx)`: every index leads with the tenant (each search is within one), then
+# the equality filters, and ends with `occurred_us, idx`, so that a filtered page, with or
+# without a time window, is one backward range scan and never a sort.
 decisions = Table(
     "decisions",
     metadata,
@@ -129,11 +131,72 @@ decisions = Table(
     # The issuer of the root delegation: the principal who first granted the authority.
     Column("delegator", String(256), nullable=True),
     Column("output", Text, nullable=False),
-    Index("ix_decisions_tenant_idx", "tenant", "idx"),
-    Index("ix_decisions_tenant_service", "tenant", "service", "decision_type", "idx"),
-    Index("ix_decisions_tenant_type", "tenant", "decision_type", "idx"),
-    Index("ix_decisions_tenant_model", "tenant", "model_name", "model_version", "idx"),
     Index("ix_decisions_tenant_occurred", "tenant", "occurred_us", "idx"),
-    Index("ix_decisions_tenant_subject", "tenant", "subject", "idx"),
-    Index("ix_decisions_tenant_delegator", "tenant", "delegator", "idx"),
+    Index(
+        "ix_decisions_tenant_service",
+        "tenant",
+        "service",
+        "decision_type",
+        "occurred_us",
+        "idx",
+    ),
+    Index("ix_decisions_tenant_type", "tenant", "decision_type", "occurred_us", "idx"),
+    Index(
+        "ix_decisions_tenant_model", "tenant", "model_name", "model_version", "occurred_us", "idx"
+    ),
+    Index("ix_decisions_tenant_subject", "tenant", "subject", "occurred_us", "idx"),
+    Index("ix_decisions_tenant_delegator", "tenant", "delegator", "occurred_us", "idx"),
+)
+
+# Derived from principal records (docs/delegation.md), written with their log entries: who is
+# enrolled in a tenant, by DID and by name. A DID may be enrolled again; the latest record
+# before a decision is the one that counts for it.
+principals = Table(
+    "principals",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("did", String(128), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("display_name", String(256), nullable=True),
+    Column("kind", String(16), nullable=False),
+    Index("ix_principals_tenant_did", "tenant", "did", "idx"),
+    Index("ix_principals_tenant_name", "tenant", "name", "idx"),
+)
+
+# Derived from revocation records: which delegations (by binary CID) a tenant's log revokes.
+revocations = Table(
+    "revocations",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("cid", LargeBinary(36), nullable=False),
+    Column("revoker", String(128), nullable=False),
+    Index("ix_revocations_tenant_cid", "tenant", "cid", "idx"),
+)
+
+# One row per decision whose chain verified at ingest. The unique constraints are what makes
+# a replayed invocation impossible to store twice, whatever the sequencer's own check says;
+# `root` is the principal's DID, for searching decisions by who authorized them.
+invocations = Table(
+    "invocations",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("cid", LargeBinary(36), nullable=False),
+    Column("issuer", String(128), nullable=False),
+    Column("nonce", LargeBinary(64), nullable=False),
+    Column("root", String(128), nullable=False),
+    UniqueConstraint("cid", name="uq_invocations_cid"),
+    UniqueConstraint("issuer", "nonce", name="uq_invocations_issuer_nonce"),
+    Index("ix_invocations_tenant_root", "tenant", "root", "idx"),
+)
+
+# Configuration, not evidence: how strictly each tenant's ingest checks delegation chains.
+delegation_modes = Table(
+    "delegation_modes",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("mode", String(16), nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
 )

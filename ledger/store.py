@@ -171,6 +171,9 @@ def read_entries(connection: Connection, start: int, end: int) -> list[StoredEnt
         select(*_ENTRY_COLUMNS)
         .where(log_entries.c.idx >= start, log_entries.c.idx < end)
         .order_by(log_entries.c.idx)
+        # The limit tells the planner how few rows a range holds: without fresh statistics
+        # PostgreSQL guessed thousands for a one-entry range and scanned in parallel.
+        .limit(max(0, end - start))
     )
     return [_stored_entry(row) for row in rows]
 

@@ -1,8 +1,9 @@
 """Decision search over the decision index, newest first, with cursor pagination.
 
-Every search is within one tenant (the caller's). Filters combine with AND. A page is one
-backward scan of an index that ends in the log index, so its cost does not grow with the
-page number: the cursor is the last index of the previous page, not an offset.
+Every search is within one tenant (the caller's). Filters combine with AND. Decisions are
+listed by `occurred_at`, newest first, and by log index among equal times. A page is one
+backward scan of an index that ends in `(occurred_us, idx)`, so its cost does not grow with
+the page number: the cursor is the position of the last decision shown, not an offset.
 
 An output match names a path into `output.decision` and a JSON value: `approved=true`,
 `route.carrier="UPS"` or, for a string, simply `route.carrier=UPS`.
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Connection, Select, cast, func, literal, select
+from sqlalchemy import ColumnElement, Connection, Select, cast, func, literal, select, tuple_
 from sqlalchemy.dialects.postgresql import JSONB
 
 from ledger.entry import rfc3339, to_micros
@@ -127,17 +128,22 @@ class SearchPage(msgspec.Struct):
     next_cursor: str | None
 
 
-def encode_cursor(index: int) -> str:
-    return base64.urlsafe_b64encode(f"before:{index}".encode()).decode().rstrip("=")
+_CURSOR = re.compile(r"before:(-?[0-9]{1,20}):([0-9]{1,20})")
 
 
-def decode_cursor(cursor: str) -> int:
+def encode_cursor(occurred_us: int, index: int) -> str:
+    """An opaque token for "the decisions listed after this one"."""
+    text = f"before:{occurred_us}:{index}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        word, _, number = base64.urlsafe_b64decode(padded).decode().partition(":")
-        if word != "before" or not number.isdigit():
+        found = _CURSOR.fullmatch(base64.urlsafe_b64decode(padded).decode())
+        if found is None:
             raise ValueError
-        return int(number)
+        return int(found[1]), int(found[2])
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadRequest("the cursor is not one this service issued", pointer="/cursor") from None
 
@@ -152,9 +158,11 @@ def search(
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be 1 to {MAX_LIMIT}", pointer="/limit")
     query = _query(connection, where)
+    position = tuple_(decisions.c.occurred_us, decisions.c.idx)
     if cursor is not None:
-        query = query.where(decisions.c.idx < decode_cursor(cursor))
-    rows = connection.execute(query.order_by(decisions.c.idx.desc()).limit(limit + 1)).all()
+        query = query.where(position < tuple_(*map(literal, decode_cursor(cursor))))
+    newest_first = (decisions.c.occurred_us.desc(), decisions.c.idx.desc())
+    rows = connection.execute(query.order_by(*newest_first).limit(limit + 1)).all()
     page = [
         DecisionSummary(
             row.idx,
@@ -171,7 +179,8 @@ def search(
         for row in rows[:limit]
     ]
     more = len(rows) > limit
-    return SearchPage(page, encode_cursor(page[-1].index) if more else None)
+    last = rows[limit - 1] if more else None
+    return SearchPage(page, None if last is None else encode_cursor(last.occurred_us, last.idx))
 
 
 def _query(connection: Connection, where: DecisionFilter) -> Select[Any]:

@@ -18,13 +18,12 @@ branch_labels = None
 depends_on = None
 
 _INDEXES = {
-    "ix_decisions_tenant_idx": ["tenant", "idx"],
-    "ix_decisions_tenant_service": ["tenant", "service", "decision_type", "idx"],
-    "ix_decisions_tenant_type": ["tenant", "decision_type", "idx"],
-    "ix_decisions_tenant_model": ["tenant", "model_name", "model_version", "idx"],
     "ix_decisions_tenant_occurred": ["tenant", "occurred_us", "idx"],
-    "ix_decisions_tenant_subject": ["tenant", "subject", "idx"],
-    "ix_decisions_tenant_delegator": ["tenant", "delegator", "idx"],
+    "ix_decisions_tenant_service": ["tenant", "service", "decision_type", "occurred_us", "idx"],
+    "ix_decisions_tenant_type": ["tenant", "decision_type", "occurred_us", "idx"],
+    "ix_decisions_tenant_model": ["tenant", "model_name", "model_version", "occurred_us", "idx"],
+    "ix_decisions_tenant_subject": ["tenant", "subject", "occurred_us", "idx"],
+    "ix_decisions_tenant_delegator": ["tenant", "delegator", "occurred_us", "idx"],
 }
 
 
