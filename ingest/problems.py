@@ -51,6 +51,7 @@ STATUS_BY_KIND: dict[str, int] = {
     "key-revoked": 422,
     "key-not-valid": 422,
     "key-not-authorized": 422,
+    "delegation-invalid": 422,
     "key-registry": 422,
     "key-conflict": 409,
     "batch-too-large": 413,

@@ -10,18 +10,34 @@ what is wrong, and nothing of a rejected record is ever written.
 5. Some signature names a registered key bound to the record's tenant and service.
 6. That key was valid at the record's `occurred_at` and is not revoked.
 7. The signature verifies over PAE(payloadType, payload).
+8. The record's authority holds (`ledger.delegation_ingest`): a decision's delegation chain
+   verifies as its tenant's mode asks, and a revocation is signed by the delegation's issuer.
+
+Steps 1 to 7 apply to every payload type: decisions, principal records and revocation
+records all name a tenant, a service, an id and an `occurred_at`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from sqlalchemy import Engine
 
 from ledger import dsse
 from ledger._parallel import WorkerPool
 from ledger.decision_index import IndexRow, index_row
+from ledger.delegation_index import AuthorityRow
+from ledger.delegation_ingest import PendingChain, Record, authorize, load_roots, verify_pending
+from ledger.delegation_mode import load_modes
+from ledger.delegation_records import (
+    PRINCIPAL_PAYLOAD_TYPE,
+    REVOCATION_PAYLOAD_TYPE,
+    decode_principal,
+    decode_revocation,
+)
 from ledger.entry import to_micros
 from ledger.errors import (
     KeyNotAuthorized,
@@ -37,10 +53,14 @@ from ledger.keyring import ServiceKey, load_keys
 from ledger.record import DECISION_PAYLOAD_TYPE, Decision, decode_decision
 
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
+_T = TypeVar("_T")
+_U = TypeVar("_U")
 
-# payloadType -> strict decoder. Later record kinds (replays, revocations) register here.
-PAYLOAD_DECODERS: dict[str, Callable[[bytes], Decision]] = {
+# payloadType -> strict decoder. Later record kinds (replays) register here.
+PAYLOAD_DECODERS: dict[str, Callable[[bytes], Record]] = {
     DECISION_PAYLOAD_TYPE: decode_decision,
+    PRINCIPAL_PAYLOAD_TYPE: decode_principal,
+    REVOCATION_PAYLOAD_TYPE: decode_revocation,
 }
 
 
@@ -51,7 +71,7 @@ class Candidate:
     raw: bytes
     envelope: dsse.Envelope
     payload: bytes
-    decision: Decision
+    decision: Record  # a decision, or a principal or revocation record
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +88,10 @@ class Admitted:
     tenant: str
     record_id: str
     keyid: str
-    # The decision's search-index row, computed while the payload is decoded anyway.
-    index: IndexRow
+    # A decision's search-index row, computed while the payload is decoded anyway.
+    index: IndexRow | None
+    # The delegation index's row (step 8): a verified invocation, a principal, a revocation.
+    authority: AuthorityRow | None = None
 
 
 def open_envelope(raw: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> dsse.Envelope:
@@ -145,7 +167,7 @@ def authenticate(
                 decision.tenant,
                 decision.id,
                 key.keyid,
-                index_row(decision),
+                index_row(decision) if isinstance(decision, Decision) else None,
             )
         first_error = first_error or error
     assert first_error is not None  # decode_envelope refuses an envelope without signatures
@@ -159,10 +181,11 @@ def admit_batch(
     max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     pool: WorkerPool | None = None,
 ) -> list[Admitted | RecordRejected]:
-    """Admit many records with one registry query for the whole batch.
+    """Admit many records with one query each for keys, modes and principals per batch.
 
     Payload decoding (which holds the GIL) and signature checks (which do not) run
-    together on `pool`'s threads, so one thread decodes while another verifies.
+    together on `pool`'s threads, so one thread decodes while another verifies. Delegation
+    chains are checked in a second pass, once the principals their roots name are read.
     """
     opened: list[tuple[bytes, dsse.Envelope] | RecordRejected] = []
     for raw in raws:
@@ -179,13 +202,43 @@ def admit_batch(
             for signature in item[1].signatures
         ),
     )
+    with engine.connect() as connection:
+        modes = load_modes(connection)
 
-    def admit(item: tuple[bytes, dsse.Envelope] | RecordRejected) -> Admitted | RecordRejected:
+    def admit(
+        item: tuple[bytes, dsse.Envelope] | RecordRejected,
+    ) -> Admitted | RecordRejected | tuple[Admitted, PendingChain]:
         if isinstance(item, RecordRejected):
             return item
         try:
-            return authenticate(decode_payload(*item), keys)
+            candidate = decode_payload(*item)
+            admitted = authenticate(candidate, keys)
+            # 8., as far as it goes without the batch's principals.
+            authority = authorize(candidate.decision, modes)
+        except RecordRejected as error:
+            return error
+        if isinstance(authority, PendingChain):
+            return admitted, authority
+        return admitted if authority is None else replace(admitted, authority=authority)
+
+    first = _map(pool, admit, opened)
+    pending = [item[1] for item in first if isinstance(item, tuple)]
+    principals = load_roots(engine, pending) if pending else {}
+    at_us = time.time_ns() // 1000
+
+    def finish(
+        item: Admitted | RecordRejected | tuple[Admitted, PendingChain],
+    ) -> Admitted | RecordRejected:
+        if not isinstance(item, tuple):
+            return item
+        admitted, chain = item
+        try:
+            return replace(admitted, authority=verify_pending(chain, principals, at_us))
         except RecordRejected as error:
             return error
 
-    return pool.map(admit, opened) if pool is not None else [admit(item) for item in opened]
+    return _map(pool, finish, first) if pending else [finish(item) for item in first]
+
+
+def _map(pool: WorkerPool | None, function: Callable[[_T], _U], items: Sequence[_T]) -> list[_U]:
+    return pool.map(function, items) if pool is not None else [function(item) for item in items]

@@ -10,7 +10,13 @@ optional member of the schema. Timings add up (steps follow one another from
 Each record carries a real two-link UCAN delegation chain: a human delegates to the
 tenant's agent platform, which delegates to the service. Keys are derived from the tenant
 and the principal's name, so one service keeps one chain, re-issued every 90 days, as it
-would in production.
+would in production. The chains stay in force until 2036, so that records dated in 2025
+still verify when they are appended and audited today.
+
+`authorize` adds the invocation the chain proves, signed by the service: with it, a record
+verifies against the ten rules of docs/delegation.md once the humans at the roots
+(`demo_principals`) are enrolled in its tenant. Without it, as `demo_decisions` makes them,
+a record carries its chain as a claim that ingest does not check (and needs no enrollment).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import ucan
+from ledger.delegation import command_for, links_for
+from ledger.delegation_records import PRINCIPAL_SERVICE, PrincipalRecord
 from ledger.record import (
     ContextSnapshot,
     Cost,
@@ -59,11 +67,11 @@ DEMO_SERVICES: Mapping[str, str] = {
     "loan.approve": "loan-underwriter",
     "payment.retry": "payment-retrier",
 }
-# The human at the root of each scenario's delegation chain.
+# The human at the root of each scenario's delegation chain: a handle and a display name.
 _OWNERS = {
-    "order.route": "Maria Chen",
-    "loan.approve": "Priya Natarajan",
-    "payment.retry": "Tomás Ferreira",
+    "order.route": ("maria.chen", "Maria Chen"),
+    "loan.approve": ("priya.natarajan", "Priya Natarajan"),
+    "payment.retry": ("tomas.ferreira", "Tomás Ferreira"),
 }
 # The argument each service's delegation caps (UCAN policy: selector <= limit).
 _LIMITS = {
@@ -72,7 +80,8 @@ _LIMITS = {
     "payment.retry": (".attempt", 4),
 }
 _START = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
-_WINDOW = timedelta(days=90)  # delegations are re-issued per window, valid for two
+_WINDOW = timedelta(days=90)  # delegations are re-issued per window
+_CHAINS_EXPIRE = int(datetime(2036, 1, 1, tzinfo=UTC).timestamp())
 
 # USD per million tokens: input, cached input, output (reasoning is billed as output).
 _PRICES = {
@@ -131,11 +140,7 @@ class _Run:
         return Links(trace_id=self.hex(128), span_id=self.hex(64), **more)
 
     def delegation(self) -> list[DelegationLink]:
-        window = (self.at - _START) // _WINDOW
-        return [
-            DelegationLink(token=token, iss=d.iss, aud=d.aud, sub=d.sub, cmd=d.cmd, exp=d.exp)
-            for token, d in _chain(self.tenant, self.scenario, window)
-        ]
+        return links_for(_chain(self.tenant, self.scenario, (self.at - _START) // _WINDOW))
 
     def total(self, steps: list[Step]) -> Usage:
         """The decision's usage: the sum over its steps, and the latency of the whole run."""
@@ -188,45 +193,90 @@ def _key(tenant: str, principal: str) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(seed)
 
 
-def _did(key: Ed25519PrivateKey) -> str:
-    return ucan.did_key(key.public_key().public_bytes_raw())
+def demo_principals(tenant: str) -> list[PrincipalRecord]:
+    """The enrollment records of the humans at the roots of `tenant`'s demo chains, for the
+    tenant's principal service to sign; the same every time, so enrolling again is a retry."""
+    return [
+        PrincipalRecord(
+            id=f"principal-{handle}",
+            tenant=tenant,
+            service=PRINCIPAL_SERVICE,
+            occurred_at=_START - _WINDOW,
+            did=ucan.did_of(_key(tenant, display)),
+            name=f"{handle}@{tenant}.example",
+            display_name=display,
+            kind="human",
+        )
+        for handle, display in _OWNERS.values()
+    ]
 
 
 @functools.cache
-def _chain(tenant: str, scenario: str, window: int) -> tuple[tuple[bytes, ucan.Delegation], ...]:
+def _chain(tenant: str, scenario: str, window: int) -> tuple[bytes, bytes]:
     """The chain human -> agent platform -> service for one 90-day window.
 
     The root grants the scenario's whole domain (``/loan``); the second link narrows it to
     the command (``/loan/approve``) under a limit on its arguments.
     """
-    owner = _OWNERS[scenario]
-    human, platform = _key(tenant, owner), _key(tenant, "agent-platform")
+    handle, display = _OWNERS[scenario]
+    human, platform = _key(tenant, display), _key(tenant, "agent-platform")
     service = _key(tenant, DEMO_SERVICES[scenario])
     domain, action = scenario.split(".")
-    not_before = _START + window * _WINDOW
-    expiration = int((not_before + 2 * _WINDOW).timestamp())
+    not_before = int((_START + window * _WINDOW).timestamp())
     root = ucan.delegate(
         human,
-        _did(platform),
-        _did(human),
+        ucan.did_of(platform),
+        ucan.did_of(human),
         f"/{domain}",
         [],
-        expiration,
-        hashlib.sha256(f"{tenant}/{owner}/{window}".encode()).digest()[:12],
-        int(not_before.timestamp()),
-        meta={"name": owner},
+        _CHAINS_EXPIRE,
+        ucan.derived_nonce(f"{tenant}/{handle}/{window}".encode()),
+        not_before,
+        meta={"name": display},
     )
     leaf = ucan.delegate(
         platform,
-        _did(service),
-        _did(human),
+        ucan.did_of(service),
+        ucan.did_of(human),
         f"/{domain}/{action}",
         [["<=", *_LIMITS[scenario]]],
-        expiration,
-        hashlib.sha256(f"{tenant}/{scenario}/{window}".encode()).digest()[:12],
-        int(not_before.timestamp()),
+        _CHAINS_EXPIRE,
+        ucan.derived_nonce(f"{tenant}/{scenario}/{window}".encode()),
+        not_before,
     )
-    return tuple((token, ucan.decode_delegation(token)) for token in (root, leaf))
+    return root, leaf
+
+
+# A unit price per SKU, so that an order's invocation can state what the order is worth.
+_UNIT_USD = {"WID-220": 120, "GAD-118": 340, "BRK-540": 65, "HNG-031": 18}
+
+
+def authorize(decision: Decision) -> Decision:
+    """The demo decision with the invocation its chain proves: its service invokes the
+    decision's command on the human's behalf, with the arguments the chain's policy caps."""
+    inputs = decision.inputs
+    args: dict[str, Any] = {"decision": decision.id}
+    match decision.decision_type:
+        case "order.route":
+            value = inputs["qty"] * _UNIT_USD[inputs["sku"]]
+            args["order"] = {"id": inputs["order_id"], "value_usd": value}
+        case "loan.approve":
+            args["amount"] = int(Decimal(inputs["amount"]))
+        case _:
+            args["attempt"] = inputs["attempt"]
+    [root, *_] = chain = [link.token for link in decision.delegation]
+    human = ucan.decode_delegation(root).iss
+    invocation = ucan.invoke(
+        _key(decision.tenant, decision.service),
+        human,
+        command_for(decision.decision_type),
+        args,
+        chain,
+        expiration=_CHAINS_EXPIRE,
+        nonce=ucan.derived_nonce(f"{decision.tenant}/{decision.id}".encode()),
+        issued_at=int(decision.occurred_at.timestamp()),
+    )
+    return msgspec.structs.replace(decision, invocation=invocation)
 
 
 # --- order.route ---------------------------------------------------------------------------
@@ -634,4 +684,5 @@ def content_by_reference(decision: Decision) -> Decision:
             messages_blob=decision.prompt.messages_blob or _digest(decision.prompt.messages),
         ),
         delegation=[],
+        invocation=None,
     )

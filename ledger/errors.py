@@ -83,6 +83,22 @@ class KeyNotAuthorized(SignatureError):
     title = "Signing key not authorized for this record"
 
 
+class DelegationInvalid(RecordRejected):
+    """The record's UCAN delegation chain breaks a verification rule (docs/delegation.md).
+
+    `rule` is the rule's number and `rule_name` its stable name; the detail starts with both,
+    so a one-line error or a problem document names the rule that failed.
+    """
+
+    kind = "delegation-invalid"
+    title = "Delegation chain does not verify"
+
+    def __init__(self, rule: int, rule_name: str, detail: str, *, pointer: str | None = None):
+        super().__init__(f"rule {rule} ({rule_name}): {detail}", pointer=pointer)
+        self.rule = rule
+        self.rule_name = rule_name
+
+
 class IdConflict(RecordRejected):
     """The (tenant, id) is already in the log with different bytes."""
 

@@ -265,7 +265,8 @@ class PolicyEvaluation(_Struct):
 class DelegationLink(_Struct):
     """One UCAN 1.0 delegation: the token, and its fields decoded for display and search.
 
-    The decoded fields are the producer's claim; verifying a chain decodes `token` itself.
+    The decoded fields are the producer's claim; verifying a chain decodes `token` itself
+    and refuses a record whose claim differs from it.
     """
 
     token: bytes  # base64 in JSON
@@ -325,6 +326,9 @@ class Decision(_Struct, omit_defaults=False, kw_only=True):
     usage: Usage | None = None
     policy: PolicyEvaluation | None = None
     delegation: list[DelegationLink] = []  # root first
+    # The UCAN invocation (token bytes, base64 in JSON) whose `prf` names the delegations
+    # above: what the chain authorized. See docs/delegation.md.
+    invocation: bytes | None = None
     freshness: Freshness | None = None
     exposures: list[Exposure] = []
     links: Links | None = None

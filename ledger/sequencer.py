@@ -1,9 +1,11 @@
 """The sequencer: appends admitted records to the log, one transaction per batch.
 
-Under the log's write lock it reads the head, drops idempotent retries, gives each new record
-the next index, chains its leaf to the previous one, stores the perfect subtree hashes the
-batch completes, and signs a checkpoint of the new tree, all in one commit. Nothing is
-acknowledged before that commit, and a batch that fails leaves nothing behind.
+Under the log's write lock it reads the head, drops idempotent retries, refuses records whose
+delegation chain was revoked or whose invocation is replayed (rules 9 and 10, which depend on
+what the log holds), gives each new record the next index, chains its leaf to the previous
+one, stores the perfect subtree hashes the batch completes and the index rows of its
+records, and signs a checkpoint of the new tree, all in one commit. Nothing is acknowledged
+before that commit, and a batch that fails leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from ledger.admission import Admitted
 from ledger.db import write_transaction
 from ledger.decision_index import insert_index_rows
+from ledger.delegation_index import AuthorityGuard, AuthorityRow, insert_authority_rows
 from ledger.entry import entry_leaf_hash
-from ledger.errors import IdConflict
+from ledger.errors import IdConflict, RecordRejected
 from ledger.merkle import CompactRange
 from ledger.note import Checkpoint, NoteSigner
 from ledger.schema import checkpoints, log_entries
@@ -81,8 +84,9 @@ def append(
     signer: NoteSigner,
     origin: str,
     frontier: Frontier | None = None,
-) -> list[Appended | IdConflict]:
-    """Append a batch; results line up with `records`."""
+) -> list[Appended | RecordRejected]:
+    """Append a batch; results line up with `records`. A record refused here is an
+    `IdConflict` or, for rules 9 and 10, a `DelegationInvalid`."""
     frontier = frontier or Frontier()
     with write_transaction(engine) as connection:
         results, tree, last_leaf = _append_locked(connection, records, signer, origin, frontier)
@@ -96,24 +100,30 @@ def _append_locked(
     signer: NoteSigner,
     origin: str,
     frontier: Frontier,
-) -> tuple[list[Appended | IdConflict], CompactRange, bytes]:
+) -> tuple[list[Appended | RecordRejected], CompactRange, bytes]:
     head = read_head(connection)
     existing = _existing(connection, records)
+    guard = AuthorityGuard.load(connection, (record.authority for record in records))
     # Integration time never runs backwards along the log, even if clocks of two appending
     # processes disagree.
     integrated_us = max(now_micros(), head.last_integrated_us)
     tree = frontier.tree_at(connection, head)
     prev_leaf = head.last_leaf
-    results: list[Appended | IdConflict] = []
+    results: list[Appended | RecordRejected] = []
     entry_rows: list[tuple[object, ...]] = []
     node_rows: list[tuple[int, int, bytes]] = []
     index_rows: list[tuple[object, ...]] = []
+    authority_rows: list[tuple[int, str, AuthorityRow]] = []
     for record in records:
         digest = hashlib.sha256(record.raw).digest()
         key = (record.tenant, record.record_id)
         stored = existing.get(key)
         if stored is not None:
             results.append(_retry_result(record, digest, stored))
+            continue
+        refused = guard.admit(record.tenant, record.authority)
+        if refused is not None:
+            results.append(refused)
             continue
         index = tree.size
         leaf = entry_leaf_hash(index, integrated_us, prev_leaf, digest, record.tenant)
@@ -133,7 +143,10 @@ def _append_locked(
                 leaf,
             )
         )
-        index_rows.append((index, *record.index))
+        if record.index is not None:
+            index_rows.append((index, *record.index))
+        if record.authority is not None:
+            authority_rows.append((index, record.tenant, record.authority))
         node_rows.extend((level, node, node_hash) for (level, node), node_hash in tree.append(leaf))
         prev_leaf = leaf
         results.append(appended)
@@ -141,6 +154,7 @@ def _append_locked(
         bulk_insert(connection, "log_entries", ENTRY_COLUMNS, entry_rows)
         bulk_insert(connection, "tree_nodes", ("level", "idx", "hash"), node_rows)
         insert_index_rows(connection, index_rows)
+        insert_authority_rows(connection, authority_rows)
         store_checkpoint(connection, tree, signer, origin, integrated_us)
     return results, tree, prev_leaf
 

@@ -1,40 +1,69 @@
-"""Minimal UCAN 1.0 delegations: create and decode real tokens (chain verification is separate).
+"""UCAN 1.0 tokens in this ledger's profile: did:key, DAG-CBOR envelopes, CIDs and commands.
 
-Only what decision records need: did:key identifiers for Ed25519, a deterministic DAG-CBOR
-codec for the IPLD kinds a delegation uses (map, list, text, bytes, integer, bool, null),
-and the envelope ``[signature, {"h": varsig header, "ucan/dlg@1.0.0-rc.1": payload}]``
-whose signature is Ed25519 over the DAG-CBOR bytes of its second element.
+The profile of ucan-wg/spec, ucan-wg/delegation and ucan-wg/invocation (v1.0.0) that decision
+records use:
 
-Sources: ucan-wg/spec (README "Envelope"; fixtures/1.0.0/delegation.json), ucan-wg/delegation
-(README "Delegation Payload"), ChainAgnostic/varsig, and the IPLD DAG-CBOR spec.
+- Principals are did:key identifiers of Ed25519 keys, and nothing else.
+- A token is the DAG-CBOR array ``[signature, {"h": varsig header, tag: payload}]``, and
+  the signature is Ed25519 over the exact bytes of the second element. A token is kept as
+  the bytes it arrived as: nothing here re-encodes one to check it, so a signature and a CID
+  always cover what was sent. DAG-CBOR is libipld's (a maintained Rust codec), whose strict
+  decoder refuses what would let two readers see different values under one signature
+  (unsorted or repeated keys, indefinite lengths, tags other than CIDs, NaN).
+- A token's CID is CIDv1, DAG-CBOR, SHA2-256 of its bytes.
+- Minting writes the payload tags of the spec's published fixtures, ``ucan/dlg@1.0.0-rc.1``
+  and ``ucan/inv@1.0.0-rc.1``, so that the fixtures are reproduced byte for byte; decoding
+  also accepts the final ``@1.0.0`` tags.
+- This profile never mints a null `sub` (the spec's "powerline"); chain verification
+  (`ledger.delegation`) refuses one too.
+
+Sources: ucan-wg/spec (README "Envelope"; fixtures/1.0.0), ucan-wg/delegation and
+ucan-wg/invocation (the payload tables), ChainAgnostic/varsig, multiformats (CID, multibase).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import functools
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, TypeVar
 
+import libipld
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.errors import InvalidPayload
+from ledger import _ed25519
+from ledger.policy import parse_policy
 
-# The type tag of delegation payloads, as ucan-wg/delegation and the spec's 1.0.0 fixtures
-# spell it (the specification is still a release candidate).
 DELEGATION_TAG = "ucan/dlg@1.0.0-rc.1"
+INVOCATION_TAG = "ucan/inv@1.0.0-rc.1"
+_DELEGATION_TAGS = frozenset({DELEGATION_TAG, "ucan/dlg@1.0.0"})
+_INVOCATION_TAGS = frozenset({INVOCATION_TAG, "ucan/inv@1.0.0"})
+REVOKE_COMMAND = "/ucan/revoke"
 
 # Varsig v1 header for Ed25519 over DAG-CBOR: prefix 0x34, version 0x01, EdDSA 0xed and
 # curve edwards25519 0xed (each the varint ed 01), hash SHA2-512 0x13, payload DAG-CBOR 0x71.
-# This is "NAHtAe0BE3E" in ucan-wg/spec's envelope example and in the "h" of every token in
-# ucan-wg/spec fixtures/1.0.0/delegation.json.
+# This is "NAHtAe0BE3E" in ucan-wg/spec's envelope example and in every fixture token.
 VARSIG_ED25519_DAG_CBOR = bytes.fromhex("3401ed01ed011371")
 
+# A DAG-CBOR array of two, then a 64-byte byte string: shortest form is the only form, so
+# every token starts with these bytes and its signed part starts 67 bytes in.
+_ENVELOPE_HEAD = b"\x82\x58\x40"
+_SIGNED_AT = len(_ENVELOPE_HEAD) + _ed25519.SIGNATURE_SIZE
 _DID_KEY_PREFIX = "did:key:z"  # "z" is the multibase code of base58btc
 _ED25519_PUB = b"\xed\x01"  # multicodec ed25519-pub, as a varint
-_BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_MAX_DEPTH = 32  # tokens are shallow; this bounds recursion on hostile input
+_CID_HEAD = b"\x01\x71\x12\x20"  # CIDv1, dag-cbor, sha2-256, 32 bytes
+NONCE_SIZE = 12  # the spec's recommendation for Ed25519
+MAX_NONCE_SIZE = 64  # nonces are indexed for replay checks, so they are bounded
 
 # UCAN times are integer seconds within the range a JavaScript number holds exactly.
 UnixTime = Annotated[int, msgspec.Meta(ge=-(2**53 - 1), le=2**53 - 1)]
+Nonce = Annotated[bytes, msgspec.Meta(max_length=MAX_NONCE_SIZE)]
+
+
+class TokenInvalid(ValueError):
+    """Bytes that are not a well-formed token of this profile."""
 
 
 class DelegationPayload(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -42,259 +71,282 @@ class DelegationPayload(msgspec.Struct, kw_only=True, frozen=True, forbid_unknow
 
     iss: str
     aud: str
-    sub: str | None  # null only for "powerline" delegations
+    sub: str | None  # null only for the spec's "powerline", which this profile refuses
     cmd: str
     pol: list[Any]
-    nonce: bytes
+    nonce: Nonce
     meta: dict[str, Any] | None = None
     nbf: UnixTime | None = None
     exp: UnixTime | None  # required, but null means "never expires"
 
 
+class InvocationPayload(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The fields of an invocation payload, named as in the specification."""
+
+    iss: str
+    sub: str
+    aud: str | None = None
+    cmd: str
+    args: dict[str, Any]
+    prf: list[bytes]  # CIDs of the delegations, root first
+    nonce: Nonce
+    meta: dict[str, Any] | None = None
+    exp: UnixTime | None
+    iat: UnixTime | None = None
+    cause: bytes | None = None
+
+
 class Delegation(DelegationPayload, kw_only=True, frozen=True):
-    """A decoded delegation: the payload, its signature, and the exact bytes signed."""
+    """A decoded delegation: the payload, its signature, the bytes signed and its CID."""
 
     signature: bytes
     signed: bytes
+    cid: bytes
 
 
-# --- did:key -------------------------------------------------------------------------------
+class Invocation(InvocationPayload, kw_only=True, frozen=True):
+    """A decoded invocation: the payload, its signature, the bytes signed and its CID."""
+
+    signature: bytes
+    signed: bytes
+    cid: bytes
 
 
-def _base58_encode(data: bytes) -> str:
-    number = int.from_bytes(data, "big")
-    digits = ""
-    while number:
-        number, digit = divmod(number, 58)
-        digits = _BASE58[digit] + digits
-    # Each leading zero byte is written as a leading "1".
-    return "1" * (len(data) - len(data.lstrip(b"\0"))) + digits
+# --- did:key and CIDs ----------------------------------------------------------------------
 
 
-def _base58_decode(text: str) -> bytes:
-    number = 0
-    for char in text:
-        digit = _BASE58.find(char)
-        if digit < 0:
-            raise ValueError(f"{char!r} is not a base58btc digit")
-        number = number * 58 + digit
-    zeros = len(text) - len(text.lstrip("1"))
-    return b"\0" * zeros + number.to_bytes((number.bit_length() + 7) // 8, "big")
-
-
-def did_key(public_key_bytes: bytes) -> str:
+def did_key(public_key: bytes) -> str:
     """The did:key of a raw 32-byte Ed25519 public key."""
-    if len(public_key_bytes) != 32:
+    if len(public_key) != _ed25519.PUBLIC_KEY_SIZE:
         raise ValueError("an Ed25519 public key is 32 bytes")
-    return _DID_KEY_PREFIX + _base58_encode(_ED25519_PUB + public_key_bytes)
+    return "did:key:" + libipld.encode_multibase("z", _ED25519_PUB + public_key)
 
 
+def did_of(key: Ed25519PrivateKey) -> str:
+    """The did:key of a private key's public half."""
+    return did_key(key.public_key().public_bytes_raw())
+
+
+@functools.lru_cache(maxsize=8192)
 def public_key_from_did(did: str) -> bytes:
     """The raw Ed25519 public key a did:key names; ValueError for any other DID."""
     if not did.startswith(_DID_KEY_PREFIX):
         raise ValueError(f"not a base58btc did:key: {did!r}")
-    decoded = _base58_decode(did.removeprefix(_DID_KEY_PREFIX))
-    if len(decoded) != 34 or not decoded.startswith(_ED25519_PUB):
+    try:
+        _, decoded = libipld.decode_multibase(did.removeprefix("did:key:"))
+    except ValueError:
+        raise ValueError(f"not base58btc digits: {did!r}") from None
+    if len(decoded) != 2 + _ed25519.PUBLIC_KEY_SIZE or not decoded.startswith(_ED25519_PUB):
         raise ValueError(f"not an Ed25519 did:key: {did!r}")
     return decoded[2:]
 
 
-# --- DAG-CBOR ------------------------------------------------------------------------------
+def cid_of(token: bytes) -> bytes:
+    """The binary CIDv1 (dag-cbor, sha2-256) of a token's bytes."""
+    return _CID_HEAD + hashlib.sha256(token).digest()
 
 
-def _head(major: int, argument: int, out: bytearray) -> None:
-    # DAG-CBOR requires the shortest form of every length and integer.
-    if argument < 24:
-        out.append(major << 5 | argument)
-        return
-    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
-        if argument < 1 << (8 * size):
-            out.append(major << 5 | info)
-            out += argument.to_bytes(size, "big")
-            return
-    raise ValueError("integer outside the 64-bit range of CBOR")
+def cid_text(cid: bytes) -> str:
+    """A binary CID in its usual text form, base32 with the "b" prefix (``bafyrei…``)."""
+    return libipld.encode_cid(cid)
 
 
-def _encode(value: Any, out: bytearray) -> None:
-    match value:
-        case bool():  # before int: bool is an int subclass
-            out.append(0xF5 if value else 0xF4)
-        case None:
-            out.append(0xF6)
-        case int():
-            _head(*((0, value) if value >= 0 else (1, -1 - value)), out)
-        case bytes() | str():
-            raw = value if isinstance(value, bytes) else value.encode()
-            _head(2 if isinstance(value, bytes) else 3, len(raw), out)
-            out += raw
-        case list() | tuple():
-            _head(4, len(value), out)
-            for item in value:
-                _encode(item, out)
-        case dict() if all(isinstance(key, str) for key in value):
-            _head(5, len(value), out)
-            # Canonical order: shorter encoded keys first, then bytewise.
-            for key in sorted(value, key=lambda k: (len(k.encode()), k.encode())):
-                _encode(key, out)
-                _encode(value[key], out)
-        case _:
-            raise TypeError(f"cannot encode {type(value).__name__} as DAG-CBOR")
+# --- Commands ------------------------------------------------------------------------------
 
 
-def encode_dag_cbor(value: Any) -> bytes:
-    """Encode `value` as deterministic DAG-CBOR (no floats, tags or CIDs)."""
-    out = bytearray()
-    _encode(value, out)
-    return bytes(out)
-
-
-def _take(data: bytes, pos: int, size: int) -> tuple[bytes, int]:
-    if pos + size > len(data):
-        raise ValueError("truncated")
-    return data[pos : pos + size], pos + size
-
-
-_SIMPLE = {0xF4: False, 0xF5: True, 0xF6: None}
-
-
-def _decode_head(data: bytes, pos: int) -> tuple[int, int, int]:
-    """Read an item's head: its major type, its argument, and the position after it."""
-    (initial,), pos = _take(data, pos, 1)
-    major, info = initial >> 5, initial & 0x1F
-    if major == 7:
-        if initial not in _SIMPLE:
-            raise ValueError("floats and other simple values are not supported")
-        return major, initial, pos
-    if info < 24:
-        return major, info, pos
-    if info < 28:
-        raw, pos = _take(data, pos, 1 << (info - 24))
-        return major, int.from_bytes(raw, "big"), pos
-    raise ValueError("indefinite lengths are not DAG-CBOR")
-
-
-def _decode(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
-    if depth > _MAX_DEPTH:
-        raise ValueError("nested too deeply")
-    major, argument, pos = _decode_head(data, pos)
-    value: Any
-    match major:
-        case 0:
-            value = argument
-        case 1:
-            value = -1 - argument
-        case 2:
-            value, pos = _take(data, pos, argument)
-        case 3:
-            raw, pos = _take(data, pos, argument)
-            value = raw.decode()
-        case 4:
-            value = []
-            for _ in range(argument):
-                item, pos = _decode(data, pos, depth + 1)
-                value.append(item)
-        case 5:
-            value = {}
-            for _ in range(argument):
-                key, pos = _decode(data, pos, depth + 1)
-                if not isinstance(key, str):
-                    raise ValueError("map keys must be strings")
-                value[key], pos = _decode(data, pos, depth + 1)
-        case 7:
-            value = _SIMPLE[argument]
-        case _:
-            raise ValueError("tags (CIDs among them) are not supported")
-    return value, pos
-
-
-def decode_dag_cbor(data: bytes) -> Any:
-    """Decode one DAG-CBOR item, refusing any encoding but the canonical one.
-
-    Varsig requires the canonical form to be enforced before a signature is checked, so
-    that two readers cannot see different values under one signature.
-    """
-    value, end = _decode(data, 0, 0)
-    if end != len(data):
-        raise ValueError("trailing bytes")
-    # Re-encoding catches what a one-pass check would have to spell out: non-shortest
-    # integers and lengths, unsorted or duplicate map keys.
-    if encode_dag_cbor(value) != data:
-        raise ValueError("not in canonical DAG-CBOR form")
-    return value
-
-
-# --- Delegations ---------------------------------------------------------------------------
-
-
-def _check_command(command: str) -> None:
-    # Commands are lowercase paths beginning with "/"; only "/" itself ends with one.
+def check_command(command: str) -> None:
+    """Commands are lowercase paths beginning with "/"; only "/" itself ends with one."""
     if not command.startswith("/") or command != command.lower():
         raise ValueError(f"a command is a lowercase path starting with '/': {command!r}")
     if len(command) > 1 and (command.endswith("/") or "//" in command):
         raise ValueError(f"a command has no empty segments: {command!r}")
 
 
+def covers(granted: str, wanted: str) -> bool:
+    """Whether authority over `granted` covers `wanted`: the same command or one below it,
+    at a segment boundary (``/crypto`` covers ``/crypto/sign`` but not ``/cryptocurrency``)."""
+    return granted in ("/", wanted) or wanted.startswith(granted + "/")
+
+
+# --- Minting -------------------------------------------------------------------------------
+
+
+def _encodes_as_link(value: bytes) -> bool:
+    # libipld writes bytes that parse as a CID as a CID (tag 42); a nonce must stay bytes.
+    return libipld.encode_dag_cbor(value)[0] == 0xD8
+
+
+def fresh_nonce() -> bytes:
+    """A random nonce of the recommended size that DAG-CBOR keeps as bytes."""
+    while _encodes_as_link(nonce := os.urandom(NONCE_SIZE)):
+        pass
+    return nonce
+
+
+def derived_nonce(seed: bytes) -> bytes:
+    """A nonce derived from `seed`, for tokens that must come out the same every time
+    (demo data, test vectors); the seed must be unique to the token."""
+    nonce = hashlib.sha256(seed).digest()[:NONCE_SIZE]
+    while _encodes_as_link(nonce):
+        nonce = hashlib.sha256(nonce).digest()[:NONCE_SIZE]
+    return nonce
+
+
+def _checked_nonce(nonce: bytes | None) -> bytes:
+    if nonce is None:
+        return fresh_nonce()
+    if len(nonce) > MAX_NONCE_SIZE or _encodes_as_link(nonce):
+        raise ValueError("a nonce is at most 64 bytes that do not read as a CID")
+    return nonce
+
+
+def _seal(key: Ed25519PrivateKey, tag: str, payload: dict[str, Any]) -> bytes:
+    signed = libipld.encode_dag_cbor({"h": VARSIG_ED25519_DAG_CBOR, tag: payload})
+    return _ENVELOPE_HEAD + key.sign(signed) + signed
+
+
 def delegate(
-    issuer_private_key: Ed25519PrivateKey,
-    audience_did: str,
-    subject_did: str | None,
+    issuer: Ed25519PrivateKey,
+    audience: str,
+    subject: str,
     command: str,
     policy: list[Any],
     expiration: int | None,
-    nonce: bytes,
+    nonce: bytes | None = None,
     not_before: int | None = None,
-    meta: dict[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """Create a signed delegation token (DAG-CBOR bytes) from the issuer to the audience.
+    """A signed delegation token from the issuer to `audience`, about `subject`.
 
-    Times are Unix seconds; `expiration` None is the spec's "never expires".
+    Times are Unix seconds; `expiration` None is the spec's "never expires". The policy is
+    checked to parse, so a token this ledger would refuse is never made.
     """
-    _check_command(command)
+    check_command(command)
+    parse_policy(policy)
     payload: dict[str, Any] = {
-        "iss": did_key(issuer_private_key.public_key().public_bytes_raw()),
-        "aud": audience_did,
-        "sub": subject_did,
+        "iss": did_of(issuer),
+        "aud": audience,
+        "sub": subject,
         "cmd": command,
         "pol": policy,
-        "nonce": nonce,
+        "nonce": _checked_nonce(nonce),
         "exp": expiration,
     }
     if meta is not None:
-        payload["meta"] = meta
+        payload["meta"] = dict(meta)
     if not_before is not None:
         payload["nbf"] = not_before
-    signed = encode_dag_cbor({"h": VARSIG_ED25519_DAG_CBOR, DELEGATION_TAG: payload})
-    # A two-item array header, then the signature and the signed bytes verbatim.
-    return b"\x82" + encode_dag_cbor(issuer_private_key.sign(signed)) + signed
+    return _seal(issuer, DELEGATION_TAG, payload)
 
 
-def decode_delegation(token: bytes) -> Delegation:
-    """Decode a delegation token; its signature is not checked here.
+def invoke(
+    invoker: Ed25519PrivateKey,
+    subject: str,
+    command: str,
+    args: Mapping[str, Any],
+    proofs: Sequence[bytes],
+    *,
+    expiration: int | None,
+    nonce: bytes | None = None,
+    issued_at: int | None = None,
+    audience: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> bytes:
+    """A signed invocation of `command` on `subject`, proved by the delegation tokens
+    `proofs` (root first), whose CIDs it lists in `prf`."""
+    check_command(command)
+    payload: dict[str, Any] = {
+        "iss": did_of(invoker),
+        "sub": subject,
+        "cmd": command,
+        "args": dict(args),
+        "prf": [cid_of(token) for token in proofs],
+        "nonce": _checked_nonce(nonce),
+        "exp": expiration,
+    }
+    optional = {"aud": audience, "iat": issued_at, "meta": None if meta is None else dict(meta)}
+    payload |= {name: value for name, value in optional.items() if value is not None}
+    return _seal(invoker, INVOCATION_TAG, payload)
 
-    Raises `InvalidPayload` (without a pointer: the caller knows where the token sits).
-    """
+
+def revoke(revoker: Ed25519PrivateKey, delegation: bytes, *, issued_at: int | None) -> bytes:
+    """The revocation of a delegation (ucan-wg/revocation): an invocation of ``/ucan/revoke``
+    by the delegation's issuer, naming it by CID. Revoking is idempotent, so, as the spec
+    asks, the nonce is empty."""
+    revoked = decode_delegation(delegation)
+    if revoked.sub is None:
+        raise ValueError("this profile has no powerline delegations to revoke")
+    return invoke(
+        revoker,
+        revoked.sub,
+        REVOKE_COMMAND,
+        {"revoke": cid_of(delegation)},
+        [],
+        expiration=None,
+        nonce=b"",
+        issued_at=issued_at,
+    )
+
+
+# --- Decoding ------------------------------------------------------------------------------
+
+
+def _open(token: bytes, tags: frozenset[str]) -> tuple[bytes, bytes, dict[str, Any]]:
+    """The signature, the signed bytes and the payload map of a token."""
+    if len(token) <= _SIGNED_AT or not token.startswith(_ENVELOPE_HEAD):
+        raise TokenInvalid("not a [64-byte signature, payload] DAG-CBOR envelope")
+    signed = token[_SIGNED_AT:]
     try:
-        envelope = decode_dag_cbor(token)
-    except ValueError as error:
-        raise InvalidPayload(f"delegation is not DAG-CBOR: {error}") from error
-    match envelope:
-        case [bytes() as signature, {"h": bytes() as header, **tagged}] if len(tagged) == 1:
-            signed = encode_dag_cbor(envelope[1])
+        body = libipld.decode_dag_cbor(signed)
+    except (ValueError, RecursionError) as error:
+        raise TokenInvalid(f"not DAG-CBOR: {error}") from None
+    match body:
+        case {"h": bytes() as header, **tagged} if len(tagged) == 1:
+            [(tag, payload)] = tagged.items()
         case _:
-            raise InvalidPayload("delegation is not a [signature, {h, payload}] envelope")
+            raise TokenInvalid("the signed part is not {h, payload}")
     if header != VARSIG_ED25519_DAG_CBOR:
-        raise InvalidPayload("delegation is not signed with Ed25519 over DAG-CBOR")
-    if len(signature) != 64:
-        raise InvalidPayload("an Ed25519 signature is 64 bytes")
-    if DELEGATION_TAG not in tagged:
-        raise InvalidPayload(f"delegation payload is not tagged {DELEGATION_TAG!r}")
+        raise TokenInvalid("not signed with Ed25519 over DAG-CBOR")
+    if tag not in tags:
+        raise TokenInvalid(f"the payload is tagged {tag!r}, not one of {sorted(tags)}")
+    if not isinstance(payload, dict):
+        raise TokenInvalid("the payload is not a map")
+    return token[len(_ENVELOPE_HEAD) : _SIGNED_AT], signed, payload
+
+
+_P = TypeVar("_P", DelegationPayload, InvocationPayload)
+
+
+def _convert(payload: dict[str, Any], kind: type[_P]) -> _P:
     try:
         # bytes stay bytes: without this a text nonce would be read as base64.
-        payload = msgspec.convert(tagged[DELEGATION_TAG], DelegationPayload, builtin_types=(bytes,))
+        return msgspec.convert(payload, kind, builtin_types=(bytes,))
     except msgspec.ValidationError as error:
-        raise InvalidPayload(f"delegation payload: {error}") from error
-    return Delegation(
-        **msgspec.structs.asdict(payload),
-        signature=signature,
-        signed=signed,
-    )
+        raise TokenInvalid(f"payload: {error}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def decode_delegation(token: bytes) -> Delegation:
+    """Decode a delegation token; its signature is checked by `signature_valid`.
+
+    Cached: a chain is shared by many records, and a token's bytes determine the result.
+    """
+    signature, signed, payload = _open(token, _DELEGATION_TAGS)
+    fields = msgspec.structs.asdict(_convert(payload, DelegationPayload))
+    return Delegation(**fields, signature=signature, signed=signed, cid=cid_of(token))
+
+
+def decode_invocation(token: bytes) -> Invocation:
+    """Decode an invocation token; its signature is checked by `signature_valid`."""
+    signature, signed, payload = _open(token, _INVOCATION_TAGS)
+    fields = msgspec.structs.asdict(_convert(payload, InvocationPayload))
+    return Invocation(**fields, signature=signature, signed=signed, cid=cid_of(token))
+
+
+def signature_valid(token: Delegation | Invocation) -> bool:
+    """Whether the token is signed by the key its issuer's did:key names."""
+    try:
+        public_key = public_key_from_did(token.iss)
+    except ValueError:
+        return False
+    return _ed25519.verify(public_key, token.signed, token.signature)

@@ -36,6 +36,7 @@ import msgspec
 
 from ledger import dsse, merkle
 from ledger.admission import parse_record
+from ledger.delegation_report import server_claims
 from ledger.entry import entry_bytes, rfc3339, to_micros
 from ledger.errors import LedgerError, NoteError
 from ledger.note import Checkpoint, NoteVerifier, open_checkpoint
@@ -273,7 +274,11 @@ def _verdicts(report: dict[str, Any]) -> str:
             "key_valid_at_occurred_at": True,
             "key_revoked_at": key.get("revoked_at"),
         },
-        "delegation": delegation_status(report["decision"]),
+        "delegation": delegation_status(
+            report["decision"],
+            int(report["evidence"]["entry"]["integrated_us"]),
+            report["evidence"].get("delegation"),
+        ),
     }
     for name, verdict in expected.items():
         changed = first_difference(claims[name], verdict)
@@ -298,6 +303,7 @@ def _server_claims(report: dict[str, Any]) -> list[str]:
     key = report["evidence"]["signing_key"]
     if key.get("revoked_at") is None:
         claims.append(f"key {key['keyid'][:16]}… not revoked as of {report['generated_at']}")
+    claims += server_claims(report["evidence"].get("delegation"))
     replays = report["verification"]["replays"]
     claims.append(f"replays: {replays['status']} ({replays['detail']})")
     claims.append(f"the report was generated at {report['generated_at']} (the server's clock)")

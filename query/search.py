@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from ledger.entry import rfc3339, to_micros
 from ledger.errors import BadRequest
-from ledger.schema import decisions
+from ledger.schema import decisions, invocations, principals
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -64,6 +64,9 @@ class DecisionFilter:
     occurred_to: datetime | None = None  # exclusive
     subject: str | None = None
     delegator: str | None = None
+    # The name of the enrolled principal (say, alice@example.com) at the root of a chain
+    # that verified at ingest: the decisions that person authorized.
+    root_principal: str | None = None
     output: OutputMatch | None = None
 
     @classmethod
@@ -97,6 +100,7 @@ QUERY_FIELDS = {
     "to": "occurred_to",
     "subject": "subject",
     "delegator": "delegator",
+    "root_principal": "root_principal",
     "output": "output",
 }
 
@@ -201,6 +205,8 @@ def _query(connection: Connection, where: DecisionFilter) -> Select[Any]:
         conditions.append(columns.occurred_us < to_micros(_utc(where.occurred_to)))
     if where.output is not None:
         conditions.append(_output_matches(connection, where.output))
+    if where.root_principal is not None:
+        conditions.append(_authorized_by(where.tenant, where.root_principal))
     return select(
         columns.idx,
         columns.record_id,
@@ -213,6 +219,17 @@ def _query(connection: Connection, where: DecisionFilter) -> Select[Any]:
         columns.delegator,
         columns.output,
     ).where(*conditions)
+
+
+def _authorized_by(tenant: str, name: str) -> ColumnElement[bool]:
+    """Decisions whose chain verified at ingest and starts at a DID enrolled as `name`."""
+    enrolled = select(principals.c.did).where(
+        principals.c.tenant == tenant, principals.c.name == name
+    )
+    authorized = select(invocations.c.idx).where(
+        invocations.c.tenant == tenant, invocations.c.root.in_(enrolled)
+    )
+    return decisions.c.idx.in_(authorized)
 
 
 def _utc(moment: datetime) -> datetime:

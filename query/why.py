@@ -8,10 +8,13 @@ A report has four parts:
   context snapshot and of the decision, and the timeline of its steps.
 - `verification`: the checks the server made now: signature and key validity at
   `occurred_at`, leaf and inclusion in the latest checkpoint, the erasure state of every
-  referenced blob, the delegation chain and the replays. A check not made says so.
+  referenced blob, the delegation chain (who authorized the decision, each rule of
+  docs/delegation.md at the entry's integration time) and the replays. A check not made
+  says so.
 - `evidence`: the exact envelope, the entry fields, the signed checkpoint, the inclusion
-  proof and the signing key, so that `prov verify-report` can recompute `decision`,
-  `analysis` and every cryptographic claim offline (`query.report_check`).
+  proof, the signing key and what the ledger knows of the delegation chain, so that
+  `prov verify-report` can recompute `decision`, `analysis` and every cryptographic claim
+  offline (`query.report_check`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, select
 
+from ledger.delegation_report import chain_evidence, chain_view
 from ledger.entry import rfc3339
 from ledger.errors import NotFound, RecordRejected
 from ledger.keyring import get_key
@@ -70,6 +74,7 @@ def why_report(
         None if isinstance(candidate, RecordRejected) else msgspec.json.decode(candidate.payload)
     )
     key = get_key(connection, signature["keyid"]) if signature["status"] == "valid" else None
+    authority = chain_evidence(connection, tenant, index, decision)
     return {
         "report": REPORT_FORMAT,
         "generated_at": generated_at,
@@ -81,7 +86,7 @@ def why_report(
             "signature": signature,
             "inclusion": {k: v for k, v in inclusion.items() if k in ("status", "detail")},
             "blobs": [] if decision is None else blob_states(connection, tenant, decision),
-            "delegation": delegation_status(decision),
+            "delegation": delegation_status(decision, entry.integrated_us, authority),
             "replays": {
                 "status": "none",
                 "detail": "no replay of this decision is recorded",
@@ -105,6 +110,7 @@ def why_report(
             "signing_key": None
             if key is None
             else key.to_json() | {"public_key": base64.b64encode(key.public_key).decode()},
+            "delegation": authority,
         },
     }
 
@@ -203,14 +209,10 @@ def blob_states(connection: Connection, tenant: str, decision: dict[str, Any]) -
     return states
 
 
-def delegation_status(decision: dict[str, Any] | None) -> dict[str, Any]:
-    chain = [] if decision is None else decision.get("delegation", [])
-    if not chain:
-        return {"status": "none", "detail": "the record carries no delegation chain"}
-    return {
-        "status": "not-checked",
-        "detail": "the chain is shown as the service recorded it; this ledger does not yet "
-        "verify delegation chains",
-        "root": chain[0]["iss"],
-        "hops": [{k: link.get(k) for k in ("iss", "aud", "sub", "cmd", "exp")} for link in chain],
-    }
+def delegation_status(
+    decision: dict[str, Any] | None, at_us: int, evidence: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Who authorized the decision, verified hop by hop at `at_us` (the entry's integration
+    time) from the payload and the report's delegation evidence alone, so that
+    `prov verify-report` recomputes it offline (`ledger.delegation_report`)."""
+    return chain_view(decision, at_us, evidence)

@@ -2,7 +2,8 @@
 
 Routes live with their packages (`ingest` writes, `query` reads, `service.ops` operates);
 this module wires them to the ledger, the group committer and the API key cache, maps every
-error to RFC 9457 problem+json, and describes the API at `/schema`.
+API error to RFC 9457 problem+json, and describes the API at `/schema`. The auditor pages
+under `/ui` (`query.pages`) render their own errors as HTML.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from ledger.apikeys import ApiKey
 from ledger.db import make_engine
 from ledger.errors import LedgerError
 from ledger.ledger import Ledger
-from query import routes_decisions, routes_log, routes_proofs
+from query import pages, routes_decisions, routes_log, routes_proofs
+from query.pages_view import template_config
 from service import ops
 from service.auth import ApiKeyCache, require_api_key
 from service.http_metrics import count_requests
@@ -156,6 +158,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ops.healthz,
             ops.readyz,
             ops.metrics,
+            *pages.page_routers(),
         ],
         lifespan=[lifespan],
         dependencies={
@@ -171,6 +174,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         guards=[require_api_key],
         middleware=[count_requests],
+        template_config=template_config(),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Provenance Ledger",

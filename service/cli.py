@@ -32,7 +32,8 @@ from query.auditor import audit as audit_log
 from query.entry_view import show_entry
 from service.cli_audit import COMMANDS as AUDIT_COMMANDS
 from service.cli_common import Failed, emit, ledger_options, open_ledger
-from service.demo import demo_envelopes, register_demo_keys
+from service.cli_delegation import COMMANDS as DELEGATION_COMMANDS
+from service.demo import demo_envelopes, prepare_demo
 from service.settings import Settings
 
 APPEND_CHUNK = 1_000
@@ -73,10 +74,10 @@ def demo(
 ) -> None:
     """Append COUNT signed demo decisions, registering the demo service keys first."""
     ledger = open_ledger(settings)
-    register_demo_keys(ledger.engine, tenant)
+    shape = prepare_demo(ledger, tenant)
     started = time.perf_counter()
     rejected = 0
-    chunks = _chunks(demo_envelopes(count, seed=seed, tenant=tenant), APPEND_CHUNK)
+    chunks = _chunks(demo_envelopes(count, seed=seed, tenant=tenant, shape=shape), APPEND_CHUNK)
     if emit is not None:
         for chunk in chunks:
             emit.write(b"".join(raw + b"\n" for raw in chunk))
@@ -368,7 +369,7 @@ def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-for _command in AUDIT_COMMANDS:
+for _command in (*AUDIT_COMMANDS, *DELEGATION_COMMANDS):
     cli.add_command(_command)
 
 

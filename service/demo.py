@@ -2,19 +2,27 @@
 
 The demo keys are derived from public strings, so anyone can forge demo records: they
 exist to show the ledger working, and are registered only by `prov demo`.
+
+`prepare_demo` also enrolls the humans at the roots of the demo's delegation chains as
+principals of the tenant (ledger records, signed by the tenant's demo principal-service
+key), and gives the `shape` that adds to each decision the invocation its chain proves, so
+that every demo decision verifies as authorized by a named human.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from ledger.demo import DEMO_SERVICES, demo_decisions
+from ledger.delegation_records import PRINCIPAL_SERVICE, sign_record
+from ledger.demo import DEMO_SERVICES, authorize, demo_decisions, demo_principals
+from ledger.errors import RecordRejected
 from ledger.keyring import register_key
+from ledger.ledger import Ledger
 from ledger.record import Decision
 from ledger.signing import SigningKey, sign_decision
 
@@ -27,10 +35,13 @@ def demo_signing_key(tenant: str, service: str) -> SigningKey:
     )
 
 
-def register_demo_keys(engine: Engine, tenant: str) -> None:
+def register_demo_keys(
+    engine: Engine, tenant: str, services: Iterable[str] = DEMO_SERVICES.values()
+) -> None:
+    """Register the demo keys of `services` (by default, the demo services)."""
     now = datetime.now(UTC)
     with engine.begin() as connection:
-        for service in sorted(set(DEMO_SERVICES.values())):
+        for service in sorted(set(services)):
             register_key(
                 connection,
                 tenant=tenant,
@@ -39,6 +50,25 @@ def register_demo_keys(engine: Engine, tenant: str) -> None:
                 valid_from=_DEMO_KEYS_VALID_FROM,
                 now=now,
             )
+
+
+def enroll_demo_principals(ledger: Ledger, tenant: str) -> None:
+    """Register the demo key of the tenant's principal service and append the enrollments
+    of the demo's humans; again, they are idempotent retries."""
+    register_demo_keys(ledger.engine, tenant, [PRINCIPAL_SERVICE])
+    key = demo_signing_key(tenant, PRINCIPAL_SERVICE)
+    results = ledger.append([sign_record(record, key) for record in demo_principals(tenant)])
+    refused = [result for result in results if isinstance(result, RecordRejected)]
+    if refused:
+        raise refused[0]
+
+
+def prepare_demo(ledger: Ledger, tenant: str) -> Callable[[Decision], Decision]:
+    """Register the demo keys and enroll the demo principals of `tenant`; the `shape` for
+    `demo_envelopes` that makes each decision carry the invocation its chain proves."""
+    register_demo_keys(ledger.engine, tenant)
+    enroll_demo_principals(ledger, tenant)
+    return authorize
 
 
 def demo_envelopes(

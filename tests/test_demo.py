@@ -17,7 +17,6 @@ from msgspec import inspect
 
 from ledger import ucan
 from ledger.demo import DEMO_SERVICES, SCENARIOS, demo_decision, demo_decisions
-from ledger.errors import InvalidPayload
 from ledger.record import Decision, encode_decision
 
 BATCH = list(demo_decisions(30, seed=7))
@@ -107,8 +106,9 @@ def test_together_the_scenarios_fill_every_optional_member() -> None:
         if not field.required and getattr(obj, field.name) != _default(field)
     }
     missing = {f"{cls.__name__}.{name}" for cls, name in optional - filled}
-    # The one default that is never meant to be overridden: it is the current version.
-    assert sorted(missing - {"Decision.schema_version"}) == []
+    # The current version is never overridden, and the invocation is attached when a
+    # demo decision is authorized (`ledger.demo.authorize`), after it is built.
+    assert sorted(missing - {"Decision.schema_version", "Decision.invocation"}) == []
     assert {type(obj) for obj in _instances(BATCH)} == set(structs)  # every step kind too
 
 
@@ -227,58 +227,3 @@ def test_did_key_round_trips_keys_with_leading_zero_bytes() -> None:
         ucan.public_key_from_did("did:web:example.com")
     with pytest.raises(ValueError, match="base58btc digit"):
         ucan.public_key_from_did("did:key:z6Mk0OIl")
-
-
-def test_dag_cbor_is_canonical() -> None:
-    value = {"bb": [1, -1, 24, 256, 2**32], "a": {"": b"\x00"}, "ccc": [None, True, False, "é"]}
-    data = ucan.encode_dag_cbor(value)
-    assert data.startswith(bytes([0xA3, 0x61]) + b"a")  # shortest key first
-    assert ucan.decode_dag_cbor(data) == value
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        ("a2616201616101", "canonical"),  # {"b": 1, "a": 1}: keys out of order
-        ("1817", "canonical"),  # 23 in two bytes
-        ("0000", "trailing"),
-        ("9fff", "indefinite"),
-        ("f93c00", "floats"),
-        ("d82a4100", "tags"),
-        ("6261", "truncated"),
-        ("a10101", "keys must be strings"),
-    ],
-)
-def test_dag_cbor_refuses_every_other_form(data: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        ucan.decode_dag_cbor(bytes.fromhex(data))
-
-
-def test_malformed_tokens_are_invalid_payloads() -> None:
-    key = Ed25519PrivateKey.from_private_bytes(bytes(32))
-    good = ucan.delegate(key, ucan.did_key(bytes(32)), None, "/", [], None, b"n" * 12)
-    assert ucan.decode_delegation(good).sub is None
-    envelope = ucan.decode_dag_cbor(good)
-    payload = envelope[1][ucan.DELEGATION_TAG]
-    for bad in (
-        b"",
-        ucan.encode_dag_cbor([envelope[0]]),
-        ucan.encode_dag_cbor([envelope[0][:10], envelope[1]]),
-        ucan.encode_dag_cbor([envelope[0], {"h": b"\x34\x01", ucan.DELEGATION_TAG: payload}]),
-        ucan.encode_dag_cbor(
-            [envelope[0], {"h": envelope[1]["h"], "ucan/inv@1.0.0-rc.1": payload}]
-        ),
-        ucan.encode_dag_cbor(
-            [
-                envelope[0],
-                {"h": envelope[1]["h"], ucan.DELEGATION_TAG: {**payload, "nonce": "text"}},
-            ]
-        ),
-        ucan.encode_dag_cbor(
-            [envelope[0], {"h": envelope[1]["h"], ucan.DELEGATION_TAG: {**payload, "extra": 1}}]
-        ),
-    ):
-        with pytest.raises(InvalidPayload):
-            ucan.decode_delegation(bad)
-    with pytest.raises(ValueError, match="lowercase path"):
-        ucan.delegate(key, ucan.did_key(bytes(32)), None, "Order/route", [], None, b"")
