@@ -27,7 +27,7 @@ from ledger.apikeys import ApiKey
 from ledger.db import make_engine
 from ledger.errors import LedgerError
 from ledger.ledger import Ledger
-from query import pages, routes_decisions, routes_log, routes_proofs
+from query import pages, routes_decisions, routes_log, routes_proofs, routes_reports
 from query.pages_view import template_config
 from service import ops
 from service.auth import ApiKeyCache, require_api_key
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.api_keys = ApiKeyCache(ledger.engine, settings.auth_cache_seconds)
         app.state.public_reads = settings.public_reads
         app.state.batch_limit = settings.batch_max_records
+        app.state.export_dir = settings.export_dir
         committer.start()
         try:
             yield
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[routes_decisions.search_decisions, routes_decisions.why],
         security=KEY_REQUIRED,
     )
+    reports = Router("/v1/reports", route_handlers=[routes_reports.report], security=KEY_REQUIRED)
     log = Router(
         "/v1",
         route_handlers=[
@@ -153,6 +155,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             keys,
             api_keys,
             decisions,
+            reports,
             log,
             tiles,
             ops.healthz,

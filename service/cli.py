@@ -30,6 +30,7 @@ from ledger.sequencer import now_micros
 from ledger.signing import public_key_from_pem
 from query.auditor import audit as audit_log
 from query.entry_view import show_entry
+from service.cli_analytics import COMMANDS as ANALYTICS_COMMANDS
 from service.cli_audit import COMMANDS as AUDIT_COMMANDS
 from service.cli_common import Failed, emit, ledger_options, open_ledger
 from service.cli_delegation import COMMANDS as DELEGATION_COMMANDS
@@ -369,7 +370,7 @@ def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-for _command in (*AUDIT_COMMANDS, *DELEGATION_COMMANDS):
+for _command in (*AUDIT_COMMANDS, *DELEGATION_COMMANDS, *ANALYTICS_COMMANDS):
     cli.add_command(_command)
 
 

@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long a worker trusts an API key lookup; a revocation takes effect within this.
     auth_cache_seconds: Annotated[float, msgspec.Meta(ge=0)] = 5.0
     log_level: str = "info"
+    # Where `prov export` writes (a directory or a pyarrow filesystem URI); the reports
+    # endpoint reads it. Unset: `GET /v1/reports/…` answers 404.
+    export_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_max_records > self.queue_max_records:

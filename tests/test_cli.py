@@ -24,35 +24,37 @@ def test_the_cli_contract_end_to_end(db_url: str, key_path: Path, tmp_path: Path
     assert "ledger ready" in run("init")  # again: a no-op
     assert "appended 25 demo decisions" in run("demo", "--records", "25", "--seed", "7")
 
+    # The demo enrolls its three named principals first, as ledger records.
+    size = 25 + 3
     verified = run("verify")
-    assert verified.startswith("ok: size 25, root ")
+    assert verified.startswith(f"ok: size {size}, root ")
     root_hex = verified.split("root ")[1].split(",")[0]
 
     verifier_key = run("checkpoint", "--verifier-key").strip()
     verifier = NoteVerifier.parse(verifier_key)
     checkpoint = open_checkpoint(run("checkpoint"), verifier)
-    assert (checkpoint.size, checkpoint.root_hash.hex()) == (25, root_hex)
-    assert run("verify", "--verifier-key", verifier_key).startswith("ok: size 25")
+    assert (checkpoint.size, checkpoint.root_hash.hex()) == (size, root_hex)
+    assert run("verify", "--verifier-key", verifier_key).startswith(f"ok: size {size}")
 
     proof = msgspec.json.decode(run("proof", "inclusion", "7"))
     assert set(proof) == {"index", "tree_size", "leaf_hash", "root_hash", "proof"}
-    assert (proof["index"], proof["tree_size"], proof["root_hash"]) == (7, 25, root_hex)
+    assert (proof["index"], proof["tree_size"], proof["root_hash"]) == (7, size, root_hex)
     assert merkle.verify_inclusion(
         bytes.fromhex(proof["leaf_hash"]),
         7,
-        25,
+        size,
         [bytes.fromhex(node) for node in proof["proof"]],
         checkpoint.root_hash,
     )
     older = msgspec.json.decode(run("proof", "inclusion", "7", "--size", "10"))
     assert older["tree_size"] == 10
 
-    consistency = msgspec.json.decode(run("proof", "consistency", "10", "25"))
+    consistency = msgspec.json.decode(run("proof", "consistency", "10", str(size)))
     assert set(consistency) == {"old_size", "new_size", "old_root", "new_root", "proof"}
     assert consistency["old_root"] == older["root_hash"]
     assert merkle.verify_consistency(
         10,
-        25,
+        size,
         bytes.fromhex(consistency["old_root"]),
         checkpoint.root_hash,
         [bytes.fromhex(node) for node in consistency["proof"]],
@@ -73,14 +75,16 @@ def test_the_cli_contract_end_to_end(db_url: str, key_path: Path, tmp_path: Path
     emitted = tmp_path / "more.ndjson"
     run("demo", "--records", "4", "--seed", "8", "--emit", str(emitted))
     receipts = [msgspec.json.decode(line) for line in run("append", str(emitted)).splitlines()]
-    assert [r["index"] for r in receipts] == [25, 26, 27, 28]
+    assert [r["index"] for r in receipts] == list(range(size, size + 4))
     assert all(r["status"] == "created" for r in receipts)
     retried = [
         msgspec.json.decode(line)
         for line in run("append", "-", stdin=emitted.read_bytes()).splitlines()
     ]
-    assert [(r["index"], r["status"]) for r in retried] == [(i, "existing") for i in range(25, 29)]
-    assert run("verify", "--signatures").startswith("ok: size 29")
+    assert [(r["index"], r["status"]) for r in retried] == [
+        (i, "existing") for i in range(size, size + 4)
+    ]
+    assert run("verify", "--signatures").startswith(f"ok: size {size + 4}")
 
 
 def test_key_registry_commands(db_url: str, key_path: Path, tmp_path: Path) -> None:

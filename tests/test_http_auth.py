@@ -50,6 +50,7 @@ ROLES: dict[Operation, frozenset[Role]] = {
     Operation("DELETE", "/v1/api-keys/{key_id}"): ADMIN,
     Operation("GET", "/v1/decisions"): READ,
     Operation("GET", "/v1/decisions/{record_id}/why"): READ,
+    Operation("GET", "/v1/reports/{name}"): READ,
     Operation("GET", "/v1/checkpoint"): ANY,
     Operation("GET", "/v1/log"): ANY,
     Operation("GET", "/v1/entries/{index}"): ANY,
