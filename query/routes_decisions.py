@@ -40,6 +40,13 @@ def search_decisions(
     occurred_to: Annotated[datetime | None, Parameter(query="to")] = None,
     subject: Text = None,
     delegator: Text = None,
+    root_principal: Annotated[
+        str | None,
+        Parameter(
+            max_length=256,
+            description="The enrolled principal at the root of a verified chain: alice@example.com",
+        ),
+    ] = None,
     output: Annotated[
         str | None,
         Parameter(max_length=512, description="PATH=VALUE in output.decision, e.g. approved=true"),
@@ -58,6 +65,7 @@ def search_decisions(
         occurred_to=occurred_to,
         subject=subject,
         delegator=delegator,
+        root_principal=root_principal,
         output=None if output is None else OutputMatch.parse(output),
     )
     with ledger.engine.connect() as connection:

@@ -115,6 +115,10 @@ def why(
 @click.option("--to", "occurred_to", help="occurred_at < this RFC 3339 time")
 @click.option("--subject")
 @click.option("--delegator", help="The root delegator's DID")
+@click.option(
+    "--root-principal",
+    help="Who authorized it: the enrolled principal at the chain root, e.g. alice@example.com",
+)
 @click.option("--output", "output_match", help="PATH=VALUE in output.decision: approved=true")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
 @click.option("--cursor", help="next_cursor of the previous page")
@@ -134,6 +138,7 @@ def search_command(
     occurred_to: str | None,
     subject: str | None,
     delegator: str | None,
+    root_principal: str | None,
     output_match: str | None,
     limit: int,
     cursor: str | None,
@@ -148,6 +153,7 @@ def search_command(
         "to": occurred_to,
         "subject": subject,
         "delegator": delegator,
+        "root_principal": root_principal,
         "output": output_match,
     }
     if remote is not None:

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import func, select
 
-from ingest.client.delegation import authorize, read_chain
+from ingest.client import authorize, read_chain
 from ingest.problems import problem_for
 from ledger import dsse, ucan
 from ledger.delegation import Rule

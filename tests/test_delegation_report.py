@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
-from ingest.client.delegation import authorize, read_chain
+from ingest.client import authorize, read_chain
 from ledger._ed25519 import SigningKey, load_signing_key, save_signing_key
 from ledger.delegation_mode import DelegationMode, set_mode
 from ledger.delegation_records import PRINCIPAL_SERVICE

@@ -48,6 +48,15 @@ def test_search_and_why_over_http(filled: Server) -> None:
         assert indexes == sorted(indexes, reverse=True)
         assert len(set(indexes)) == len(indexes) == 8  # 24 records, three scenarios
 
+        # Who authorized it: every loan decision, and only those, traces back to Priya.
+        authorized = client.get(
+            "/v1/decisions", params={"root_principal": "priya.natarajan@acme.example"}
+        ).json()
+        assert {item["decision_type"] for item in authorized["decisions"]} == {"loan.approve"}
+        assert len(authorized["decisions"]) == 8
+        nobody = client.get("/v1/decisions", params={"root_principal": "nobody@acme.example"})
+        assert nobody.json()["decisions"] == []
+
         approved = client.get("/v1/decisions", params={"output": "approved=true"}).json()
         assert approved["decisions"]
         assert all(item["output"]["approved"] is True for item in approved["decisions"])
@@ -121,6 +130,13 @@ def test_the_terminal_why_report_shows_the_decision(filled: Server) -> None:
         key=filled.key_file,
     )
     item = json.loads(listing.out)["decisions"][0]
+    by_tomas = prov(
+        ["search", "--tenant", "acme", "--root-principal", "tomas.ferreira@acme.example", "--json"],
+        db=filled.db_url,
+        key=filled.key_file,
+    )
+    assert by_tomas.code == 0, by_tomas.err
+    assert item["id"] in {found["id"] for found in json.loads(by_tomas.out)["decisions"]}
     shown = subprocess.run(
         [PROV, "why", item["id"], "--tenant", "acme", "--db", filled.db_url],
         capture_output=True,
