@@ -52,6 +52,7 @@ STATUS_BY_KIND: dict[str, int] = {
     "key-not-valid": 422,
     "key-not-authorized": 422,
     "delegation-invalid": 422,
+    "replay-of-unknown": 422,
     "key-registry": 422,
     "key-conflict": 409,
     "batch-too-large": 413,

@@ -12,8 +12,10 @@ what is wrong, and nothing of a rejected record is ever written.
 7. The signature verifies over PAE(payloadType, payload).
 8. The record's authority holds (`ledger.delegation_ingest`): a decision's delegation chain
    verifies as its tenant's mode asks, and a revocation is signed by the delegation's issuer.
+   A replay names a decision of its own tenant's log by its id and the leaf hash of its
+   entry (`ledger.replay_index`).
 
-Steps 1 to 7 apply to every payload type: decisions, principal records and revocation
+Steps 1 to 7 apply to every payload type: decisions, principal, revocation and replay
 records all name a tenant, a service, an id and an `occurred_at`.
 """
 
@@ -51,16 +53,22 @@ from ledger.errors import (
 )
 from ledger.keyring import ServiceKey, load_keys
 from ledger.record import DECISION_PAYLOAD_TYPE, Decision, decode_decision
+from ledger.replay_index import DecisionLeaves, ReplayRow, check_target, decision_leaves, replay_row
+from ledger.replay_record import REPLAY_PAYLOAD_TYPE, ReplayRecord, decode_replay
 
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
 _T = TypeVar("_T")
 _U = TypeVar("_U")
 
-# payloadType -> strict decoder. Later record kinds (replays) register here.
-PAYLOAD_DECODERS: dict[str, Callable[[bytes], Record]] = {
+# Every record kind the log admits.
+LoggedRecord = Record | ReplayRecord
+
+# payloadType -> strict decoder.
+PAYLOAD_DECODERS: dict[str, Callable[[bytes], LoggedRecord]] = {
     DECISION_PAYLOAD_TYPE: decode_decision,
     PRINCIPAL_PAYLOAD_TYPE: decode_principal,
     REVOCATION_PAYLOAD_TYPE: decode_revocation,
+    REPLAY_PAYLOAD_TYPE: decode_replay,
 }
 
 
@@ -71,7 +79,7 @@ class Candidate:
     raw: bytes
     envelope: dsse.Envelope
     payload: bytes
-    decision: Record  # a decision, or a principal or revocation record
+    decision: LoggedRecord  # a decision, or a principal, revocation or replay record
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,8 @@ class Admitted:
     index: IndexRow | None
     # The delegation index's row (step 8): a verified invocation, a principal, a revocation.
     authority: AuthorityRow | None = None
+    # A replay's index row, with the decision it names (checked in step 8).
+    replay: ReplayRow | None = None
 
 
 def open_envelope(raw: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> dsse.Envelope:
@@ -168,6 +178,7 @@ def authenticate(
                 decision.id,
                 key.keyid,
                 index_row(decision) if isinstance(decision, Decision) else None,
+                replay=replay_row(decision) if isinstance(decision, ReplayRecord) else None,
             )
         first_error = first_error or error
     assert first_error is not None  # decode_envelope refuses an envelope without signatures
@@ -213,8 +224,9 @@ def admit_batch(
         try:
             candidate = decode_payload(*item)
             admitted = authenticate(candidate, keys)
-            # 8., as far as it goes without the batch's principals.
-            authority = authorize(candidate.decision, modes)
+            # 8., as far as it goes without the batch's principals and replayed decisions.
+            record = candidate.decision
+            authority = None if isinstance(record, ReplayRecord) else authorize(record, modes)
         except RecordRejected as error:
             return error
         if isinstance(authority, PendingChain):
@@ -224,20 +236,40 @@ def admit_batch(
     first = _map(pool, admit, opened)
     pending = [item[1] for item in first if isinstance(item, tuple)]
     principals = load_roots(engine, pending) if pending else {}
+    replayed = _replayed_decisions(engine, first)
     at_us = time.time_ns() // 1000
 
     def finish(
         item: Admitted | RecordRejected | tuple[Admitted, PendingChain],
     ) -> Admitted | RecordRejected:
-        if not isinstance(item, tuple):
+        if isinstance(item, RecordRejected):
             return item
-        admitted, chain = item
+        admitted, chain = item if isinstance(item, tuple) else (item, None)
         try:
-            return replace(admitted, authority=verify_pending(chain, principals, at_us))
+            if admitted.replay is not None:
+                check_target(admitted.tenant, admitted.replay, replayed)
+            if chain is not None:
+                return replace(admitted, authority=verify_pending(chain, principals, at_us))
         except RecordRejected as error:
             return error
+        return admitted
 
     return _map(pool, finish, first) if pending else [finish(item) for item in first]
+
+
+def _replayed_decisions(
+    engine: Engine, first: Sequence[Admitted | RecordRejected | tuple[Admitted, PendingChain]]
+) -> DecisionLeaves:
+    """The decisions the batch's replays name, as stored, in one query."""
+    targets = {
+        (item.tenant, item.replay.replay_of)
+        for item in first
+        if isinstance(item, Admitted) and item.replay is not None
+    }
+    if not targets:
+        return {}
+    with engine.connect() as connection:
+        return decision_leaves(connection, targets)
 
 
 def _map(pool: WorkerPool | None, function: Callable[[_T], _U], items: Sequence[_T]) -> list[_U]:

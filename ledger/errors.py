@@ -106,6 +106,14 @@ class IdConflict(RecordRejected):
     title = "Record id already used with different content"
 
 
+class ReplayOfUnknown(RecordRejected):
+    """A replay names a decision its tenant's log does not hold, or names it by another
+    leaf hash than the decision's entry has."""
+
+    kind = "replay-of-unknown"
+    title = "Replay of an unknown decision"
+
+
 class KeyRegistryError(LedgerError):
     kind = "key-registry"
     title = "Key registry error"

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from ledger._ed25519 import PUBLIC_KEY_SIZE
 from ledger.entry import rfc3339, to_micros
 from ledger.errors import KeyConflict, KeyRegistryError
+from ledger.replay_record import REPLAY_SERVICE
 from ledger.schema import service_keys
 
 
@@ -79,6 +80,13 @@ def register_key(
     now: datetime,
 ) -> ServiceKey:
     """Register a key; registering the identical key again is a no-op that returns it."""
+    if service == REPLAY_SERVICE:
+        # Only the ledger's replay key signs replays; it registers itself
+        # (`ledger.replay_signing`), so a service key can never pass for a replay.
+        raise KeyRegistryError(
+            f"the service {REPLAY_SERVICE!r} is reserved for the ledger's replay key",
+            pointer="/service",
+        )
     if len(public_key) != PUBLIC_KEY_SIZE:
         raise KeyRegistryError("an Ed25519 public key is 32 bytes", pointer="/public_key")
     if valid_until is not None and valid_until <= valid_from:

@@ -1,4 +1,4 @@
-"""The ledger as one object: its database, its origin and its signing key.
+"""The ledger as one object: its database, its origin and its signing keys.
 
 This is the surface the CLI, the HTTP service and the tests use. It wires admission, the
 sequencer, receipts, proofs and verification together and holds no logic of its own
@@ -24,6 +24,8 @@ from ledger.errors import LedgerNotInitialized, RecordRejected
 from ledger.migrate import migrate
 from ledger.note import NoteSigner, NoteVerifier
 from ledger.receipt import Receipt, issue_receipt
+from ledger.replay_record import ReplayRecord
+from ledger.replay_signing import ReplaySigner, default_replay_key_path
 from ledger.schema import ledger_info
 from ledger.sequencer import Appended, Frontier, append, now_micros, store_checkpoint
 from ledger.store import StoredCheckpoint, latest_checkpoint, read_info
@@ -32,8 +34,8 @@ from ledger.verify import VerifyReport, verify_log
 DEFAULT_ORIGIN = "prov.local/ledger"
 
 
-def ensure_ledger_key(path: Path) -> _ed25519.SigningKey:
-    """Load the ledger key, creating it first if the file does not exist."""
+def ensure_key(path: Path) -> _ed25519.SigningKey:
+    """Load a key of the ledger, creating it first if the file does not exist."""
     if not path.exists():
         # Another process may create it first; then theirs is the key.
         with contextlib.suppress(FileExistsError):
@@ -50,6 +52,9 @@ class Ledger:
     # Signature checks and receipt signing run in libsodium, which releases the GIL.
     pool: WorkerPool = field(default_factory=WorkerPool)
     frontier: Frontier = field(default_factory=Frontier)
+    # Signs replay records (`ledger.replay_signing`); None when its file does not exist.
+    replay_signer: ReplaySigner | None = None
+    replay_key_path: Path | None = None
 
     @classmethod
     def init(
@@ -58,12 +63,16 @@ class Ledger:
         key_path: Path,
         origin: str = DEFAULT_ORIGIN,
         *,
+        replay_key_path: Path | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> Ledger:
-        """Create or migrate the schema, create the key if missing, and fix the log's origin
-        on first use. Safe to run again: an existing log keeps its origin."""
+        """Create or migrate the schema, create the keys if missing, and fix the log's origin
+        on first use. Safe to run again: an existing log keeps its origin.
+
+        The replay key is at `replay_key_path`, by default next to the ledger key."""
         migrate(engine)
-        key = ensure_ledger_key(key_path)
+        key = ensure_key(key_path)
+        ensure_key(replay_key_path or default_replay_key_path(key_path))
         with write_transaction(engine) as connection:
             stored_origin = read_info(connection, "origin")
             if stored_origin is None:
@@ -76,12 +85,21 @@ class Ledger:
                     ],
                 )
                 store_checkpoint(connection, merkle.CompactRange(), signer, origin, now_micros())
-        return cls.open(engine, key_path, max_record_bytes=max_record_bytes)
+        return cls.open(
+            engine, key_path, replay_key_path=replay_key_path, max_record_bytes=max_record_bytes
+        )
 
     @classmethod
     def open(
-        cls, engine: Engine, key_path: Path, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+        cls,
+        engine: Engine,
+        key_path: Path,
+        *,
+        replay_key_path: Path | None = None,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> Ledger:
+        """Open an initialized ledger. Its replay key (by default next to the ledger key)
+        is needed only to append replays."""
         with engine.connect() as connection:
             try:
                 origin = read_info(connection, "origin")
@@ -92,7 +110,18 @@ class Ledger:
         if not key_path.exists():
             raise LedgerNotInitialized(f"ledger key {key_path} is missing; run `prov init`")
         signer = NoteSigner(origin, _ed25519.load_signing_key(key_path))
-        return cls(engine, origin, signer, max_record_bytes)
+        replay_path = replay_key_path or default_replay_key_path(key_path)
+        replay_signer = (
+            ReplaySigner(_ed25519.load_signing_key(replay_path)) if replay_path.exists() else None
+        )
+        return cls(
+            engine,
+            origin,
+            signer,
+            max_record_bytes,
+            replay_signer=replay_signer,
+            replay_key_path=replay_path,
+        )
 
     @property
     def verifier(self) -> NoteVerifier:
@@ -122,6 +151,25 @@ class Ledger:
                 pending = sequencer.submit(self.sequence, admitted)
             if pending is not None:
                 yield pending.result()
+
+    def append_replays(self, records: Sequence[ReplayRecord]) -> list[Receipt | RecordRejected]:
+        """Sign replays with the replay key and append them like any record, in one
+        transaction; results line up with `records`. The key is registered for each
+        tenant first, if it is not already."""
+        if self.replay_signer is None:
+            raise LedgerNotInitialized(
+                f"replay key {self.replay_key_path} is missing; run `prov init`"
+            )
+        signer = self.replay_signer
+        signer.register(self.engine, (record.tenant for record in records))
+        return self.append(self.pool.map(signer.sign, records))
+
+    def append_replay(self, record: ReplayRecord) -> Receipt:
+        """Sign and append one replay; its `RecordRejected` is raised."""
+        [result] = self.append_replays([record])
+        if isinstance(result, RecordRejected):
+            raise result
+        return result
 
     def sequence(self, admitted: list[Admitted | RecordRejected]) -> list[Receipt | RecordRejected]:
         """Append what admission accepted in one transaction and sign the receipts; rejects

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     SmallInteger,
@@ -199,4 +200,44 @@ delegation_modes = Table(
     Column("tenant", String(64), primary_key=True),
     Column("mode", String(16), nullable=False),
     Column("updated_us", BigInteger, nullable=False),
+)
+
+# One row per replay record (ledger/replay_record.py), written with its log entry: which
+# replays a decision has, and which belong to a batch. Derived from the signed payload;
+# why-reports list replays from here but verify each from its envelope.
+replays = Table(
+    "replays",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("record_id", String(256), nullable=False),
+    Column("replay_of", String(256), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("batch", String(256), nullable=True),
+    Column("model_provider", String(256), nullable=False),
+    Column("model_name", String(256), nullable=False),
+    Column("model_version", String(256), nullable=True),
+    Column("occurred_us", BigInteger, nullable=False),
+    Index("ix_replays_tenant_replay_of", "tenant", "replay_of", "idx"),
+    Index("ix_replays_tenant_batch", "tenant", "batch", "idx"),
+)
+
+# Replay jobs (one decision, or a batch over a search) and their progress: operational
+# state, not evidence. `request`, `counts` (verdict -> n) and `report` are JSON text.
+replay_jobs = Table(
+    "replay_jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # single | batch
+    Column("state", String(16), nullable=False),  # queued | running | done | failed
+    Column("request", Text, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("counts", Text, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("report", Text, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    Index("ix_replay_jobs_tenant_created", "tenant", "created_us"),
 )

@@ -26,6 +26,7 @@ from ledger.entry import entry_leaf_hash
 from ledger.errors import IdConflict, RecordRejected
 from ledger.merkle import CompactRange
 from ledger.note import Checkpoint, NoteSigner
+from ledger.replay_index import ReplayRow, insert_replay_rows
 from ledger.schema import checkpoints, log_entries
 from ledger.store import Head, bulk_insert, read_head, read_tree
 
@@ -114,6 +115,7 @@ def _append_locked(
     node_rows: list[tuple[int, int, bytes]] = []
     index_rows: list[tuple[object, ...]] = []
     authority_rows: list[tuple[int, str, AuthorityRow]] = []
+    replay_rows: list[tuple[int, str, ReplayRow]] = []
     for record in records:
         digest = hashlib.sha256(record.raw).digest()
         key = (record.tenant, record.record_id)
@@ -147,6 +149,8 @@ def _append_locked(
             index_rows.append((index, *record.index))
         if record.authority is not None:
             authority_rows.append((index, record.tenant, record.authority))
+        if record.replay is not None:
+            replay_rows.append((index, record.tenant, record.replay))
         node_rows.extend((level, node, node_hash) for (level, node), node_hash in tree.append(leaf))
         prev_leaf = leaf
         results.append(appended)
@@ -155,6 +159,7 @@ def _append_locked(
         bulk_insert(connection, "tree_nodes", ("level", "idx", "hash"), node_rows)
         insert_index_rows(connection, index_rows)
         insert_authority_rows(connection, authority_rows)
+        insert_replay_rows(connection, replay_rows)
         store_checkpoint(connection, tree, signer, origin, integrated_us)
     return results, tree, prev_leaf
 

@@ -17,7 +17,7 @@ from ledger.errors import NoteError, ProofError, RecordRejected
 from ledger.keyring import get_key
 from ledger.note import NoteVerifier, open_checkpoint
 from ledger.proofs import inclusion_proof
-from ledger.store import latest_checkpoint
+from ledger.store import StoredCheckpoint, latest_checkpoint
 
 
 def parse_stored(envelope: bytes) -> Candidate | RecordRejected:
@@ -69,7 +69,19 @@ def inclusion_status(
 ) -> dict[str, Any]:
     """Entry `index`'s leaf (as recomputed from its bytes) proved into the latest checkpoint,
     with the signed checkpoint and the proof, so that a client can check it itself."""
-    stored = latest_checkpoint(connection)
+    return inclusion_in(connection, latest_checkpoint(connection), verifier, origin, index, leaf)
+
+
+def inclusion_in(
+    connection: Connection,
+    stored: StoredCheckpoint | None,
+    verifier: NoteVerifier,
+    origin: str,
+    index: int,
+    leaf: bytes,
+) -> dict[str, Any]:
+    """`inclusion_status` in a given checkpoint, so that several entries of one report are
+    proved into the same tree."""
     if stored is None or stored.tree_size <= index:
         return {"status": "not-yet-checkpointed"}
     try:

@@ -8,8 +8,9 @@ of referenced blobs, which is not in the envelope, is handed in.
 Payloads are decoded with a partial schema: only the members the tables flatten, and
 without the strict checks of admission, which every stored record has already passed.
 That keeps decoding to a few microseconds a record (see bench/export.py); a member the
-partial schema does not know is simply not exported, never an error. A record that is not
-a decision is exported whole, as one `other_records` row.
+partial schema does not know is simply not exported, never an error. A replay is one
+`replays` row; any other record that is not a decision is exported whole, as one
+`other_records` row.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import msgspec
 from ledger.dsse import b64decode
 from ledger.entry import from_micros
 from ledger.record import DECISION_PAYLOAD_TYPE
+from ledger.replay_record import REPLAY_PAYLOAD_TYPE
 from query.export_schema import TABLES
 
 
@@ -136,6 +138,61 @@ class DecisionPayload(msgspec.Struct, gc=False):
     context: list[_Context] = []
 
 
+class _ReplayModel(msgspec.Struct, gc=False):
+    provider: str
+    name: str
+    version: str | None = None
+
+
+class _Divergence(msgspec.Struct, gc=False):
+    kind: str
+    recorded_step: int
+
+
+class _FieldChange(msgspec.Struct, gc=False):
+    path: str
+
+
+class _IntDelta(msgspec.Struct, gc=False):
+    before: int | None = None
+    after: int | None = None
+
+
+class _MoneyDelta(msgspec.Struct, gc=False):
+    before: Decimal | None = None
+    after: Decimal | None = None
+    currency: str | None = None
+
+
+class _Diff(msgspec.Struct, gc=False):
+    decision: list[_FieldChange] = []
+    text_changed: bool = False
+    tool_calls: list[msgspec.Raw] = []
+    input_tokens: _IntDelta = msgspec.field(default_factory=_IntDelta)
+    output_tokens: _IntDelta = msgspec.field(default_factory=_IntDelta)
+    cost: _MoneyDelta = msgspec.field(default_factory=_MoneyDelta)
+    latency_ms: _IntDelta = msgspec.field(default_factory=_IntDelta)
+
+
+class ReplayPayload(msgspec.Struct, gc=False):
+    """The members of a replay payload that the `replays` table flattens."""
+
+    id: str
+    tenant: str
+    occurred_at: datetime
+    replay_of: str
+    replay_of_leaf: str
+    mode: str
+    verdict: str
+    recorded_model: _ReplayModel
+    model: _ReplayModel
+    batch: str | None = None
+    divergence: _Divergence | None = None
+    error: _Error | None = None
+    output: _Output | None = None
+    diff: _Diff = msgspec.field(default_factory=_Diff)
+
+
 class _Common(msgspec.Struct, gc=False):
     """What every record kind has (principals, revocations, and kinds yet to come)."""
 
@@ -147,17 +204,19 @@ class _Common(msgspec.Struct, gc=False):
 
 @dataclass(frozen=True, slots=True)
 class OtherPayload:
-    """A record that is not a decision: exported whole, as one `other_records` row."""
+    """A record that is neither a decision nor a replay: exported whole, as one
+    `other_records` row."""
 
     payload_type: str
     payload: bytes
     common: _Common
 
 
-Payload = DecisionPayload | OtherPayload
+Payload = DecisionPayload | ReplayPayload | OtherPayload
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _decision_decoder = msgspec.json.Decoder(DecisionPayload)
+_replay_decoder = msgspec.json.Decoder(ReplayPayload)
 _common_decoder = msgspec.json.Decoder(_Common)
 
 
@@ -197,30 +256,32 @@ def decode(entry: LogEntry) -> Payload:
     try:
         envelope = _envelope_decoder.decode(entry.envelope)
         payload = b64decode(envelope.payload)
-        record: Payload = (
-            _decision_decoder.decode(payload)
-            if envelope.payloadType == DECISION_PAYLOAD_TYPE
-            else OtherPayload(envelope.payloadType, payload, _common_decoder.decode(payload))
-        )
+        record: Payload
+        if envelope.payloadType == DECISION_PAYLOAD_TYPE:
+            record = _decision_decoder.decode(payload)
+        elif envelope.payloadType == REPLAY_PAYLOAD_TYPE:
+            record = _replay_decoder.decode(payload)
+        else:
+            record = OtherPayload(envelope.payloadType, payload, _common_decoder.decode(payload))
     except (msgspec.DecodeError, ValueError) as error:
         raise ExportError(f"entry {entry.index}: the record does not decode: {error}") from None
-    tenant = record.tenant if isinstance(record, DecisionPayload) else record.common.tenant
+    tenant = record.common.tenant if isinstance(record, OtherPayload) else record.tenant
     if tenant != entry.tenant:
         raise ExportError(f"entry {entry.index}: the payload names another tenant than the entry")
     return record
 
 
 def partition_of(entry: LogEntry, record: Payload) -> Partition:
-    if isinstance(record, DecisionPayload):
-        moment = record.occurred_at
-    else:
+    if isinstance(record, OtherPayload):
         moment = record.common.occurred_at or from_micros(entry.integrated_us)
+    else:
+        moment = record.occurred_at
     return entry.tenant, moment.astimezone(UTC).date()
 
 
 def blob_digests(record: Payload) -> list[str]:
     """The digest of every blob a decision references, in payload order."""
-    if isinstance(record, OtherPayload):
+    if not isinstance(record, DecisionPayload):
         return []
     return [pointer_digest[1] for pointer_digest in _blob_refs(record)]
 
@@ -257,6 +318,9 @@ def append_rows(
                 entry.entry_bytes,
             )
         )
+        return
+    if isinstance(record, ReplayPayload):
+        _append_replay(entry, record, rows)
         return
     _append_decision(entry, record, rows, blob_states)
 
@@ -347,6 +411,48 @@ def _append_decision(
         )
     for pointer, digest in _blob_refs(d):
         rows["blobs"].append((index, record_id, pointer, digest, *blob_states.get(digest, MISSING)))
+
+
+def _append_replay(entry: LogEntry, r: ReplayPayload, rows: Rows) -> None:
+    diff, divergence = r.diff, r.divergence
+    rows["replays"].append(
+        (
+            entry.index,
+            r.id,
+            r.replay_of,
+            bytes.fromhex(r.replay_of_leaf.removeprefix("sha256:")),
+            r.batch,
+            r.mode,
+            r.verdict,
+            r.occurred_at,
+            from_micros(entry.integrated_us),
+            r.recorded_model.provider,
+            r.recorded_model.name,
+            r.recorded_model.version,
+            r.model.provider,
+            r.model.name,
+            r.model.version,
+            divergence and divergence.kind,
+            divergence and divergence.recorded_step,
+            r.error and r.error.type,
+            [change.path for change in diff.decision],
+            diff.text_changed,
+            len(diff.tool_calls),
+            diff.input_tokens.before,
+            diff.input_tokens.after,
+            diff.output_tokens.before,
+            diff.output_tokens.after,
+            diff.cost.before,
+            diff.cost.after,
+            diff.cost.currency,
+            diff.latency_ms.before,
+            diff.latency_ms.after,
+            None if r.output is None else bytes(r.output.decision),
+            entry.leaf,
+            entry.envelope_sha256,
+            entry.entry_bytes,
+        )
+    )
 
 
 def _cost(usage: _Usage | None) -> _Cost | None:

@@ -108,28 +108,49 @@ TABLES: dict[str, Any] = {
             pa.field("unit", pa.string(), nullable=False),
         ]
     ),
-    # Replay records are not in the ledger yet; the table exists, empty, so that queries
-    # and reports can name it today. Its rows will carry the integrity columns too.
+    # One row per replay record: how re-running a decision compared with its record.
+    # The usage columns are the replay's diff: `_before` the record's, `_after` the replay's.
     "replays": pa.schema(
         [
             pa.field("idx", pa.int64(), nullable=False),
             pa.field("record_id", pa.string(), nullable=False),
             pa.field("replay_of", pa.string(), nullable=False),
+            pa.field("replay_of_leaf", _HASH, nullable=False),
+            pa.field("batch", pa.string()),
             pa.field("mode", pa.string(), nullable=False),
+            pa.field("verdict", pa.string(), nullable=False),
             pa.field("occurred_at", _TIME, nullable=False),
             pa.field("integrated_at", _TIME, nullable=False),
+            pa.field("recorded_model_provider", pa.string(), nullable=False),
+            pa.field("recorded_model_name", pa.string(), nullable=False),
+            pa.field("recorded_model_version", pa.string()),
             pa.field("model_provider", pa.string(), nullable=False),
             pa.field("model_name", pa.string(), nullable=False),
-            pa.field("model_version", pa.string(), nullable=False),
-            pa.field("output", _JSON, nullable=False),
-            pa.field("changed", pa.bool_()),
+            pa.field("model_version", pa.string()),
+            pa.field("divergence_kind", pa.string()),
+            pa.field("divergence_step", pa.int32()),
+            pa.field("error_type", pa.string()),
+            pa.field("changed_fields", pa.list_(pa.string()), nullable=False),
+            pa.field("text_changed", pa.bool_(), nullable=False),
+            pa.field("tool_call_changes", pa.int32(), nullable=False),
+            pa.field("input_tokens_before", pa.int64()),
+            pa.field("input_tokens_after", pa.int64()),
+            pa.field("output_tokens_before", pa.int64()),
+            pa.field("output_tokens_after", pa.int64()),
+            pa.field("cost_before", _MONEY),
+            pa.field("cost_after", _MONEY),
+            pa.field("cost_currency", pa.string()),
+            pa.field("latency_ms_before", pa.int64()),
+            pa.field("latency_ms_after", pa.int64()),
+            pa.field("output", _JSON),
             pa.field("leaf_hash", _HASH, nullable=False),
             pa.field("envelope_sha256", _HASH, nullable=False),
             pa.field("entry_bytes", pa.binary(), nullable=False),
         ]
     ),
-    # Every log entry that is not a decision (principal enrollments, revocations, kinds
-    # added later), whole: the Merkle root needs every leaf, so no entry is left out.
+    # Every log entry that is neither a decision nor a replay (principal enrollments,
+    # revocations, kinds added later), whole: the Merkle root needs every leaf, so no entry
+    # is left out.
     "other_records": pa.schema(
         [
             pa.field("idx", pa.int64(), nullable=False),

@@ -28,6 +28,7 @@ _TONES = {
     "valid": "pass",
     "present": "pass",
     "none": "neutral",
+    "recorded": "neutral",
     "no-expiry": "neutral",
     "not-checked": "warn",
     "not-yet-checkpointed": "warn",

@@ -16,10 +16,14 @@ run in order and each names what it found wrong:
 7. The report's `analysis` is what the payload says at `generated_at`.
 8. The report's own verdicts (leaf, signature, inclusion, delegation, the list of blobs)
    are what steps 3 to 6 found and what the payload says.
+9. Each listed replay passes steps 3 to 6 in its own evidence, under the same checkpoint:
+   its entry and leaf, its inclusion proof, a payload that replays this decision's entry,
+   and a signature by the tenant's replay key valid at its `occurred_at`; the report's
+   replay verdicts are what those checks and payloads say.
 
 What the server alone can know (whether a blob's bytes are still held, a revocation after
-the decision, the replays it has, its clock) is listed as a claim that cannot be checked
-offline, never as a pass. Every other field of the report is recomputed.
+the decision, whether the list of replays is complete, its clock) is listed as a claim that
+cannot be checked offline, never as a pass. Every other field of the report is recomputed.
 """
 
 from __future__ import annotations
@@ -35,13 +39,21 @@ from typing import Any
 import msgspec
 
 from ledger import dsse, merkle
-from ledger.admission import parse_record
+from ledger.admission import Candidate, parse_record
 from ledger.delegation_report import server_claims
 from ledger.entry import entry_bytes, rfc3339, to_micros
 from ledger.errors import LedgerError, NoteError
 from ledger.note import Checkpoint, NoteVerifier, open_checkpoint
+from ledger.replay_record import REPLAY_PAYLOAD_TYPE
 from query.auditor import TrustedState
-from query.why import REPORT_FORMAT, analyze, delegation_status, referenced_blobs
+from query.why import (
+    REPORT_FORMAT,
+    analyze,
+    delegation_status,
+    referenced_blobs,
+    replay_item,
+    replays_status,
+)
 
 _PARTS = ("decision", "analysis", "verification", "evidence")
 
@@ -111,6 +123,7 @@ def verify_report(
         ("signature", lambda: _signature(report, context, service_key)),
         ("analysis", lambda: _analysis(report)),
         ("verdicts", lambda: _verdicts(report)),
+        ("replays", lambda: _replays(report, context)),
     ]
     for name, run in steps:
         try:
@@ -166,8 +179,14 @@ def _checkpoint(
 
 def _entry(report: dict[str, Any], context: dict[str, Any]) -> str:
     evidence = report["evidence"]
-    entry = evidence["entry"]
-    envelope = base64.b64decode(evidence["envelope"], validate=True)
+    envelope, leaf, index = _check_entry(evidence["envelope"], evidence["entry"])
+    context |= {"envelope": envelope, "leaf": leaf, "index": index}
+    return f"entry {index}, leaf {leaf.hex()[:16]}…"
+
+
+def _check_entry(encoded_envelope: str, entry: dict[str, Any]) -> tuple[bytes, bytes, int]:
+    """The envelope, the leaf recomputed from it and the entry fields, and the index."""
+    envelope = base64.b64decode(encoded_envelope, validate=True)
     digest = hashlib.sha256(envelope).digest()
     if digest.hex() != entry["envelope_sha256"]:
         raise ReportInvalid("the envelope does not hash to the entry's envelope_sha256")
@@ -185,33 +204,33 @@ def _entry(report: dict[str, Any], context: dict[str, Any]) -> str:
     leaf = merkle.hash_leaf(data)
     if leaf.hex() != entry["leaf_hash"]:
         raise ReportInvalid(f"entry {entry['index']}: leaf_hash is not SHA-256(0x00 || entry)")
-    context |= {"envelope": envelope, "leaf": leaf, "index": int(entry["index"])}
-    return f"entry {entry['index']}, leaf {leaf.hex()[:16]}…"
+    return envelope, leaf, int(entry["index"])
 
 
 def _inclusion(report: dict[str, Any], context: dict[str, Any]) -> str:
-    proof = report["evidence"].get("inclusion_proof")
     checkpoint: Checkpoint = context["checkpoint"]
     index = context["index"]
+    _check_inclusion(report["evidence"].get("inclusion_proof"), context["leaf"], index, checkpoint)
+    return f"entry {index} is in the tree of size {checkpoint.size}"
+
+
+def _check_inclusion(proof: Any, leaf: bytes, index: int, checkpoint: Checkpoint) -> None:
     if not isinstance(proof, dict):
-        raise ReportInvalid("the report carries no inclusion proof")
+        raise ReportInvalid(f"the report carries no inclusion proof of entry {index}")
     if proof["index"] != index or proof["tree_size"] != checkpoint.size:
         raise ReportInvalid(
             f"the proof is for entry {proof['index']} in size {proof['tree_size']}, "
             f"not entry {index} in the checkpoint's size {checkpoint.size}"
         )
-    if proof["leaf_hash"] != context["leaf"].hex() or (
-        proof["root_hash"] != checkpoint.root_hash.hex()
-    ):
-        raise ReportInvalid("the proof's leaf or root hash is not the entry's and checkpoint's")
+    if proof["leaf_hash"] != leaf.hex() or proof["root_hash"] != checkpoint.root_hash.hex():
+        raise ReportInvalid(
+            f"the proof's leaf or root hash is not entry {index}'s and the checkpoint's"
+        )
     hashes = [bytes.fromhex(node) for node in proof["proof"]]
-    if not merkle.verify_inclusion(
-        context["leaf"], index, checkpoint.size, hashes, checkpoint.root_hash
-    ):
+    if not merkle.verify_inclusion(leaf, index, checkpoint.size, hashes, checkpoint.root_hash):
         raise ReportInvalid(
             f"the inclusion proof of entry {index} does not reach the checkpoint root"
         )
-    return f"entry {index} is in the tree of size {checkpoint.size}"
 
 
 def _payload(report: dict[str, Any], context: dict[str, Any]) -> str:
@@ -228,30 +247,45 @@ def _payload(report: dict[str, Any], context: dict[str, Any]) -> str:
 
 
 def _signature(report: dict[str, Any], context: dict[str, Any], pinned: bytes | None) -> str:
-    candidate = context["candidate"]
     key = report["evidence"].get("signing_key")
+    _check_signature(context["candidate"], key, pinned)
+    source = "the pinned key" if pinned is not None else "the key the report names"
+    return f"signed by {key['keyid'][:16]}… ({source}), valid at occurred_at"
+
+
+def _check_signature(candidate: Candidate, key: Any, pinned: bytes | None) -> None:
+    """The record's signature verifies under `key`, which is bound to its tenant and service
+    and was valid, and not revoked, at its `occurred_at`."""
+    record = candidate.decision
     if not isinstance(key, dict):
         raise ReportInvalid("the report names no signing key")
     public_key = base64.b64decode(key["public_key"], validate=True)
     if pinned is not None and pinned != public_key:
         raise ReportInvalid("the signing key in the report is not the pinned service key")
-    decision = candidate.decision
-    if (key["tenant"], key["service"]) != (decision.tenant, decision.service):
+    if (key["tenant"], key["service"]) != (record.tenant, record.service):
         raise ReportInvalid(
             f"key {key['keyid']} signs for {key['tenant']}/{key['service']}, "
-            f"not {decision.tenant}/{decision.service}"
+            f"not {record.tenant}/{record.service}"
         )
     if not dsse.verify_envelope(candidate.envelope, candidate.payload, key["keyid"], public_key):
         raise ReportInvalid(f"the signature by {key['keyid']} does not verify")
-    occurred = to_micros(decision.occurred_at)
+    occurred = to_micros(record.occurred_at)
     window = [_micros(key["valid_from"]), _micros(key.get("valid_until"))]
     if occurred < (window[0] or 0) or (window[1] is not None and occurred >= window[1]):
-        raise ReportInvalid(f"key {key['keyid']} was not valid at {decision.occurred_at}")
+        raise ReportInvalid(f"key {key['keyid']} was not valid at {record.occurred_at}")
     revoked = _micros(key.get("revoked_at"))
     if revoked is not None and revoked <= occurred:
-        raise ReportInvalid(f"key {key['keyid']} was revoked before the decision")
-    source = "the pinned key" if pinned is not None else "the key the report names"
-    return f"signed by {key['keyid'][:16]}… ({source}), valid at occurred_at"
+        raise ReportInvalid(f"key {key['keyid']} was revoked before the record occurred")
+
+
+def _signature_verdict(key: dict[str, Any]) -> dict[str, Any]:
+    """The report's verdict on a signature that verified under `key`."""
+    return {
+        "status": "valid",
+        "keyid": key["keyid"],
+        "key_valid_at_occurred_at": True,
+        "key_revoked_at": key.get("revoked_at"),
+    }
 
 
 def _analysis(report: dict[str, Any]) -> str:
@@ -268,12 +302,7 @@ def _verdicts(report: dict[str, Any]) -> str:
     expected = {
         "leaf": {"status": "valid"},
         "inclusion": {"status": "valid"},
-        "signature": {
-            "status": "valid",
-            "keyid": key["keyid"],
-            "key_valid_at_occurred_at": True,
-            "key_revoked_at": key.get("revoked_at"),
-        },
+        "signature": _signature_verdict(key),
         "delegation": delegation_status(
             report["decision"],
             int(report["evidence"]["entry"]["integrated_us"]),
@@ -294,6 +323,51 @@ def _verdicts(report: dict[str, Any]) -> str:
     return "the report's verdicts match what verifies"
 
 
+def _replays(report: dict[str, Any], context: dict[str, Any]) -> str:
+    """Step 9: each replay in the evidence verifies and replays this decision's entry, and
+    the report lists exactly what their checks and payloads say."""
+    if "replays" not in report["evidence"]:
+        return "the report predates replay evidence: its replays are the server's word"
+    items = []
+    for position, evidence in enumerate(report["evidence"]["replays"]):
+        try:
+            items.append(_check_replay(evidence, context))
+        except (ReportInvalid, LedgerError) as error:
+            raise ReportInvalid(f"replay {position}: {error}") from None
+    changed = first_difference(report["verification"]["replays"], replays_status(items))
+    if changed is not None:
+        raise ReportInvalid(f"the report's replays are not what their evidence says, at {changed}")
+    return f"{len(items)} replays of this entry verify"
+
+
+def _check_replay(evidence: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """Steps 3 to 6 for one replay, in the decision's checkpoint; the report's item for it."""
+    decision = context["candidate"].decision
+    envelope, leaf, index = _check_entry(evidence["envelope"], evidence["entry"])
+    _check_inclusion(evidence.get("inclusion_proof"), leaf, index, context["checkpoint"])
+    candidate = parse_record(envelope, max_bytes=len(envelope))
+    if candidate.envelope.payloadType != REPLAY_PAYLOAD_TYPE:
+        raise ReportInvalid(f"entry {index} is not a replay record")
+    replay = candidate.decision
+    if replay.tenant != decision.tenant or evidence["entry"]["tenant"] != decision.tenant:
+        raise ReportInvalid(f"entry {index} belongs to another tenant than the decision")
+    payload = msgspec.json.decode(candidate.payload)
+    if payload["replay_of"] != decision.id:
+        raise ReportInvalid(f"entry {index} replays {payload['replay_of']!r}, not this decision")
+    key: Any = evidence.get("signing_key")
+    _check_signature(candidate, key, None)
+    return replay_item(
+        replay.id,
+        index,
+        leaf.hex(),
+        payload,
+        context["leaf"],
+        leaf="valid",
+        inclusion="valid",
+        signature=_signature_verdict(key),
+    )
+
+
 def _server_claims(report: dict[str, Any]) -> list[str]:
     claims = [
         f"blob {blob['digest']} at {blob['pointer']} is {blob['status']} (only its digest is "
@@ -305,7 +379,18 @@ def _server_claims(report: dict[str, Any]) -> list[str]:
         claims.append(f"key {key['keyid'][:16]}… not revoked as of {report['generated_at']}")
     claims += server_claims(report["evidence"].get("delegation"))
     replays = report["verification"]["replays"]
-    claims.append(f"replays: {replays['status']} ({replays['detail']})")
+    claims.append(
+        f"replays: the {len(replays['replays'])} listed are all the log holds of this decision"
+    )
+    replay_keys = {
+        evidence["signing_key"]["keyid"]: evidence["signing_key"]
+        for evidence in report["evidence"].get("replays", [])
+    }
+    claims += [
+        f"replay key {keyid} not revoked as of {report['generated_at']}"
+        for keyid, replay_key in replay_keys.items()
+        if replay_key.get("revoked_at") is None
+    ]
     claims.append(f"the report was generated at {report['generated_at']} (the server's clock)")
     return claims
 

@@ -9,12 +9,14 @@ A report has four parts:
 - `verification`: the checks the server made now: signature and key validity at
   `occurred_at`, leaf and inclusion in the latest checkpoint, the erasure state of every
   referenced blob, the delegation chain (who authorized the decision, each rule of
-  docs/delegation.md at the entry's integration time) and the replays. A check not made
-  says so.
+  docs/delegation.md at the entry's integration time) and every replay of the decision
+  the checkpoint covers, each with its own leaf, inclusion and signature checks. A check
+  not made says so.
 - `evidence`: the exact envelope, the entry fields, the signed checkpoint, the inclusion
-  proof, the signing key and what the ledger knows of the delegation chain, so that
-  `prov verify-report` can recompute `decision`, `analysis` and every cryptographic claim
-  offline (`query.report_check`).
+  proof, the signing key, what the ledger knows of the delegation chain, and the same
+  envelope, entry, proof and key for each replay, so that `prov verify-report` can
+  recompute `decision`, `analysis` and every cryptographic claim offline
+  (`query.report_check`). That the list of replays is complete is the server's word.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from ledger.errors import NotFound, RecordRejected
 from ledger.keyring import get_key
 from ledger.note import NoteVerifier
 from ledger.record import DECISION_PAYLOAD_TYPE
+from ledger.replay_index import leaf_reference, replays_of
 from ledger.schema import blobs, log_entries
-from ledger.store import rebuild_entries
-from query.checks import inclusion_status, parse_stored, signature_status
+from ledger.store import RebuiltEntry, StoredCheckpoint, latest_checkpoint, rebuild_entries
+from query.checks import inclusion_in, parse_stored, signature_status
 
 REPORT_FORMAT = "prov.why/v1"
 
@@ -68,13 +71,23 @@ def why_report(
     entry = rebuilt.stored
     candidate = parse_stored(entry.envelope)
     signature = signature_status(connection, candidate)
-    inclusion = inclusion_status(connection, verifier, origin, index, rebuilt.leaf)
+    # Every entry of the report is proved into this one checkpoint.
+    stored_checkpoint = latest_checkpoint(connection)
+    inclusion = inclusion_in(connection, stored_checkpoint, verifier, origin, index, rebuilt.leaf)
     generated_at = rfc3339(now_us)
     decision = (
         None if isinstance(candidate, RecordRejected) else msgspec.json.decode(candidate.payload)
     )
-    key = get_key(connection, signature["keyid"]) if signature["status"] == "valid" else None
     authority = chain_evidence(connection, tenant, index, decision)
+    replays = [
+        _replay(connection, verifier, origin, stored_checkpoint, entry.leaf_hash, replay_index)
+        for replay_index in replays_of(
+            connection,
+            tenant,
+            record_id,
+            before=None if stored_checkpoint is None else stored_checkpoint.tree_size,
+        )
+    ]
     return {
         "report": REPORT_FORMAT,
         "generated_at": generated_at,
@@ -87,32 +100,167 @@ def why_report(
             "inclusion": {k: v for k, v in inclusion.items() if k in ("status", "detail")},
             "blobs": [] if decision is None else blob_states(connection, tenant, decision),
             "delegation": delegation_status(decision, entry.integrated_us, authority),
-            "replays": {
-                "status": "none",
-                "detail": "no replay of this decision is recorded",
-                "replays": [],
-            },
+            "replays": replays_status([item for item, _ in replays]),
         },
         "evidence": {
             "envelope": base64.b64encode(entry.envelope).decode(),
-            "entry": {
-                "index": index,
-                "tenant": entry.tenant,
-                "integrated_us": entry.integrated_us,
-                "integrated_at": rfc3339(entry.integrated_us),
-                "prev_leaf_hash": rebuilt.prev_leaf.hex(),
-                "envelope_sha256": rebuilt.envelope_digest.hex(),
-                "entry_bytes": rebuilt.data.hex(),
-                "leaf_hash": entry.leaf_hash.hex(),
-            },
+            "entry": entry_evidence(rebuilt),
             "checkpoint": inclusion.get("checkpoint"),
             "inclusion_proof": inclusion.get("proof"),
-            "signing_key": None
-            if key is None
-            else key.to_json() | {"public_key": base64.b64encode(key.public_key).decode()},
+            "signing_key": key_evidence(connection, signature),
             "delegation": authority,
+            "replays": [evidence for _, evidence in replays],
         },
     }
+
+
+def entry_evidence(rebuilt: RebuiltEntry) -> dict[str, Any]:
+    """The fields of a log entry, and its bytes and leaf, as the report's evidence."""
+    entry = rebuilt.stored
+    return {
+        "index": entry.index,
+        "tenant": entry.tenant,
+        "integrated_us": entry.integrated_us,
+        "integrated_at": rfc3339(entry.integrated_us),
+        "prev_leaf_hash": rebuilt.prev_leaf.hex(),
+        "envelope_sha256": rebuilt.envelope_digest.hex(),
+        "entry_bytes": rebuilt.data.hex(),
+        "leaf_hash": entry.leaf_hash.hex(),
+    }
+
+
+def key_evidence(connection: Connection, signature: dict[str, Any]) -> dict[str, Any] | None:
+    """The registered key a valid signature was made with, its public key in base64."""
+    key = get_key(connection, signature["keyid"]) if signature["status"] == "valid" else None
+    if key is None:
+        return None
+    return key.to_json() | {"public_key": base64.b64encode(key.public_key).decode()}
+
+
+def _replay(
+    connection: Connection,
+    verifier: NoteVerifier,
+    origin: str,
+    stored_checkpoint: StoredCheckpoint | None,
+    decision_leaf: bytes,
+    index: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One replay of the decision: what the report says of it, and its evidence."""
+    [rebuilt] = rebuild_entries(connection, index, index + 1)
+    entry = rebuilt.stored
+    candidate = parse_stored(entry.envelope)
+    signature = signature_status(connection, candidate)
+    inclusion = inclusion_in(connection, stored_checkpoint, verifier, origin, index, rebuilt.leaf)
+    replay = (
+        None if isinstance(candidate, RecordRejected) else msgspec.json.decode(candidate.payload)
+    )
+    item = replay_item(
+        entry.record_id,
+        index,
+        entry.leaf_hash.hex(),
+        replay,
+        decision_leaf,
+        leaf="valid" if rebuilt.leaf == entry.leaf_hash else "invalid",
+        inclusion=inclusion["status"],
+        signature=signature,
+    )
+    evidence = {
+        "envelope": base64.b64encode(entry.envelope).decode(),
+        "entry": entry_evidence(rebuilt),
+        "inclusion_proof": inclusion.get("proof"),
+        "signing_key": key_evidence(connection, signature),
+    }
+    return item, evidence
+
+
+def replay_item(
+    record_id: str,
+    index: int,
+    leaf_hash: str,
+    replay: dict[str, Any] | None,
+    decision_leaf: bytes,
+    *,
+    leaf: str,
+    inclusion: str,
+    signature: dict[str, Any],
+) -> dict[str, Any]:
+    """What the report says of one replay: its entry, the checks of its leaf, inclusion,
+    signature and link to the decision's entry, and what its signed payload says."""
+    model = None if replay is None else replay["model"]
+    return {
+        "id": record_id,
+        "index": index,
+        "leaf_hash": leaf_hash,
+        "leaf": leaf,
+        "inclusion": inclusion,
+        "signature": signature,
+        # The replay names this very entry of the decision, not just its id.
+        "link": "invalid"
+        if replay is None or replay["replay_of_leaf"] != leaf_reference(decision_leaf)
+        else "valid",
+        "occurred_at": None if replay is None else replay["occurred_at"],
+        "mode": None if replay is None else replay["mode"],
+        "model": None
+        if model is None
+        else {name: model.get(name) for name in ("provider", "name", "version")},
+        "batch": None if replay is None else replay.get("batch"),
+        "verdict": None if replay is None else replay["verdict"],
+        "summary": None if replay is None else replay_summary(replay),
+    }
+
+
+def replay_summary(replay: dict[str, Any]) -> str | None:
+    """One line on how the replay differs from the record; None when it is identical."""
+    match replay["verdict"]:
+        case "diverged":
+            divergence = replay["divergence"]
+            return (
+                f"{divergence['kind']} at recorded step {divergence['recorded_step']}: "
+                f"{divergence['detail']}"
+            )
+        case "failed":
+            error = replay["error"]
+            return f"{error['type']}: {error['message']}"
+        case "changed":
+            paths = [change["path"] or "/" for change in replay["diff"].get("decision", [])]
+            return f"decision fields changed: {', '.join(paths) or 'none listed'}"
+        case "equivalent":
+            return "the same decision; the text differs"
+    return None
+
+
+_CHECKED = ("leaf", "inclusion", "link")
+
+
+def replays_status(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """`none`, `recorded` (with the count by verdict), or `invalid` when a listed replay
+    fails a check. Whether the list is complete is the server's word."""
+    if not items:
+        return {
+            "status": "none",
+            "count": 0,
+            "detail": "no replay of this decision is recorded",
+            "replays": [],
+        }
+    failing = [
+        item
+        for item in items
+        if item["signature"]["status"] != "valid"
+        or any(item[check] != "valid" for check in _CHECKED)
+    ]
+    if failing:
+        status = "invalid"
+        detail = "the replay at entry " + ", ".join(str(item["index"]) for item in failing)
+        detail += " does not verify"
+    else:
+        verdicts: dict[str, int] = {}
+        for item in items:
+            verdicts[item["verdict"]] = verdicts.get(item["verdict"], 0) + 1
+        status = "recorded"
+        detail = f"{len(items)} replay{'s' if len(items) > 1 else ''} recorded: " + ", ".join(
+            f"{count} {verdict}" for verdict, count in verdicts.items()
+        )
+    return {"status": status, "count": len(items), "detail": detail, "replays": items}
 
 
 def analyze(decision: dict[str, Any], generated_at: str) -> dict[str, Any]:

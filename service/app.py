@@ -29,7 +29,7 @@ from ledger.errors import LedgerError
 from ledger.ledger import Ledger
 from query import pages, routes_decisions, routes_log, routes_proofs, routes_reports
 from query.pages_view import template_config
-from service import ops
+from service import ops, routes_replays
 from service.auth import ApiKeyCache, require_api_key
 from service.http_metrics import count_requests
 from service.problems import (
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ledger = Ledger.open(
             make_engine(settings.database_url),
             settings.ledger_key_file,
+            replay_key_path=settings.replay_key_file,
             max_record_bytes=settings.max_record_bytes,
         )
         committer = GroupCommitter(
@@ -132,6 +133,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         security=KEY_REQUIRED,
     )
     reports = Router("/v1/reports", route_handlers=[routes_reports.report], security=KEY_REQUIRED)
+    replays = Router(
+        "/v1/replays",
+        route_handlers=[routes_replays.start_replay, routes_replays.replay_job],
+        security=KEY_REQUIRED,
+    )
     log = Router(
         "/v1",
         route_handlers=[
@@ -156,6 +162,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             api_keys,
             decisions,
             reports,
+            replays,
             log,
             tiles,
             ops.healthz,
@@ -163,7 +170,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ops.metrics,
             *pages.page_routers(),
         ],
-        lifespan=[lifespan],
+        lifespan=[lifespan, routes_replays.replays_lifespan(settings)],
         dependencies={
             "caller": Provide(provide_caller, sync_to_thread=False),
             "ledger": Provide(provide_ledger, sync_to_thread=False),

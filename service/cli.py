@@ -34,6 +34,8 @@ from service.cli_analytics import COMMANDS as ANALYTICS_COMMANDS
 from service.cli_audit import COMMANDS as AUDIT_COMMANDS
 from service.cli_common import Failed, emit, ledger_options, open_ledger
 from service.cli_delegation import COMMANDS as DELEGATION_COMMANDS
+from service.cli_models import COMMANDS as MODELS_COMMANDS
+from service.cli_replay import COMMANDS as REPLAY_COMMANDS
 from service.demo import demo_envelopes, prepare_demo
 from service.settings import Settings
 
@@ -49,11 +51,12 @@ def cli() -> None:
 @click.option("--origin", help="Log origin, fixed at first init [PROV_ORIGIN]")
 @ledger_options
 def init(settings: Settings, origin: str | None) -> None:
-    """Create or migrate the ledger and create the ledger key if it is missing."""
+    """Create or migrate the ledger, and create the ledger and replay keys if missing."""
     ledger = Ledger.init(
         make_engine(settings.database_url),
         settings.ledger_key_file,
         origin or settings.origin,
+        replay_key_path=settings.replay_key_file,
     )
     checkpoint = ledger.latest_checkpoint()
     click.echo(f"ledger ready: origin {ledger.origin}, size {checkpoint.tree_size}")
@@ -78,7 +81,8 @@ def demo(
     shape = prepare_demo(ledger, tenant)
     started = time.perf_counter()
     rejected = 0
-    chunks = _chunks(demo_envelopes(count, seed=seed, tenant=tenant, shape=shape), APPEND_CHUNK)
+    envelopes = demo_envelopes(count, seed=seed, tenant=tenant, shape=shape, store_blobs=ledger)
+    chunks = _chunks(envelopes, APPEND_CHUNK)
     if emit is not None:
         for chunk in chunks:
             emit.write(b"".join(raw + b"\n" for raw in chunk))
@@ -370,7 +374,13 @@ def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-for _command in (*AUDIT_COMMANDS, *DELEGATION_COMMANDS, *ANALYTICS_COMMANDS):
+for _command in (
+    *AUDIT_COMMANDS,
+    *DELEGATION_COMMANDS,
+    *ANALYTICS_COMMANDS,
+    *REPLAY_COMMANDS,
+    *MODELS_COMMANDS,
+):
     cli.add_command(_command)
 
 

@@ -64,6 +64,7 @@ def open_ledger(settings: Settings) -> Ledger:
     return Ledger.open(
         make_engine(settings.database_url),
         settings.ledger_key_file,
+        replay_key_path=settings.replay_key_file,
         max_record_bytes=settings.max_record_bytes,
     )
 

@@ -7,26 +7,37 @@ exist to show the ledger working, and are registered only by `prov demo`.
 principals of the tenant (ledger records, signed by the tenant's demo principal-service
 key), and gives the `shape` that adds to each decision the invocation its chain proves, so
 that every demo decision verifies as authorized by a named human.
+
+Given a ledger to store them in, `demo_envelopes` also stores the bytes of every blob the
+demo records reference (rendered prompt messages, bureau reports) in the tenant's blob
+store, a batch of records at a time and before the records themselves, so that a record
+never points at a blob the ledger does not hold.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
+from ledger.blobs import put_blob
+from ledger.db import write_transaction
 from ledger.delegation_records import PRINCIPAL_SERVICE, sign_record
-from ledger.demo import DEMO_SERVICES, authorize, demo_decisions, demo_principals
+from ledger.demo import DEMO_SERVICES, DemoRecord, authorize, demo_principals, demo_records
 from ledger.errors import RecordRejected
 from ledger.keyring import register_key
 from ledger.ledger import Ledger
 from ledger.record import Decision
+from ledger.sequencer import now_micros
 from ledger.signing import SigningKey, sign_decision
 
 _DEMO_KEYS_VALID_FROM = datetime(2000, 1, 1, tzinfo=UTC)
+# Records whose blobs are stored in one transaction: one commit per batch, not per blob.
+BLOB_BATCH = 500
 
 
 def demo_signing_key(tenant: str, service: str) -> SigningKey:
@@ -77,17 +88,32 @@ def demo_envelopes(
     seed: int | None,
     tenant: str,
     shape: Callable[[Decision], Decision] | None = None,
+    store_blobs: Ledger | None = None,
 ) -> Iterator[bytes]:
     """`count` signed envelopes; a random seed unless one is given, so that two demo runs
     add new records rather than retrying the same ids. `shape` rewrites each decision
-    before it is signed."""
+    before it is signed. With `store_blobs`, the blobs of each batch of records are stored
+    in that ledger before the batch's envelopes are yielded."""
     keys: dict[str, SigningKey] = {}
-    for generated in demo_decisions(count, seed=_seed(seed), tenant=tenant):
-        decision = shape(generated) if shape is not None else generated
-        key = keys.get(decision.service)
-        if key is None:
-            key = keys[decision.service] = demo_signing_key(tenant, decision.service)
-        yield sign_decision(decision, key)
+    records = demo_records(count, seed=_seed(seed), tenant=tenant)
+    while batch := list(itertools.islice(records, BLOB_BATCH)):
+        if store_blobs is not None:
+            _store_blobs(store_blobs.engine, tenant, batch)
+        for record in batch:
+            decision = shape(record.decision) if shape is not None else record.decision
+            key = keys.get(decision.service)
+            if key is None:
+                key = keys[decision.service] = demo_signing_key(tenant, decision.service)
+            yield sign_decision(decision, key)
+
+
+def _store_blobs(engine: Engine, tenant: str, records: Iterable[DemoRecord]) -> None:
+    """Store the records' blobs in one transaction; bytes already held are left as they are."""
+    now_us = now_micros()
+    with write_transaction(engine) as connection:
+        for record in records:
+            for digest, content in record.blobs.items():
+                put_blob(connection, tenant, digest, content, now_us=now_us)
 
 
 def _seed(seed: int | None) -> int:

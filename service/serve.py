@@ -16,6 +16,7 @@ import uvicorn
 
 from ledger.db import make_engine
 from ledger.ledger import Ledger
+from replay.jobs import fail_interrupted
 from service.settings import Settings
 
 
@@ -37,7 +38,10 @@ def configure_logging(level: str) -> None:
 def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
     ledger = Ledger.init(
-        make_engine(settings.database_url), settings.ledger_key_file, settings.origin
+        make_engine(settings.database_url),
+        settings.ledger_key_file,
+        settings.origin,
+        replay_key_path=settings.replay_key_file,
     )
     structlog.get_logger("prov").info(
         "ledger ready",
@@ -46,6 +50,10 @@ def serve(settings: Settings) -> None:
         verifier_key=ledger.verifier.encode(),
         database=ledger.engine.url.render_as_string(hide_password=True),
     )
+    # No worker runs yet, so a replay job still queued or running was left by a process
+    # that is gone: it will never finish, and says so.
+    if interrupted := fail_interrupted(ledger.engine):
+        structlog.get_logger("prov").warning("replay jobs interrupted", jobs=interrupted)
     ledger.close()
     os.environ.update(settings.to_env())
     if settings.workers > 1:

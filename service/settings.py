@@ -23,6 +23,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = "prov.db"
     # The ledger's Ed25519 signing key (PKCS#8 PEM); created by `prov init`, never in the DB.
     ledger_key_file: Path = Path("prov-ledger.key")
+    # The key that signs replay records (PKCS#8 PEM); created by `prov init`, never in the
+    # DB. Unset: `prov-replay.key` in the ledger key's directory.
+    replay_key_file: Path | None = None
     # The log's identity in checkpoints, fixed when the ledger is first initialized.
     origin: str = DEFAULT_ORIGIN
     max_record_bytes: Positive = DEFAULT_MAX_RECORD_BYTES
@@ -47,6 +50,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Where `prov export` writes (a directory or a pyarrow filesystem URI); the reports
     # endpoint reads it. Unset: `GET /v1/reports/…` answers 404.
     export_dir: str | None = None
+    # The model registry (TOML) that pinned and counterfactual replays call models through;
+    # `prov replay --registry` overrides it. Unset: only deterministic replays run.
+    replay_registry: Path | None = None
 
     def __post_init__(self) -> None:
         if self.batch_max_records > self.queue_max_records:
@@ -67,12 +73,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def to_env(self) -> dict[str, str]:
         """The settings as `PROV_*` variables, so that server worker processes see exactly
-        what the command line resolved."""
+        what the command line resolved. An unset setting is left out, so that it stays
+        unset there too."""
         return {
             f"{_PREFIX}{name.upper()}": str(value).lower()
             if isinstance(value, bool)
             else str(value)
             for name, value in msgspec.structs.asdict(self).items()
+            if value is not None
         }
 
 

@@ -21,6 +21,7 @@ _BADGES = {
     "present": ("✔", "green"),
     "no-expiry": ("·", "dim"),
     "none": ("·", "dim"),
+    "recorded": ("·", "cyan"),
     "not-checked": ("?", "yellow"),
     "not-yet-checkpointed": ("…", "yellow"),
     "expired-since": ("!", "yellow"),
@@ -32,6 +33,20 @@ _BADGES = {
 def badge(status: str) -> Text:
     mark, style = _BADGES.get(status, ("✘", "bold red"))
     return Text(f"{mark} {status}", style=style)
+
+
+# A replay's verdict is an outcome, not a check: coloured by how far it strays from the record.
+_VERDICT_STYLES = {
+    "identical": "green",
+    "equivalent": "cyan",
+    "changed": "yellow",
+    "diverged": "magenta",
+    "failed": "bold red",
+}
+
+
+def verdict(word: str | None) -> Text:
+    return Text(word or "undecodable", style=_VERDICT_STYLES.get(word or "", "bold red"))
 
 
 def _json(value: Any) -> str:
@@ -81,6 +96,7 @@ def render_why(report: dict[str, Any], console: Console) -> None:
     _steps(decision, analysis, console)
     _usage_and_policy(decision, console)
     _authority(verification, console)
+    _replays(verification["replays"], console)
     _verification(report, console)
 
 
@@ -219,6 +235,32 @@ def _authority(verification: dict[str, Any], console: Console) -> None:
             Text(f"{hop}. {link['iss']} → {link['aud']}  {link['cmd']}, exp {link['exp']}")
         )
     console.print(Panel(Group(*lines), title="Who authorized it"))
+
+
+def _replays(replays: dict[str, Any], console: Console) -> None:
+    if not replays["replays"]:
+        return
+    table = Table(title="Replays", expand=True)
+    for column in ("entry", "replay", "occurred at", "mode", "model", "verdict", "what differs"):
+        table.add_column(column)
+    table.add_column("signature")
+    for item in replays["replays"]:
+        model = item["model"] or {}
+        checks = [item["signature"]["status"], item["leaf"], item["inclusion"], item["link"]]
+        failed = next((status for status in checks if status != "valid"), None)
+        table.add_row(
+            str(item["index"]),
+            item["id"] + (f"\nbatch {item['batch']}" if item["batch"] else ""),
+            item["occurred_at"] or "",
+            item["mode"] or "",
+            " ".join(
+                filter(None, (model.get("provider"), model.get("name"), model.get("version")))
+            ),
+            verdict(item["verdict"]),
+            item["summary"] or "",
+            badge(failed or "valid"),
+        )
+    console.print(table)
 
 
 def _verification(report: dict[str, Any], console: Console) -> None:

@@ -1,28 +1,26 @@
-"""Local model servers for the replay provider tests.
+"""Local model servers for the replay tests.
 
-No real provider is reachable here; this local server speaks the provider's wire protocol.
-`ModelServer` is one small ASGI app under uvicorn, in a background thread on a free
-127.0.0.1 port, that answers both wire formats the providers speak:
+No real provider is reachable here; these local servers speak the providers' wire
+protocols. The protocols themselves (OpenAI chat completions and Anthropic Messages, plain
+and streamed, with the checks a real server makes) are product code,
+`replay.model_server`; this module runs them under uvicorn in a background thread on a
+free 127.0.0.1 port (`LoopbackServer`), and adds what tests need around them
+(`ModelServer`).
 
-- ``POST /v1/chat/completions``: OpenAI chat completions, plain and streamed
-  (``data:`` chunks, tool-call deltas, the usage chunk asked for by
-  ``stream_options.include_usage``, then ``data: [DONE]``); base URL `openai_base_url`;
-- ``POST /v1/messages``: the Anthropic Messages API, plain and streamed (named events);
-  base URL `anthropic_base_url`.
+Behind `ModelServer` is, by default, a deterministic test "model" (`answer`): its answer is
+a function of the requested model string, which carries the version (``scorer-v1`` and
+``scorer-v2`` answer differently), and of the conversation. Offered tools and a
+conversation that does not end with a tool result make it call the first tool, with
+arguments derived from the tool's JSON schema; once the tool result is back it answers in
+text that quotes it. A model string ending in ``-loop`` calls the first tool on every turn,
+as a model stuck in a loop would.
 
-Behind both is a deterministic "model" (`answer`): its answer is a function of the
-requested model string, which carries the version (``scorer-v1`` and ``scorer-v2`` answer
-differently), and of the conversation. Offered tools and a conversation that does not end
-with a tool result make it call the first tool, with arguments derived from the tool's
-JSON schema; once the tool result is back it answers in text that quotes it.
-
-The server checks what a real one would reject (API key, ``anthropic-version``,
-``max_tokens``, a ``system`` role inside Anthropic ``messages``), records every request
-it sees, counts requests in flight (and the most ever in flight), and can be scripted to
-misbehave through `Script`: a fixed latency on every request, a delay before answering
-(for timeouts), a stall in the middle of a stream or a slow drip of its events, given
-statuses (500s, 429 with ``Retry-After`` or ``retry-after-ms``) a number of times before
-answering normally, and a 200 whose body is not JSON.
+`ModelServer` records every request it sees, counts requests in flight (and the most ever
+in flight), and can be scripted to misbehave through `Script`: a fixed latency on every
+request, a delay before answering (for timeouts), a stall in the middle of a stream or a
+slow drip of its events, given statuses (500s, 429 with ``Retry-After`` or
+``retry-after-ms``) a number of times before answering normally, and a 200 whose body is
+not JSON.
 """
 
 from __future__ import annotations
@@ -35,21 +33,55 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import uvicorn
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from replay.model_server import (
+    ANTHROPIC_PATH,
+    OPENAI_PATH,
+    WIRE_PATHS,
+    Answer,
+    AsgiApp,
+    Model,
+    Receive,
+    Reply,
+    Scope,
+    Send,
+    ToolUse,
+    error_reply,
+    read_body,
+    request_headers,
+    respond,
+    send_reply,
+)
+from replay.providers import ChatRequest
+
+__all__ = [
+    "ANTHROPIC_PATH",
+    "API_KEY",
+    "ENV",
+    "OPENAI_PATH",
+    "VERDICTS",
+    "Answer",
+    "Conversation",
+    "Fault",
+    "LoopbackServer",
+    "ModelServer",
+    "Script",
+    "SeenRequest",
+    "answer",
+    "deterministic_model",
+    "fingerprint",
+    "registry_toml",
+    "running",
+    "unused_port",
+]
 
 VERDICTS = ("approve", "refer", "decline")
-OPENAI_PATH = "/v1/chat/completions"
-ANTHROPIC_PATH = "/v1/messages"
 
 
 def unused_port() -> int:
@@ -60,12 +92,12 @@ def unused_port() -> int:
         return port
 
 
-# The deterministic model -------------------------------------------------------------
+# The deterministic test model ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Conversation:
-    """What the model reads, whichever wire format carried it."""
+    """What the test model reads, whichever wire format carried it."""
 
     texts: list[str]  # every message's text, the system prompt included
     last_user: str
@@ -74,18 +106,15 @@ class Conversation:
     ends_with_tool_result: bool
 
 
-@dataclass(frozen=True)
-class Answer:
-    text: str
-    tool_name: str | None
-    tool_arguments: dict[str, Any] | None
-    call_id: str | None
-    input_tokens: int
-    output_tokens: int
-
-    @property
-    def calls_tool(self) -> bool:
-        return self.tool_name is not None
+def conversation_of(request: ChatRequest) -> Conversation:
+    messages = request.messages
+    return Conversation(
+        texts=[message.content for message in messages],
+        last_user=next((m.content for m in reversed(messages) if m.role == "user"), ""),
+        tools=[(tool.name, tool.parameters) for tool in request.tools],
+        tool_results=[message.content for message in messages if message.role == "tool"],
+        ends_with_tool_result=bool(messages) and messages[-1].role == "tool",
+    )
 
 
 def _schema_arguments(schema: dict[str, Any], last_user: str) -> dict[str, Any]:
@@ -105,52 +134,30 @@ def _schema_arguments(schema: dict[str, Any], last_user: str) -> dict[str, Any]:
     return arguments
 
 
-def answer(model: str, conversation: Conversation) -> Answer:
-    """The model's deterministic answer: the same model string and conversation always
-    give the same answer, and another model string (another version) another one."""
-    seed = "\0".join([model, conversation.last_user, *conversation.tool_results])
-    digest = hashlib.sha256(seed.encode()).hexdigest()
-    input_tokens = sum(len(text.split()) for text in conversation.texts)
-    if conversation.tools and not conversation.ends_with_tool_result:
-        name, schema = conversation.tools[0]
-        arguments = _schema_arguments(schema, conversation.last_user)
-        return Answer(
-            text="",
-            tool_name=name,
-            tool_arguments=arguments,
-            call_id=f"call_{digest[:12]}",
-            input_tokens=input_tokens,
-            output_tokens=1 + len(json.dumps(arguments).split()),
-        )
-    verdict = VERDICTS[int(digest[:8], 16) % len(VERDICTS)]
-    text = f"{model}: {verdict} ({digest[:8]})"
-    if conversation.ends_with_tool_result:
-        text += f" given {conversation.tool_results[-1]}"
-    return Answer(
-        text=text,
-        tool_name=None,
-        tool_arguments=None,
-        call_id=None,
-        input_tokens=input_tokens,
-        output_tokens=len(text.split()),
-    )
-
-
 def fingerprint(model: str) -> str:
     return "fp_" + hashlib.sha256(model.encode()).hexdigest()[:10]
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict) and "text" in p]
-        return "".join(parts)
-    return ""
+def answer(model: str, conversation: Conversation) -> Answer:
+    """The test model's deterministic answer: the same model string and conversation
+    always give the same answer, and another model string (another version) another one."""
+    seed = "\0".join([model, conversation.last_user, *conversation.tool_results])
+    digest = hashlib.sha256(seed.encode()).hexdigest()
+    looping = model.endswith("-loop")
+    if conversation.tools and (looping or not conversation.ends_with_tool_result):
+        name, schema = conversation.tools[0]
+        arguments = _schema_arguments(schema, conversation.last_user)
+        return Answer(tool_calls=(ToolUse(name, arguments),), fingerprint=fingerprint(model))
+    verdict = VERDICTS[int(digest[:8], 16) % len(VERDICTS)]
+    text = f"{model}: {verdict} ({digest[:8]})"
+    if conversation.ends_with_tool_result:
+        text += f" given {conversation.tool_results[-1]}"
+    return Answer(text=text, fingerprint=fingerprint(model))
 
 
-def _pieces(text: str, size: int) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)]
+def deterministic_model(request: ChatRequest) -> Answer:
+    """`answer` as a `replay.model_server.Model`."""
+    return answer(request.model, conversation_of(request))
 
 
 # Scripted misbehaviour ---------------------------------------------------------------
@@ -219,6 +226,18 @@ class Script:
             self.latency_s = 0.0
 
 
+def _fault_reply(path: str, fault: Fault) -> Reply:
+    status = fault.status or 500
+    headers: dict[str, str] = {}
+    if fault.retry_after is not None:
+        headers["retry-after"] = fault.retry_after
+    if fault.retry_after_ms is not None:
+        headers["retry-after-ms"] = str(fault.retry_after_ms)
+    kind = "rate_limit_error" if status == 429 else "api_error"
+    wire = WIRE_PATHS.get(path, "openai")
+    return error_reply(wire, status, kind, f"injected {status}", headers=headers)
+
+
 @dataclass
 class SeenRequest:
     path: str
@@ -228,48 +247,27 @@ class SeenRequest:
     status: int = 0
 
 
-# The server --------------------------------------------------------------------------
+# The servers -------------------------------------------------------------------------
 
 
-class _Abort(Exception):
-    """Stop answering: the client went away during a scripted pause."""
+class LoopbackServer:
+    """An ASGI app under uvicorn, in a background thread, on a free 127.0.0.1 port. Use
+    as a context manager, or start/stop."""
 
-
-@dataclass
-class _Reply:
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-class ModelServer:
-    """Both wire formats on one loopback port. Use as a context manager, or start/stop.
-
-    No real provider is reachable here; this local server speaks the provider's wire
-    protocol.
-    """
-
-    def __init__(self, *, api_key: str | None = None) -> None:
-        self.api_key = api_key
-        self.script = Script()
-        self._lock = threading.Lock()
-        self._seen: list[SeenRequest] = []
-        self._in_flight = 0
-        self._max_in_flight = 0
+    def __init__(self, app: AsgiApp) -> None:
+        self.app = app
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
 
-    # lifecycle
-
-    def start(self) -> ModelServer:
+    def start(self) -> LoopbackServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self._app,
+            self.app,
             interface="asgi3",
             lifespan="off",
             log_level="warning",
@@ -299,7 +297,7 @@ class ModelServer:
         if self._socket is not None:
             self._socket.close()
 
-    def __enter__(self) -> ModelServer:
+    def __enter__(self) -> LoopbackServer:
         return self.start()
 
     def __exit__(
@@ -321,6 +319,36 @@ class ModelServer:
     @property
     def anthropic_base_url(self) -> str:
         return self.url
+
+
+class _Abort(Exception):
+    """Stop answering: the client went away during a scripted pause."""
+
+
+class ModelServer(LoopbackServer):
+    """Both wire formats on one loopback port, serving `model` (the test model unless
+    told otherwise), with every request recorded and faults scripted through `script`.
+
+    No real provider is reachable here; this local server speaks the provider's wire
+    protocol.
+    """
+
+    def __init__(self, *, api_key: str | None = None, model: Model = deterministic_model) -> None:
+        super().__init__(self._app)
+        self.api_key = api_key
+        self.model = model
+        self.script = Script()
+        self._lock = threading.Lock()
+        self._seen: list[SeenRequest] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
+
+    def start(self) -> ModelServer:
+        super().start()
+        return self
+
+    def __enter__(self) -> ModelServer:
+        return self.start()
 
     # what was seen
 
@@ -350,101 +378,46 @@ class ModelServer:
     async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        raw = await read_body(receive)
         try:
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        seen = SeenRequest(path=scope["path"], headers=headers, body=body, at=time.monotonic())
+        seen = SeenRequest(
+            path=scope["path"], headers=request_headers(scope), body=body, at=time.monotonic()
+        )
         with self._lock:
             self._seen.append(seen)
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
         try:
-            await self._handle(seen, receive, send)
+            await self._handle(scope["method"], seen, raw, receive, send)
         except _Abort:
             seen.status = 499  # as nginx logs a client that closed first
         finally:
             with self._lock:
                 self._in_flight -= 1
 
-    async def _handle(self, seen: SeenRequest, receive: Receive, send: Send) -> None:
+    async def _handle(
+        self, method: str, seen: SeenRequest, raw: bytes, receive: Receive, send: Send
+    ) -> None:
         await _pause(receive, self.script.latency_s)
         fault = self.script.next_fault() or Fault()
         await _pause(receive, fault.delay_s)
-        anthropic = seen.path == ANTHROPIC_PATH
-        if seen.path not in (OPENAI_PATH, ANTHROPIC_PATH):
-            reply = _Reply(404, {"error": {"message": f"no route {seen.path}"}})
-        elif fault.status is not None:
-            reply = _fault_reply(fault, anthropic=anthropic)
+        if fault.status is not None:
+            reply = _fault_reply(seen.path, fault)
         elif fault.garbage:
-            seen.status = 200
-            await _send_whole(send, 200, b"<html>upstream proxy error</html>", {})
-            return
+            reply = Reply(200, b"<html>upstream proxy error</html>", content_type="text/html")
         else:
-            problem = self._check_anthropic(seen) if anthropic else self._check_openai(seen)
-            if problem is not None:
-                reply = problem
-            elif isinstance(seen.body, dict) and seen.body.get("stream"):
-                seen.status = 200
-                events = _anthropic_events(seen.body) if anthropic else _openai_events(seen.body)
-                await _send_stream(send, receive, events, fault)
-                return
-            else:
-                body = _anthropic_message(seen.body) if anthropic else _openai_completion(seen.body)
-                reply = _Reply(200, body)
+            reply = respond(
+                method, seen.path, seen.headers, raw, model=self.model, api_key=self.api_key
+            )
         seen.status = reply.status
-        await _send_whole(send, reply.status, json.dumps(reply.body).encode(), reply.headers)
 
-    def _check_openai(self, seen: SeenRequest) -> _Reply | None:
-        if self.api_key is not None and seen.headers.get("authorization") != (
-            f"Bearer {self.api_key}"
-        ):
-            return _Reply(
-                401,
-                {
-                    "error": {
-                        "message": "Incorrect API key provided.",
-                        "type": "invalid_request_error",
-                        "code": "invalid_api_key",
-                    }
-                },
-            )
-        body = seen.body
-        if not isinstance(body, dict) or not body.get("model") or not body.get("messages"):
-            return _Reply(
-                400,
-                {"error": {"message": "model and messages are required", "type": "invalid"}},
-            )
-        return None
+        async def pace(index: int) -> None:
+            await _pause(receive, fault.drip_s + (fault.stall_s if index == 0 else 0.0))
 
-    def _check_anthropic(self, seen: SeenRequest) -> _Reply | None:
-        def error(status: int, kind: str, message: str) -> _Reply:
-            return _Reply(status, {"type": "error", "error": {"type": kind, "message": message}})
-
-        if self.api_key is not None and seen.headers.get("x-api-key") != self.api_key:
-            return error(401, "authentication_error", "invalid x-api-key")
-        if "anthropic-version" not in seen.headers:
-            return error(400, "invalid_request_error", "anthropic-version header is required")
-        body = seen.body
-        if not isinstance(body, dict) or not body.get("model") or not body.get("messages"):
-            return error(400, "invalid_request_error", "model and messages are required")
-        if "max_tokens" not in body:
-            return error(400, "invalid_request_error", "max_tokens: Field required")
-        for index, message in enumerate(body["messages"]):
-            if message.get("role") not in ("user", "assistant"):
-                return error(
-                    400,
-                    "invalid_request_error",
-                    f"messages.{index}.role: Input should be 'user' or 'assistant'",
-                )
-        return None
+        await send_reply(send, reply, pace)
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -468,234 +441,6 @@ async def _pause(receive: Receive, seconds: float) -> None:
         raise _Abort
 
 
-def _fault_reply(fault: Fault, *, anthropic: bool) -> _Reply:
-    status = fault.status or 500
-    headers: dict[str, str] = {}
-    if fault.retry_after is not None:
-        headers["retry-after"] = fault.retry_after
-    if fault.retry_after_ms is not None:
-        headers["retry-after-ms"] = str(fault.retry_after_ms)
-    kind = "rate_limit_error" if status == 429 else "api_error"
-    message = f"injected {status}"
-    if anthropic:
-        return _Reply(
-            status, {"type": "error", "error": {"type": kind, "message": message}}, headers
-        )
-    return _Reply(status, {"error": {"message": message, "type": kind}}, headers)
-
-
-async def _send_whole(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
-    content_type = "application/json" if body.startswith((b"{", b"[")) else "text/html"
-    pairs = [(b"content-type", content_type.encode())]
-    pairs += [(k.encode(), v.encode()) for k, v in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": pairs})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_stream(send: Send, receive: Receive, events: list[str], fault: Fault) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
-        }
-    )
-    for index, event in enumerate(events):
-        await send({"type": "http.response.body", "body": event.encode(), "more_body": True})
-        await _pause(receive, fault.drip_s + (fault.stall_s if index == 0 else 0.0))
-    await send({"type": "http.response.body", "body": b""})
-
-
-# OpenAI chat completions -------------------------------------------------------------
-
-
-def _openai_conversation(body: dict[str, Any]) -> Conversation:
-    messages = body["messages"]
-    texts = [_text_of(m.get("content")) for m in messages]
-    users = [_text_of(m.get("content")) for m in messages if m.get("role") == "user"]
-    results = [_text_of(m.get("content")) for m in messages if m.get("role") == "tool"]
-    tools = [
-        (t["function"]["name"], t["function"].get("parameters") or {})
-        for t in body.get("tools") or []
-    ]
-    return Conversation(
-        texts=texts,
-        last_user=users[-1] if users else "",
-        tools=tools,
-        tool_results=results,
-        ends_with_tool_result=messages[-1].get("role") == "tool",
-    )
-
-
-def _openai_usage(reply: Answer) -> dict[str, int]:
-    return {
-        "prompt_tokens": reply.input_tokens,
-        "completion_tokens": reply.output_tokens,
-        "total_tokens": reply.input_tokens + reply.output_tokens,
-    }
-
-
-def _openai_completion(body: dict[str, Any]) -> dict[str, Any]:
-    model = body["model"]
-    reply = answer(model, _openai_conversation(body))
-    message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
-    if reply.calls_tool:
-        message["tool_calls"] = [
-            {
-                "id": reply.call_id,
-                "type": "function",
-                "function": {
-                    "name": reply.tool_name,
-                    "arguments": json.dumps(reply.tool_arguments),
-                },
-            }
-        ]
-    return {
-        "id": f"chatcmpl-{hashlib.sha256(json.dumps(body).encode()).hexdigest()[:12]}",
-        "object": "chat.completion",
-        "created": 0,
-        "model": model,
-        "system_fingerprint": fingerprint(model),
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": "tool_calls" if reply.calls_tool else "stop",
-            }
-        ],
-        "usage": _openai_usage(reply),
-    }
-
-
-def _openai_events(body: dict[str, Any]) -> list[str]:
-    model = body["model"]
-    reply = answer(model, _openai_conversation(body))
-    base = {
-        "id": f"chatcmpl-{hashlib.sha256(json.dumps(body).encode()).hexdigest()[:12]}",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": model,
-        "system_fingerprint": fingerprint(model),
-    }
-
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return base | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
-    chunks = [chunk({"role": "assistant", "content": ""})]
-    chunks += [chunk({"content": piece}) for piece in _pieces(reply.text, 4)]
-    if reply.calls_tool:
-        start: dict[str, Any] = {"index": 0, "id": reply.call_id, "type": "function"}
-        start["function"] = {"name": reply.tool_name, "arguments": ""}
-        chunks.append(chunk({"tool_calls": [start]}))
-        for piece in _pieces(json.dumps(reply.tool_arguments), 5):
-            chunks.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
-    chunks.append(chunk({}, "tool_calls" if reply.calls_tool else "stop"))
-    if (body.get("stream_options") or {}).get("include_usage"):
-        chunks.append(base | {"choices": [], "usage": _openai_usage(reply)})
-    events = [f"data: {json.dumps(c)}\n\n" for c in chunks]
-    return [*events, ": keep-alive\n\n", "data: [DONE]\n\n"]
-
-
-# Anthropic Messages ------------------------------------------------------------------
-
-
-def _anthropic_conversation(body: dict[str, Any]) -> Conversation:
-    texts = [_text_of(body.get("system"))]
-    users: list[str] = []
-    results: list[str] = []
-    ends_with_result = False
-    for message in body["messages"]:
-        content = message.get("content")
-        blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
-        ends_with_result = False
-        for block in blocks:
-            if block.get("type") == "tool_result":
-                results.append(_text_of(block.get("content")))
-                ends_with_result = True
-            elif block.get("type") == "text":
-                texts.append(block.get("text") or "")
-                if message.get("role") == "user":
-                    users.append(block.get("text") or "")
-    tools = [(t["name"], t.get("input_schema") or {}) for t in body.get("tools") or []]
-    return Conversation(
-        texts=texts + results,
-        last_user=users[-1] if users else "",
-        tools=tools,
-        tool_results=results,
-        ends_with_tool_result=ends_with_result,
-    )
-
-
-def _anthropic_message(body: dict[str, Any]) -> dict[str, Any]:
-    model = body["model"]
-    reply = answer(model, _anthropic_conversation(body))
-    content: list[dict[str, Any]] = []
-    if reply.calls_tool:
-        content.append(
-            {
-                "type": "tool_use",
-                "id": f"toolu_{reply.call_id}",
-                "name": reply.tool_name,
-                "input": reply.tool_arguments,
-            }
-        )
-    else:
-        content.append({"type": "text", "text": reply.text})
-    return {
-        "id": f"msg_{hashlib.sha256(json.dumps(body).encode()).hexdigest()[:12]}",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": "tool_use" if reply.calls_tool else "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
-    }
-
-
-def _anthropic_events(body: dict[str, Any]) -> list[str]:
-    message = _anthropic_message(body)
-    start = message | {"content": [], "stop_reason": None}
-    start["usage"] = {"input_tokens": message["usage"]["input_tokens"], "output_tokens": 1}
-    events: list[tuple[str, dict[str, Any]]] = [
-        ("message_start", {"type": "message_start", "message": start}),
-        ("ping", {"type": "ping"}),
-    ]
-    for index, block in enumerate(message["content"]):
-        if block["type"] == "text":
-            opening = {"type": "text", "text": ""}
-            deltas = [{"type": "text_delta", "text": p} for p in _pieces(block["text"], 4)]
-        else:
-            opening = block | {"input": {}}
-            deltas = [
-                {"type": "input_json_delta", "partial_json": p}
-                for p in _pieces(json.dumps(block["input"]), 5)
-            ]
-        events.append(
-            (
-                "content_block_start",
-                {"type": "content_block_start", "index": index, "content_block": opening},
-            )
-        )
-        events += [
-            ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d})
-            for d in deltas
-        ]
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
-    events.append(
-        (
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                "usage": {"output_tokens": message["usage"]["output_tokens"]},
-            },
-        )
-    )
-    events.append(("message_stop", {"type": "message_stop"}))
-    return [f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events]
-
-
 @contextlib.contextmanager
 def running(*, api_key: str | None = None) -> Iterator[ModelServer]:
     """A started `ModelServer`, stopped on exit."""
@@ -713,7 +458,7 @@ ENV = {"TEST_OPENAI_KEY": API_KEY, "TEST_ANTHROPIC_KEY": API_KEY}
 
 
 def registry_toml(
-    server: ModelServer,
+    server: LoopbackServer,
     *,
     timeout_s: float = 3.0,
     max_retries: int = 2,

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from ledger.blobs import erase_blob, put_blob
 from ledger.delegation_records import PRINCIPAL_PAYLOAD_TYPE, PRINCIPAL_SERVICE, sign_record
-from ledger.demo import demo_principals
+from ledger.demo import demo_principals, demo_records
 from ledger.ledger import Ledger
 from ledger.sequencer import now_micros
 from query.analytics import connect, run_sql
@@ -97,15 +97,14 @@ def test_an_incremental_export_picks_up_exactly_the_new_entries(
 def test_erased_blobs_are_exported_marked_as_erased(ledger: Ledger, out: Location) -> None:
     fill(ledger, 6, seed=7)
     loans = [d for _, d in stored_decisions(ledger.engine) if d.prompt and d.prompt.messages_blob]
-    # The demo's message blobs hold `<id>/messages`: upload two of them, erase one.
+    # Upload the message blobs of two demo records (their bytes come with them), erase one.
+    held = {record.decision.id: record.blobs for record in demo_records(6, seed=7)}
     kept, erased = loans[0], loans[1]
     with ledger.engine.begin() as connection:
         for decision in (kept, erased):
-            content = f"{decision.id}/messages".encode()
-            digest = "sha256:" + hashlib.sha256(content).hexdigest()
             assert decision.prompt is not None
-            assert decision.prompt.messages_blob == digest
-            put_blob(connection, "acme", digest, content, now_us=now_micros())
+            digest = decision.prompt.messages_blob or ""
+            put_blob(connection, "acme", digest, held[decision.id][digest], now_us=now_micros())
         assert erased.prompt is not None
         erase_blob(connection, "acme", erased.prompt.messages_blob or "", now_us=now_micros())
     export_ledger(ledger, out)

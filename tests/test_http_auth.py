@@ -51,6 +51,8 @@ ROLES: dict[Operation, frozenset[Role]] = {
     Operation("GET", "/v1/decisions"): READ,
     Operation("GET", "/v1/decisions/{record_id}/why"): READ,
     Operation("GET", "/v1/reports/{name}"): READ,
+    Operation("POST", "/v1/replays"): ADMIN,
+    Operation("GET", "/v1/replays/{job_id}"): READ,
     Operation("GET", "/v1/checkpoint"): ANY,
     Operation("GET", "/v1/log"): ANY,
     Operation("GET", "/v1/entries/{index}"): ANY,

@@ -206,7 +206,7 @@ BAD_INPUTS = [
     # (record, mutation, pointer, words of the detail)
     (ORDER, _set("/steps/1/usage/input_tokens", "1286"), "/steps/1/usage/input_tokens", "`int`"),
     (ORDER, _set("/steps/2/name", 7), "/steps/2/name", "got `int`"),
-    (ORDER, _set("/steps/3/arguments", []), "/steps/3/arguments", "`object`"),
+    (ORDER, _set("/steps/4/arguments", []), "/steps/4/arguments", "`object`"),
     (ORDER, _delete("/steps/2/call_id"), "/steps/2/call_id", "missing required field"),
     (ORDER, _delete("/steps/0/kind"), "/steps/0/kind", "missing required field"),
     (ORDER, _set("/steps/0/kind", "telepathy"), "/steps/0/kind", "Invalid value"),

@@ -31,6 +31,7 @@ from replay.providers.errors import MissingApiKey
 from replay.providers.openai_compat import OpenAICompatProvider
 from replay.providers.registry import ProviderConfig, Registry
 from replay.providers.resilience import Resilience
+from replay.providers.transport import ShardedTransport
 from replay.providers.types import ChatRequest, ChatResponse
 
 
@@ -61,9 +62,10 @@ class ProviderPool:
         self._owns_http = http is None
         if http is None:
             # The semaphores bound concurrency per provider; the connection pool must
-            # not be a tighter, hidden limit across all of them.
+            # not be a tighter, hidden limit across all of them. It is sharded, because
+            # one httpcore pool costs CPU in proportion to the calls in flight.
             slots = sum(p.max_concurrency for p in registry.providers.values())
-            http = httpx.AsyncClient(limits=httpx.Limits(max_connections=max(100, slots)))
+            http = httpx.AsyncClient(transport=ShardedTransport(max_connections=max(100, slots)))
         self._http = http
         self._rng = rng
         self._clock = clock
