@@ -277,7 +277,10 @@ def _delta(name: str, delta: IntDelta | MoneyDelta, unit: str = "") -> Text:
 
 
 def _number(value: int | Decimal | None) -> str:
-    return "?" if value is None else f"{value:,}"
+    if value is None:
+        return "?"
+    # Fixed-point for money: a Decimal's own format writes a small delta as -2E-7.
+    return f"{value:,f}" if isinstance(value, Decimal) else f"{value:,}"
 
 
 def usage_line(record: ReplayRecord) -> Text:
