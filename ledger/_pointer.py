@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import TypeVar
+
+import msgspec
+
+from ledger.errors import InvalidPayload
+
+_T = TypeVar("_T")
 
 _PATH_SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _NAMED_MEMBER = re.compile(r"^(?:Object missing required field )?`([^`]+)`")
@@ -20,3 +27,15 @@ def explain(error: Exception) -> tuple[str, str]:
         segments.append(named.group(1))
     pointer = "".join("/" + s.replace("~", "~0").replace("/", "~1") for s in segments)
     return detail, pointer
+
+
+def decode_payload(decoder: msgspec.json.Decoder[_T], data: bytes) -> _T:
+    """Decode and check a record payload; `InvalidPayload` names the member at fault, or
+    carries no pointer when the bytes are not JSON at all."""
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as error:
+        detail, pointer = explain(error)
+        raise InvalidPayload(detail, pointer=pointer) from error
+    except msgspec.DecodeError as error:
+        raise InvalidPayload(f"not valid JSON: {error}") from error

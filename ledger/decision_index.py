@@ -8,18 +8,15 @@ why-reports read the signed envelope, never this table.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from ledger import dsse
 from ledger.entry import to_micros
-from ledger.errors import RecordRejected
 from ledger.record import DECISION_PAYLOAD_TYPE, Decision, decode_decision
-from ledger.schema import decisions, log_entries
-from ledger.store import bulk_insert
+from ledger.schema import decisions
+from ledger.store import backfill_index, bulk_insert
 
 INDEX_COLUMNS = (
     "idx",
@@ -60,38 +57,14 @@ def insert_index_rows(connection: Connection, rows: list[tuple[Any, ...]]) -> No
     bulk_insert(connection, "decisions", INDEX_COLUMNS, rows)
 
 
-_BACKFILL_BATCH = 2_000
-
-
 def backfill(connection: Connection) -> int:
     """Index every decision already in the log that has no row yet (for the migration that
     adds the index to an existing ledger); returns how many rows it wrote."""
-    start = connection.execute(
-        select(decisions.c.idx).order_by(decisions.c.idx.desc()).limit(1)
-    ).scalar_one_or_none()
-    written = 0
-    for batch in _decision_envelopes(connection, -1 if start is None else start):
-        insert_index_rows(connection, batch)
-        written += len(batch)
-    return written
+    return backfill_index(
+        connection, decisions, DECISION_PAYLOAD_TYPE, _backfill_row, insert_index_rows
+    )
 
 
-def _decision_envelopes(connection: Connection, after: int) -> Iterator[list[tuple[Any, ...]]]:
-    while True:
-        rows = connection.execute(
-            select(log_entries.c.idx, log_entries.c.envelope)
-            .where(log_entries.c.idx > after, log_entries.c.payload_type == DECISION_PAYLOAD_TYPE)
-            .order_by(log_entries.c.idx)
-            .limit(_BACKFILL_BATCH)
-        ).all()
-        if not rows:
-            return
-        batch = []
-        for idx, envelope in rows:
-            try:
-                payload = dsse.payload_bytes(dsse.decode_envelope(bytes(envelope)))
-                batch.append((idx, *index_row(decode_decision(payload))))
-            except RecordRejected:
-                continue  # altered bytes: `prov verify` names the entry; search skips it
-        yield batch
-        after = rows[-1].idx
+def _backfill_row(index: int, _tenant: str, payload: bytes) -> tuple[Any, ...]:
+    # The tenant is the decision's own, which `index_row` reads from the payload.
+    return (index, *index_row(decode_decision(payload)))

@@ -18,14 +18,13 @@ Unknown members are ignored, as in decisions; new members get defaults.
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal, TypeVar
+from typing import Annotated, Final, Literal
 
 import msgspec
 from msgspec import Meta
 
 from ledger import dsse, ucan
-from ledger._pointer import explain
-from ledger.errors import InvalidPayload
+from ledger._pointer import decode_payload
 from ledger.keyring import derive_keyid
 from ledger.record import Id, Label, Slug, Timestamp
 from ledger.signing import SigningKey
@@ -69,30 +68,19 @@ class RevocationRecord(msgspec.Struct, kw_only=True, frozen=True):
     reason: str | None = None
 
 
-_R = TypeVar("_R", PrincipalRecord, RevocationRecord)
 _principal_decoder = msgspec.json.Decoder(PrincipalRecord)
 _revocation_decoder = msgspec.json.Decoder(RevocationRecord)
 _encoder = msgspec.json.Encoder()
 
 
-def _decode(decoder: msgspec.json.Decoder[_R], data: bytes) -> _R:
-    try:
-        return decoder.decode(data)
-    except msgspec.ValidationError as error:
-        detail, pointer = explain(error)
-        raise InvalidPayload(detail, pointer=pointer) from error
-    except msgspec.DecodeError as error:
-        raise InvalidPayload(f"not valid JSON: {error}") from error
-
-
 def decode_principal(data: bytes) -> PrincipalRecord:
     """Decode and check a principal payload; `InvalidPayload` names the member at fault."""
-    return _decode(_principal_decoder, data)
+    return decode_payload(_principal_decoder, data)
 
 
 def decode_revocation(data: bytes) -> RevocationRecord:
     """Decode and check a revocation payload; `InvalidPayload` names the member at fault."""
-    return _decode(_revocation_decoder, data)
+    return decode_payload(_revocation_decoder, data)
 
 
 def sign_record(

@@ -64,8 +64,7 @@ import msgspec
 from msgspec import Meta
 
 from ledger import _unknown
-from ledger._pointer import explain
-from ledger.errors import InvalidPayload
+from ledger._pointer import decode_payload
 
 DECISION_PAYLOAD_TYPE = "application/vnd.prov.decision.v1+json"
 SCHEMA_VERSION = 1
@@ -350,13 +349,7 @@ def decode_decision(data: bytes, *, keep_unknown: bool = False) -> Decision:
     Raises `InvalidPayload` whose pointer names the member at fault: ``""`` for the whole
     document, None when the bytes are not JSON at all.
     """
-    try:
-        decision = _decoder.decode(data)
-    except msgspec.ValidationError as error:
-        detail, pointer = explain(error)
-        raise InvalidPayload(detail, pointer=pointer) from error
-    except msgspec.DecodeError as error:
-        raise InvalidPayload(f"not valid JSON: {error}") from error
+    decision = decode_payload(_decoder, data)
     if keep_unknown:
         _unknown.capture(decision, _generic_decoder.decode(data))
     return decision

@@ -10,19 +10,18 @@ why-reports list replays from here and then verify each one from its envelope.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select
 
-from ledger import dsse
 from ledger.entry import to_micros
-from ledger.errors import RecordRejected, ReplayOfUnknown
+from ledger.errors import ReplayOfUnknown
 from ledger.record import DECISION_PAYLOAD_TYPE
 from ledger.replay_record import REPLAY_PAYLOAD_TYPE, ReplayRecord, decode_replay
 from ledger.schema import log_entries, replays
-from ledger.store import bulk_insert
+from ledger.store import backfill_index, bulk_insert
 
 REPLAY_COLUMNS = (
     "idx",
@@ -163,40 +162,13 @@ def replays_of(
     return list(connection.execute(query.order_by(replays.c.idx)).scalars())
 
 
-_BACKFILL_BATCH = 2_000
-
-
 def backfill(connection: Connection) -> int:
     """Index every replay already in the log that has no row yet (for the migration that
     adds the index to an existing ledger); returns how many rows it wrote."""
-    start = connection.execute(
-        select(replays.c.idx).order_by(replays.c.idx.desc()).limit(1)
-    ).scalar_one_or_none()
-    written = 0
-    for batch in _replay_envelopes(connection, -1 if start is None else start):
-        insert_replay_rows(connection, batch)
-        written += len(batch)
-    return written
+    return backfill_index(
+        connection, replays, REPLAY_PAYLOAD_TYPE, _backfill_row, insert_replay_rows
+    )
 
 
-def _replay_envelopes(
-    connection: Connection, after: int
-) -> Iterator[list[tuple[int, str, ReplayRow]]]:
-    while True:
-        rows = connection.execute(
-            select(log_entries.c.idx, log_entries.c.tenant, log_entries.c.envelope)
-            .where(log_entries.c.idx > after, log_entries.c.payload_type == REPLAY_PAYLOAD_TYPE)
-            .order_by(log_entries.c.idx)
-            .limit(_BACKFILL_BATCH)
-        ).all()
-        if not rows:
-            return
-        batch = []
-        for idx, tenant, envelope in rows:
-            try:
-                payload = dsse.payload_bytes(dsse.decode_envelope(bytes(envelope)))
-                batch.append((idx, tenant, replay_row(decode_replay(payload))))
-            except RecordRejected:
-                continue  # altered bytes: `prov verify` names the entry
-        yield batch
-        after = rows[-1].idx
+def _backfill_row(index: int, tenant: str, payload: bytes) -> tuple[int, str, ReplayRow]:
+    return index, tenant, replay_row(decode_replay(payload))

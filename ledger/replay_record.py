@@ -34,8 +34,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta
 
-from ledger._pointer import explain
-from ledger.errors import InvalidPayload
+from ledger._pointer import decode_payload
 from ledger.record import Count, Digest, Id, Label, Output, Slug, StepError, Timestamp, Usage
 
 REPLAY_PAYLOAD_TYPE = "application/vnd.prov.replay.v1+json"
@@ -204,13 +203,7 @@ _encoder = msgspec.json.Encoder()
 
 def decode_replay(data: bytes) -> ReplayRecord:
     """Decode and check a replay payload; `InvalidPayload` names the member at fault."""
-    try:
-        return _decoder.decode(data)
-    except msgspec.ValidationError as error:
-        detail, pointer = explain(error)
-        raise InvalidPayload(detail, pointer=pointer) from error
-    except msgspec.DecodeError as error:
-        raise InvalidPayload(f"not valid JSON: {error}") from error
+    return decode_payload(_decoder, data)
 
 
 def encode_replay(record: ReplayRecord) -> bytes:

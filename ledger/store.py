@@ -4,9 +4,9 @@ checkpoints and single entries."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Row,
     SmallInteger,
     String,
+    Table,
     Text,
     and_,
     or_,
@@ -22,8 +23,9 @@ from sqlalchemy import (
     text,
 )
 
+from ledger import dsse
 from ledger.entry import GENESIS_PREV, entry_bytes
-from ledger.errors import MissingTreeNodes
+from ledger.errors import MissingTreeNodes, RecordRejected
 from ledger.merkle import CompactRange, NodeId
 from ledger.schema import checkpoints, ledger_info, log_entries, metadata, tree_nodes
 
@@ -251,6 +253,50 @@ def _postgres_types(table: str, columns: Sequence[str]) -> list[str]:
         next(name for kind, name in kinds.items() if isinstance(column_types[c].type, kind))
         for c in columns
     ]
+
+
+_IndexRow = TypeVar("_IndexRow")
+_BACKFILL_BATCH = 2_000
+
+
+def backfill_index(
+    connection: Connection,
+    index: Table,
+    payload_type: str,
+    index_row: Callable[[int, str, bytes], _IndexRow],
+    insert_rows: Callable[[Connection, list[_IndexRow]], None],
+) -> int:
+    """Index every entry of `payload_type` after the last one `index` holds (for a migration
+    that adds an index to an existing ledger); returns how many rows it wrote.
+
+    `index_row` builds a row from an entry's log index, tenant and payload, and raises
+    `RecordRejected` for a payload that no longer decodes: `prov verify` names that entry,
+    and the index skips it.
+    """
+    start = connection.execute(
+        select(index.c.idx).order_by(index.c.idx.desc()).limit(1)
+    ).scalar_one_or_none()
+    after = -1 if start is None else start
+    written = 0
+    while True:
+        rows = connection.execute(
+            select(log_entries.c.idx, log_entries.c.tenant, log_entries.c.envelope)
+            .where(log_entries.c.idx > after, log_entries.c.payload_type == payload_type)
+            .order_by(log_entries.c.idx)
+            .limit(_BACKFILL_BATCH)
+        ).all()
+        if not rows:
+            return written
+        batch = []
+        for idx, tenant, envelope in rows:
+            try:
+                payload = dsse.payload_bytes(dsse.decode_envelope(bytes(envelope)))
+                batch.append(index_row(idx, tenant, payload))
+            except RecordRejected:
+                continue
+        insert_rows(connection, batch)
+        written += len(batch)
+        after = rows[-1].idx
 
 
 _STREAM_BATCH = 5_000

@@ -76,6 +76,7 @@ __all__ = [
     "answer",
     "deterministic_model",
     "fingerprint",
+    "providers_toml",
     "registry_toml",
     "running",
     "unused_port",
@@ -457,6 +458,24 @@ API_KEY = "sk-local-test"
 ENV = {"TEST_OPENAI_KEY": API_KEY, "TEST_ANTHROPIC_KEY": API_KEY}
 
 
+def providers_toml(server: LoopbackServer, settings: str) -> str:
+    """The providers of a registry for `server`: ``oa`` in the OpenAI format and ``an`` in
+    the Anthropic one, reading their API keys from the variables of `ENV`. Each is followed
+    by `settings` (TOML), in which ``NAME`` stands for the provider's name."""
+    return f"""
+[providers.oa]
+kind = "openai"
+base_url = "{server.openai_base_url}"
+api_key_env = "TEST_OPENAI_KEY"
+{settings.replace("NAME", "oa")}
+[providers.an]
+kind = "anthropic"
+base_url = "{server.anthropic_base_url}"
+api_key_env = "TEST_ANTHROPIC_KEY"
+{settings.replace("NAME", "an")}
+"""
+
+
 def registry_toml(
     server: LoopbackServer,
     *,
@@ -488,29 +507,20 @@ max_retry_after_s = {max_retry_after_s}
 failure_threshold = {failure_threshold}
 cooldown_s = {cooldown_s}
 """
-    return f"""
-[providers.oa]
-kind = "openai"
-base_url = "{server.openai_base_url}"
-api_key_env = "TEST_OPENAI_KEY"
-{common.replace("NAME", "oa")}
-[providers.an]
-kind = "anthropic"
-base_url = "{server.anthropic_base_url}"
-api_key_env = "TEST_ANTHROPIC_KEY"
-{common.replace("NAME", "an")}
-[[models]]
+    return (
+        providers_toml(server, common)
+        + """[[models]]
 name = "scorer"
 provider = "oa"
-upstream_model = "scorer-{{version}}"
-price = {{ input_per_mtok = "2.50", output_per_mtok = "10.00" }}
+upstream_model = "scorer-{version}"
+price = { input_per_mtok = "2.50", output_per_mtok = "10.00" }
 
 [[models]]
 name = "scorer"
 version = "v3"
 provider = "oa"
 upstream_model = "scorer-v3"
-price = {{ input_per_mtok = "0.15", output_per_mtok = "0.60", currency = "EUR" }}
+price = { input_per_mtok = "0.15", output_per_mtok = "0.60", currency = "EUR" }
 
 [[models]]
 name = "chat"
@@ -520,6 +530,7 @@ upstream_model = "chat-model"
 [[models]]
 name = "writer"
 provider = "an"
-upstream_model = "msg-test-{{version}}"
-price = {{ input_per_mtok = "3", output_per_mtok = "15" }}
+upstream_model = "msg-test-{version}"
+price = { input_per_mtok = "3", output_per_mtok = "15" }
 """
+    )

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from ledger.schema import replays
-from tests.model_servers import ModelServer
+from tests.model_servers import ModelServer, providers_toml
 from tests.support import prov
 
 # A model the demo never recorded: what a shadow evaluation tries.
@@ -40,18 +40,9 @@ max_concurrency = {max_concurrency}
 retry = {{ max_retries = {max_retries}, base_s = 0.001, cap_s = 0.005, max_retry_after_s = 1 }}
 breaker = {{ failure_threshold = {failure_threshold}, cooldown_s = {cooldown_s} }}
 """
-    return f"""
-[providers.oa]
-kind = "openai"
-base_url = "{server.openai_base_url}"
-api_key_env = "TEST_OPENAI_KEY"
-{knobs}
-[providers.an]
-kind = "anthropic"
-base_url = "{server.anthropic_base_url}"
-api_key_env = "TEST_ANTHROPIC_KEY"
-{knobs}
-[[models]]
+    return (
+        providers_toml(server, knobs)
+        + f"""[[models]]
 name = "gpt-4.1-mini"
 provider = "oa"
 upstream_model = "{{name}}-{{version}}"
@@ -74,6 +65,7 @@ name = "{CANDIDATE}"
 provider = "oa"
 price = {{ input_per_mtok = "0.10", output_per_mtok = "0.40" }}
 """
+    )
 
 
 def write_registry(directory: Path, server: ModelServer, **knobs: Any) -> Path:

@@ -10,11 +10,12 @@ computes that text, so a test can write the record a model version would have pr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import pytest
 
 from ledger.record import (
     Decision,
@@ -36,7 +37,7 @@ from ledger.replay_record import ReplayRecord, decode_replay, encode_replay
 from replay.engine import ReplayPlan, replay_decision
 from replay.providers import ProviderPool, Registry, parse_registry
 from replay.tools import ToolHandlers
-from tests.model_servers import ENV, Conversation, ModelServer, answer, registry_toml
+from tests.model_servers import API_KEY, ENV, Conversation, ModelServer, answer, registry_toml
 
 T0 = datetime(2025, 7, 1, 12, 0, tzinfo=UTC)
 SYSTEM = "You score loan applications."
@@ -48,6 +49,20 @@ LOOKUP = ToolDefinition(name="lookup", description="Credit file", parameters=_AP
 HISTORY = ToolDefinition(name="fetch_history", description="Past loans", parameters=_APPLICANT)
 # What the server's model passes to either tool: the last user message.
 ASKED = {"applicant": USER}
+
+
+@pytest.fixture(scope="module")
+def model_server() -> Iterator[ModelServer]:
+    """One local model server for each test module that binds these fixtures; tests take
+    `srv`, which clears the server's script and the requests it saw before each test."""
+    with ModelServer(api_key=API_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def srv(model_server: ModelServer) -> ModelServer:
+    model_server.reset()
+    return model_server
 
 
 def compact(value: Any) -> str:

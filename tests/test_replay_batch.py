@@ -10,7 +10,6 @@ and appended to the ledger; the tests read the ledger's replay index and run
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -255,15 +254,12 @@ def test_at_most_concurrency_replays_are_in_flight(
     ledger: Ledger, db_url: str, key_path: Path, model_server: ModelServer
 ) -> None:
     indexes = demo_indexes(ledger, db_url, key_path, 16)
-    model_server.script.latency_s = 0.05
-    started = time.perf_counter()
+    # Each call is held 200 ms, so calls overlap however slowly the client issues them: the
+    # server's own count of calls in flight shows the bound, with no clock in the assertion.
+    model_server.script.latency_s = 0.2
     report = shadow(ledger, indexes, AGAINST_CANDIDATE, pool=pool_for(model_server), concurrency=4)
-    elapsed = time.perf_counter() - started
     assert report.stored == 16
     assert 2 <= model_server.max_in_flight <= 4
-    # Sequential calls would take at least 16 x 50 ms per model call.
-    calls = model_server.request_count
-    assert elapsed < calls * 0.05
 
 
 def test_a_replay_the_ledger_refuses_is_on_its_line_and_the_batch_goes_on(

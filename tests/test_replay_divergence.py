@@ -10,10 +10,7 @@ record starts with a retrieval (step 0), so step indexes are not just LLM call i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from ledger.record import Decision, StepError
 from ledger.replay_record import (
@@ -26,7 +23,8 @@ from ledger.replay_record import (
 from replay.engine import ReplayPlan
 from replay.run import EXTRA_MODEL_CALLS
 from replay.tools import ToolHandlers
-from tests.model_servers import API_KEY, ModelServer
+from tests import replay_support
+from tests.model_servers import ModelServer
 from tests.replay_support import ASKED, Steps, compact, decision, recorded_text, replay
 
 PINNED = ReplayPlan(mode="pinned")
@@ -34,16 +32,9 @@ FILE = {"score": 712, "band": "prime"}
 LIVE_FILE = {"score": 590, "band": "subprime"}
 
 
-@pytest.fixture(scope="module")
-def model_server() -> Iterator[ModelServer]:
-    with ModelServer(api_key=API_KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def srv(model_server: ModelServer) -> ModelServer:
-    model_server.reset()
-    return model_server
+# The local model server fixtures of `tests.replay_support`, bound here for pytest to find.
+model_server = replay_support.model_server
+srv = replay_support.srv
 
 
 class Counting:

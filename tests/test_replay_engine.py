@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +28,8 @@ from replay.providers import ChatMessage, ProviderPool, parse_registry
 from replay.providers import ToolCall as RequestedToolCall
 from replay.requests import recorded_requests
 from replay.tools import ToolHandlers
-from tests.model_servers import API_KEY, ENV, ModelServer
+from tests import replay_support
+from tests.model_servers import ENV, ModelServer
 from tests.replay_support import (
     ASKED,
     LEAF,
@@ -53,16 +53,9 @@ PINNED = ReplayPlan(mode="pinned")
 FILE = {"score": 712, "band": "prime"}
 
 
-@pytest.fixture(scope="module")
-def model_server() -> Iterator[ModelServer]:
-    with ModelServer(api_key=API_KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def srv(model_server: ModelServer) -> ModelServer:
-    model_server.reset()
-    return model_server
+# The local model server fixtures of `tests.replay_support`, bound here for pytest to find.
+model_server = replay_support.model_server
+srv = replay_support.srv
 
 
 def tool_run(wire_model: str = "scorer-v1", **extra: Any) -> Decision:

@@ -8,7 +8,7 @@ wire (the server records every request) and what comes back in the common respon
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from replay.providers import (
     UnknownModel,
     parse_registry,
 )
+from tests import replay_support
 from tests.model_servers import API_KEY, ENV, ModelServer, registry_toml
 
 T = TypeVar("T")
@@ -46,16 +47,9 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
 
-@pytest.fixture(scope="module")
-def model_server() -> Iterator[ModelServer]:
-    with ModelServer(api_key=API_KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def srv(model_server: ModelServer) -> ModelServer:
-    model_server.reset()
-    return model_server
+# The local model server fixtures of `tests.replay_support`, bound here for pytest to find.
+model_server = replay_support.model_server
+srv = replay_support.srv
 
 
 def ask(

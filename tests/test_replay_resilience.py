@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any, TypeVar
@@ -38,7 +38,8 @@ from replay.providers import (
     parse_registry,
     parse_retry_after,
 )
-from tests.model_servers import API_KEY, ENV, ModelServer, registry_toml, unused_port
+from tests import replay_support
+from tests.model_servers import ENV, ModelServer, registry_toml, unused_port
 
 T = TypeVar("T")
 
@@ -47,16 +48,9 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
 
-@pytest.fixture(scope="module")
-def model_server() -> Iterator[ModelServer]:
-    with ModelServer(api_key=API_KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def srv(model_server: ModelServer) -> ModelServer:
-    model_server.reset()
-    return model_server
+# The local model server fixtures of `tests.replay_support`, bound here for pytest to find.
+model_server = replay_support.model_server
+srv = replay_support.srv
 
 
 class FakeClock:
@@ -134,10 +128,10 @@ def test_a_slow_answer_times_out_and_each_attempt_is_retried(srv: ModelServer) -
     started = time.monotonic()
     with pytest.raises(ProviderTimeout) as caught:
         ask(srv, hello(), timeout_s=0.25, max_retries=1)
-    elapsed = time.monotonic() - started
+    # A timeout, not the server's answer after 3 s, ended each of the two attempts.
     assert caught.value.attempts == 2
     assert srv.request_count == 2
-    assert 0.5 <= elapsed < 2.0  # two 0.25 s attempts, never the server's 3 s
+    assert time.monotonic() - started >= 0.5
     assert "(after 2 attempts)" in str(caught.value)
 
 
@@ -159,10 +153,9 @@ def test_the_timeout_covers_a_whole_stream_not_just_each_read(srv: ModelServer, 
 
 def test_a_stream_that_stalls_times_out(srv: ModelServer) -> None:
     srv.script.stall(3.0, times=1)
-    started = time.monotonic()
+    # The stream would finish after the stall; a timeout means it was cut short.
     with pytest.raises(ProviderTimeout):
         ask(srv, hello(), stream=True, timeout_s=0.3, max_retries=0)
-    assert time.monotonic() - started < 2.0
 
 
 def test_429_waits_for_retry_after_seconds(srv: ModelServer) -> None:
@@ -181,7 +174,8 @@ def test_429_honours_retry_after_ms(srv: ModelServer) -> None:
     times = [r.at for r in srv.requests]
     assert response.attempts == 3
     assert all(later - earlier >= 0.14 for earlier, later in itertools.pairwise(times))
-    assert times[-1] - times[0] < 1.5
+    # Read as seconds, the two waits would be 300 s: milliseconds it is.
+    assert times[-1] - times[0] < 60
 
 
 def test_429_asking_for_too_long_a_wait_is_not_retried(srv: ModelServer) -> None:
@@ -192,7 +186,8 @@ def test_429_asking_for_too_long_a_wait_is_not_retried(srv: ModelServer) -> None
     assert caught.value.retry_after == 30.0
     assert caught.value.attempts == 1
     assert srv.request_count == 1
-    assert time.monotonic() - started < 1.0
+    # It gave up at once rather than sleeping through the 30 s it was asked to wait.
+    assert time.monotonic() - started < 20
 
 
 def test_429s_past_the_retries_surface_as_rate_limited(srv: ModelServer) -> None:
