@@ -135,6 +135,7 @@ def compare(
     recorded_decision: dict[str, Any],
     recorded_text: str | None,
     recorded_usage: Usage | None,
+    recorded_model_ms: int | None,
     recorded_calls: Sequence[ReplayedToolCallRequest],
     replayed_calls: Sequence[ReplayedToolCallRequest],
     usage: Usage | None,
@@ -184,10 +185,9 @@ def compare(
             _amount_in(replayed_cost, currency),
             currency,
         ),
-        latency_ms=IntDelta(
-            recorded_usage.latency_ms if recorded_usage else None,
-            usage.latency_ms if usage else None,
-        ),
+        # Model time against model time: the record's `usage.latency_ms` spans the whole
+        # decision, tools and human approvals included, which a replay never waits for.
+        latency_ms=IntDelta(recorded_model_ms, usage.latency_ms if usage else None),
     )
 
 

@@ -220,6 +220,7 @@ async def replay_decision(
         recorded_decision=decision.output.decision,
         recorded_text=decision.output.text,
         recorded_usage=decision.usage,
+        recorded_model_ms=_model_time(recorded),
         recorded_calls=[asked(requested(tool)) for tool in recorded.tools],
         replayed_calls=result.asked,
         usage=usage,
@@ -248,3 +249,9 @@ async def replay_decision(
         usage=usage,
         diff=diff,
     )
+
+
+def _model_time(recorded: RecordedRun) -> int | None:
+    """The milliseconds the recorded run spent in its LLM calls; None without any."""
+    timed = [call.latency_ms for call in recorded.calls if call.step is not None]
+    return sum(timed) if timed else None

@@ -240,6 +240,7 @@ def diff_of(decision: dict[str, Any] | None, text: str | None, **extra: Any) -> 
         "recorded_decision": {"approved": True},
         "recorded_text": '{"approved": true}',
         "recorded_usage": None,
+        "recorded_model_ms": None,
         "recorded_calls": [],
         "replayed_calls": [],
         "usage": None,
@@ -287,7 +288,7 @@ def test_usage_deltas_and_currencies() -> None:
         input_tokens=100,
         output_tokens=20,
         cost=Cost(amount=Decimal("0.010"), currency="USD"),
-        latency_ms=900,
+        latency_ms=4_000,  # the whole decision; 900 ms of it in model calls
     )
     replayed = Usage(
         input_tokens=90,
@@ -295,7 +296,9 @@ def test_usage_deltas_and_currencies() -> None:
         cost=Cost(amount=Decimal("0.004"), currency="USD"),
         latency_ms=400,
     )
-    diff = diff_of({"approved": True}, None, recorded_usage=recorded, usage=replayed)
+    diff = diff_of(
+        {"approved": True}, None, recorded_usage=recorded, recorded_model_ms=900, usage=replayed
+    )
     assert (diff.input_tokens.before, diff.input_tokens.after) == (100, 90)
     assert (diff.output_tokens.before, diff.output_tokens.after) == (20, 25)
     assert (diff.cost.before, diff.cost.after, diff.cost.currency) == (

@@ -455,7 +455,9 @@ def test_usage_deltas_compare_with_the_record(srv: ModelServer) -> None:
     assert record.usage.cost is not None
     assert record.diff.cost.after == record.usage.cost.amount
     assert record.diff.cost.currency == "USD"
-    assert record.diff.latency_ms.before == 9
+    # Model time against model time: the record's two LLM calls of 300 ms each, not the
+    # 9 ms its usage gives for the whole decision.
+    assert record.diff.latency_ms.before == 600
     assert record.diff.latency_ms.after == record.usage.latency_ms
 
     # A replay priced in another currency (EUR for scorer v3) has no cost to subtract.
