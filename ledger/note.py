@@ -3,6 +3,11 @@
 A checkpoint body is `<origin>\\n<size>\\n<base64 root>\\n`; a note appends a blank line and
 one `— <name> <base64(keyid || signature)>` line per signature. Verifiers skip signatures
 from keys they do not know, which is what lets keys rotate and witnesses cosign.
+
+Parsing is as strict as the specs' text: a tree size is ASCII decimal with no leading zero
+(``str.isdigit`` and ``int`` would take Unicode digits, ``+``, ``_`` and spaces), at most a
+uint64; a key ID is exactly eight lowercase hex digits; key names have no Unicode space or
+``+``; a note holds no ASCII control character but the newline; extension lines are non-empty.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 
 from ledger import _ed25519
@@ -18,6 +24,12 @@ from ledger.errors import NoteError
 ALG_ED25519 = 0x01
 _SIG_PREFIX = "\u2014 "  # EM DASH and a space start every signature line
 _MAX_NOTE_BYTES = 1 << 20
+# [0-9], not \d, which matches any Unicode decimal digit; 20 digits hold every uint64, and
+# the bound keeps int() from ever seeing a huge string.
+_TREE_SIZE = re.compile(r"0|[1-9][0-9]{0,19}")
+_KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
+MAX_TREE_SIZE = 2**64 - 1  # tree sizes are uint64 everywhere in C2SP
 
 
 def key_id(name: str, public_key: bytes) -> bytes:
@@ -53,11 +65,15 @@ class NoteVerifier:
         if len(parts) != 3:
             raise NoteError("verifier key must be <name>+<hex keyid>+<base64 key>")
         name, hex_id, b64_key = parts
+        _check_key_name(name)
+        # bytes.fromhex would also take spaces and capitals; the spec's hex is neither.
+        if not _KEY_ID_HEX.fullmatch(hex_id):
+            raise NoteError("verifier key id is not eight lowercase hex digits")
         try:
             raw = base64.b64decode(b64_key, validate=True)
-            claimed = bytes.fromhex(hex_id)
-        except (binascii.Error, ValueError):
-            raise NoteError("verifier key has bad hex or base64") from None
+        except binascii.Error:
+            raise NoteError("verifier key has bad base64") from None
+        claimed = bytes.fromhex(hex_id)
         if len(raw) != 33 or raw[0] != ALG_ED25519:
             raise NoteError("verifier key is not an Ed25519 key")
         verifier = cls(name, raw[1:])
@@ -96,6 +112,8 @@ class SignedNote:
 def parse_note(text: str) -> SignedNote:
     if len(text.encode()) > _MAX_NOTE_BYTES:
         raise NoteError("note too large")
+    if (control := _CONTROL.search(text)) is not None:
+        raise NoteError(f"note holds the control character {control.group()!r}")
     body, sep, sigs = text.rpartition("\n\n")
     if not sep or not sigs.endswith("\n"):
         raise NoteError("note has no signature block")
@@ -104,6 +122,7 @@ def parse_note(text: str) -> SignedNote:
         if not line.startswith(_SIG_PREFIX):
             raise NoteError(f"malformed signature line {line!r}")
         name, _, blob = line[len(_SIG_PREFIX) :].partition(" ")
+        _check_key_name(name)
         try:
             raw = base64.b64decode(blob, validate=True)
         except binascii.Error:
@@ -154,8 +173,10 @@ class Checkpoint:
         origin, size_text, root_text = lines[0], lines[1], lines[2]
         if not origin:
             raise NoteError("checkpoint origin is empty")
-        if not size_text.isdigit() or (size_text.startswith("0") and size_text != "0"):
-            raise NoteError("checkpoint size is not a canonical decimal")
+        if not _TREE_SIZE.fullmatch(size_text) or int(size_text) > MAX_TREE_SIZE:
+            raise NoteError("checkpoint size is not an ASCII decimal uint64 without leading zeros")
+        if "" in lines[3:-1]:
+            raise NoteError("checkpoint extension lines must be non-empty")
         try:
             root = base64.b64decode(root_text, validate=True)
         except binascii.Error:

@@ -19,16 +19,22 @@ operator          form                                     holds when
                                                            for one
 ================  =======================================  ====================================
 
-A selector that does not resolve, or a value of the wrong kind, makes its statement false and
-never raises (`ledger.policy_selector`). Malformed policies are refused when parsed.
+A value of the wrong kind makes its statement false. A selector that does not resolve
+(`ledger.policy_selector`) leaves its statement *unresolved*, which fails the policy and which
+``not`` does not turn into success: ``["!=", ".a.b", 1]`` and ``["not", ["==", ".a.b", 1]]``
+both fail when ``.a.b`` cannot be selected, as the spec's "the associated statement MUST
+return false" asks. The three outcomes are go-ucan's (pkg/policy/match.go): ``and``, ``or``,
+``all`` and ``any`` give the first unresolved result they meet, in order, and only a resolved
+true passes. Nothing raises while evaluating; malformed policies are refused when parsed.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol
 
 from ledger.policy_selector import MISSING, Selector, SelectorError, parse_selector
@@ -46,7 +52,21 @@ class PolicyError(ValueError):
     """A value that is not a policy; the message names the statement at fault."""
 
 
+class Outcome(Enum):
+    """A statement's result: true, false, or unresolved (a selector found nothing)."""
+
+    TRUE = "true"
+    FALSE = "false"
+    UNRESOLVED = "unresolved"
+
+
+def _outcome(truth: bool) -> Outcome:
+    return Outcome.TRUE if truth else Outcome.FALSE
+
+
 class Statement(Protocol):
+    def outcome(self, value: Any) -> Outcome: ...
+
     def holds(self, value: Any) -> bool: ...
 
 
@@ -68,73 +88,112 @@ def ipld_equal(left: Any, right: Any) -> bool:
     return bool(left == right)
 
 
+class _Holds:
+    """`holds` for every statement: only a resolved true holds."""
+
+    __slots__ = ()
+
+    def outcome(self, value: Any) -> Outcome:
+        raise NotImplementedError
+
+    def holds(self, value: Any) -> bool:
+        return self.outcome(value) is Outcome.TRUE
+
+
 @dataclass(frozen=True, slots=True)
-class _Equal:
+class _Equal(_Holds):
     selector: Selector
     value: Any
     negated: bool
 
-    def holds(self, value: Any) -> bool:
-        # "!=" is defined as ["not", ["==", …]], so an unresolved selector makes it hold.
+    def outcome(self, value: Any) -> Outcome:
+        # "!=" is ["not", ["==", …]]: over nothing selected it stays unresolved, never true.
         selected = self.selector.select(value)
-        return (selected is not MISSING and ipld_equal(selected, self.value)) != self.negated
+        if selected is MISSING:
+            return Outcome.UNRESOLVED
+        return _outcome(ipld_equal(selected, self.value) != self.negated)
 
 
 @dataclass(frozen=True, slots=True)
-class _Compare:
+class _Compare(_Holds):
     selector: Selector
     relation: Callable[[Any, Any], bool]
     bound: int | float
 
-    def holds(self, value: Any) -> bool:
+    def outcome(self, value: Any) -> Outcome:
         selected = self.selector.select(value)
-        return is_number(selected) and self.relation(selected, self.bound)
+        if selected is MISSING:
+            return Outcome.UNRESOLVED
+        return _outcome(is_number(selected) and self.relation(selected, self.bound))
 
 
 @dataclass(frozen=True, slots=True)
-class _Like:
+class _Like(_Holds):
     selector: Selector
     pattern: re.Pattern[str]
 
-    def holds(self, value: Any) -> bool:
+    def outcome(self, value: Any) -> Outcome:
         selected = self.selector.select(value)
-        return isinstance(selected, str) and self.pattern.fullmatch(selected) is not None
+        if selected is MISSING:
+            return Outcome.UNRESOLVED
+        return _outcome(isinstance(selected, str) and self.pattern.fullmatch(selected) is not None)
 
 
 @dataclass(frozen=True, slots=True)
-class _Not:
+class _Not(_Holds):
     statement: Statement
 
-    def holds(self, value: Any) -> bool:
-        return not self.statement.holds(value)
+    def outcome(self, value: Any) -> Outcome:
+        inner = self.statement.outcome(value)
+        if inner is Outcome.UNRESOLVED:
+            return inner  # "nothing to compare" does not become success
+        return _outcome(inner is Outcome.FALSE)
+
+
+def _every(outcomes: Iterable[Outcome]) -> Outcome:
+    # In order, as go-ucan: the first false or unresolved result decides.
+    for outcome in outcomes:
+        if outcome is not Outcome.TRUE:
+            return outcome
+    return Outcome.TRUE
+
+
+def _some(outcomes: Iterable[Outcome]) -> Outcome:
+    # In order, as go-ucan: the first true or unresolved result decides.
+    for outcome in outcomes:
+        if outcome is not Outcome.FALSE:
+            return outcome
+    return Outcome.FALSE
 
 
 @dataclass(frozen=True, slots=True)
-class _Connective:
+class _Connective(_Holds):
     every: bool  # "and" when true, "or" otherwise
     statements: tuple[Statement, ...]
 
-    def holds(self, value: Any) -> bool:
+    def outcome(self, value: Any) -> Outcome:
         if not self.statements:
-            return True  # the spec makes an empty "or" true as well
-        results = (statement.holds(value) for statement in self.statements)
-        return all(results) if self.every else any(results)
+            return Outcome.TRUE  # the spec makes an empty "or" true as well
+        outcomes = (statement.outcome(value) for statement in self.statements)
+        return _every(outcomes) if self.every else _some(outcomes)
 
 
 @dataclass(frozen=True, slots=True)
-class _Quantifier:
+class _Quantifier(_Holds):
     every: bool  # "all" when true, "any" otherwise
     selector: Selector
     statement: Statement
 
-    def holds(self, value: Any) -> bool:
+    def outcome(self, value: Any) -> Outcome:
         selected = self.selector.select(value)
+        if selected is MISSING:
+            return Outcome.UNRESOLVED
         if isinstance(selected, dict):
             selected = list(selected.values())
         if not isinstance(selected, list):
-            return False
-        results = (self.statement.holds(item) for item in selected)
-        return all(results) if self.every else any(results)
+            return Outcome.FALSE  # the spec: quantifying over a non-collection is false
+        outcomes = (self.statement.outcome(item) for item in selected)
+        return _every(outcomes) if self.every else _some(outcomes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,15 +30,17 @@ from typing import Any, Final
 MISSING: Final = object()  # what a selector that does not resolve gives
 
 _FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)")
+# [0-9], not \d: an index is ASCII decimal, and \d matches any Unicode decimal digit.
 _BRACKET = re.compile(
     r"""\.?\[(?:
         (?P<key>"(?:[^"\\]|\\.)*")
-      | (?P<start>-?\d+)?(?P<colon>:)(?P<stop>-?\d+)?
-      | (?P<index>-?\d+)
+      | (?P<start>-?[0-9]+)?(?P<colon>:)(?P<stop>-?[0-9]+)?
+      | (?P<index>-?[0-9]+)
       | (?P<values>)
     )\]""",
     re.VERBOSE,
 )
+_MAX_INDEX = 2**53 - 1  # the integers UCAN payloads hold exactly
 
 
 class SelectorError(ValueError):
@@ -103,12 +105,19 @@ def _bracket(found: re.Match[str], text: str) -> _Segment:
         start, stop = found.group("start"), found.group("stop")
         return _Segment(
             "slice",
-            index=None if start is None else int(start),
-            stop=None if stop is None else int(stop),
+            index=None if start is None else _integer(start, text),
+            stop=None if stop is None else _integer(stop, text),
         )
     if found.group("index") is not None:
-        return _Segment("index", index=int(found.group("index")))
+        return _Segment("index", index=_integer(found.group("index"), text))
     return _Segment("values")
+
+
+def _integer(digits: str, text: str) -> int:
+    # Bounded before int(), which refuses thousands of digits with a bare ValueError.
+    if len(digits.lstrip("-")) > len(str(_MAX_INDEX)) or abs(int(digits)) > _MAX_INDEX:
+        raise SelectorError(f"an index in {text[:100]!r} is beyond 2**53 - 1")
+    return int(digits)
 
 
 def _resolve(value: Any, segments: tuple[_Segment, ...]) -> Any:

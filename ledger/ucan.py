@@ -11,9 +11,12 @@ records use:
   decoder refuses what would let two readers see different values under one signature
   (unsorted or repeated keys, indefinite lengths, tags other than CIDs, NaN).
 - A token's CID is CIDv1, DAG-CBOR, SHA2-256 of its bytes.
-- Minting writes the payload tags of the spec's published fixtures, ``ucan/dlg@1.0.0-rc.1``
-  and ``ucan/inv@1.0.0-rc.1``, so that the fixtures are reproduced byte for byte; decoding
-  also accepts the final ``@1.0.0`` tags.
+- Minting writes the payload tags of UCAN 1.0.0 and of the spec's published fixtures,
+  ``ucan/dlg@1.0.0`` and ``ucan/inv@1.0.0``, so that the fixtures are reproduced byte for
+  byte; decoding also accepts the ``@1.0.0-rc.1`` tags that tokens minted before 1.0.0 carry.
+- Links are links: libipld decodes a CID link (tag 42) and a byte string alike as bytes, so
+  the payload's own bytes are read to require that `prf` and `cause` (and a revocation's
+  ``args.revoke``) hold tag-42 links and a nonce a byte string, as the spec's schemas say.
 - This profile never mints a null `sub` (the spec's "powerline"); chain verification
   (`ledger.delegation`) refuses one too.
 
@@ -36,10 +39,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger import _ed25519
 from ledger.policy import parse_policy
 
-DELEGATION_TAG = "ucan/dlg@1.0.0-rc.1"
-INVOCATION_TAG = "ucan/inv@1.0.0-rc.1"
-_DELEGATION_TAGS = frozenset({DELEGATION_TAG, "ucan/dlg@1.0.0"})
-_INVOCATION_TAGS = frozenset({INVOCATION_TAG, "ucan/inv@1.0.0"})
+DELEGATION_TAG = "ucan/dlg@1.0.0"
+INVOCATION_TAG = "ucan/inv@1.0.0"
+# Tokens minted before UCAN 1.0.0 was final (by this ledger too) carry the rc.1 tags.
+_DELEGATION_TAGS = frozenset({DELEGATION_TAG, "ucan/dlg@1.0.0-rc.1"})
+_INVOCATION_TAGS = frozenset({INVOCATION_TAG, "ucan/inv@1.0.0-rc.1"})
 REVOKE_COMMAND = "/ucan/revoke"
 
 # Varsig v1 header for Ed25519 over DAG-CBOR: prefix 0x34, version 0x01, EdDSA 0xed and
@@ -288,11 +292,89 @@ def revoke(revoker: Ed25519PrivateKey, delegation: bytes, *, issued_at: int | No
     )
 
 
+# --- Links in a payload's bytes ------------------------------------------------------------
+# libipld gives a CID link and a byte string holding the same bytes as the same Python bytes,
+# so whether a field holds a link is read from the token itself. These run only after
+# libipld's strict decoder accepted the bytes: every length is definite and in bounds.
+
+_LINK = b"\xd8\x2a"  # CBOR tag 42, the only tag DAG-CBOR allows
+_NULL = 0xF6
+_BYTES, _TEXT, _ARRAY, _MAP, _TAG = 2, 3, 4, 5, 6
+
+
+def _head(data: bytes, at: int) -> tuple[int, int, int]:
+    """The major type, the argument and the end of the CBOR item head at `at`."""
+    major, info = data[at] >> 5, data[at] & 0x1F
+    if info < 24:
+        return major, info, at + 1
+    size = 1 << (info - 24)  # 24 to 27: a 1, 2, 4 or 8-byte argument
+    return major, int.from_bytes(data[at + 1 : at + 1 + size], "big"), at + 1 + size
+
+
+def _skip(data: bytes, at: int) -> int:
+    """Where the CBOR item at `at` ends; a loop, so that nesting costs no stack."""
+    pending = 1
+    while pending:
+        major, argument, at = _head(data, at)
+        pending -= 1
+        if major in (_BYTES, _TEXT):
+            at += argument
+        elif major == _ARRAY:
+            pending += argument
+        elif major == _MAP:
+            pending += 2 * argument
+        elif major == _TAG:
+            pending += 1
+    return at
+
+
+def _members(data: bytes, at: int) -> dict[str, int]:
+    """Where each member's value starts in the map at `at` (DAG-CBOR keys are text)."""
+    major, count, at = _head(data, at)
+    members: dict[str, int] = {}
+    if major != _MAP:
+        return members
+    for _ in range(count):
+        _, length, key_at = _head(data, at)
+        members[data[key_at : key_at + length].decode()] = key_at + length
+        at = _skip(data, key_at + length)
+    return members
+
+
+def _is_link(data: bytes, at: int) -> bool:
+    return data.startswith(_LINK, at)
+
+
+def _check_links(signed: bytes, tag: str, invocation: bool, revocation: bool = False) -> None:
+    """Refuse a payload whose links are byte strings, or whose nonce is a link: two
+    readers of the same signed bytes must agree on what each field is."""
+    fields = _members(signed, _members(signed, 0)[tag])
+    if "nonce" in fields and _is_link(signed, fields["nonce"]):
+        raise TokenInvalid("nonce is a CID link; the spec makes it a byte string")
+    if not invocation:
+        return
+    if "prf" in fields:
+        _, count, at = _head(signed, fields["prf"])  # an array: the payload was converted
+        for position in range(count):
+            if not _is_link(signed, at):
+                raise TokenInvalid(
+                    f"prf[{position}] is a byte string, not a CID link (DAG-CBOR tag 42); "
+                    "prf must hold links"
+                )
+            at = _skip(signed, at)
+    cause = fields.get("cause")
+    if cause is not None and signed[cause] != _NULL and not _is_link(signed, cause):
+        raise TokenInvalid("cause is not a CID link (DAG-CBOR tag 42); it must be a link or null")
+    revoked = _members(signed, fields["args"]).get("revoke") if revocation else None
+    if revoked is not None and not _is_link(signed, revoked):
+        raise TokenInvalid("args.revoke is not a CID link (DAG-CBOR tag 42)")
+
+
 # --- Decoding ------------------------------------------------------------------------------
 
 
-def _open(token: bytes, tags: frozenset[str]) -> tuple[bytes, bytes, dict[str, Any]]:
-    """The signature, the signed bytes and the payload map of a token."""
+def _open(token: bytes, tags: frozenset[str]) -> tuple[bytes, bytes, str, dict[str, Any]]:
+    """The signature, the signed bytes, the payload's tag and the payload map of a token."""
     if len(token) <= _SIGNED_AT or not token.startswith(_ENVELOPE_HEAD):
         raise TokenInvalid("not a [64-byte signature, payload] DAG-CBOR envelope")
     signed = token[_SIGNED_AT:]
@@ -311,7 +393,7 @@ def _open(token: bytes, tags: frozenset[str]) -> tuple[bytes, bytes, dict[str, A
         raise TokenInvalid(f"the payload is tagged {tag!r}, not one of {sorted(tags)}")
     if not isinstance(payload, dict):
         raise TokenInvalid("the payload is not a map")
-    return token[len(_ENVELOPE_HEAD) : _SIGNED_AT], signed, payload
+    return token[len(_ENVELOPE_HEAD) : _SIGNED_AT], signed, tag, payload
 
 
 _P = TypeVar("_P", DelegationPayload, InvocationPayload)
@@ -331,15 +413,17 @@ def decode_delegation(token: bytes) -> Delegation:
 
     Cached: a chain is shared by many records, and a token's bytes determine the result.
     """
-    signature, signed, payload = _open(token, _DELEGATION_TAGS)
+    signature, signed, tag, payload = _open(token, _DELEGATION_TAGS)
     fields = msgspec.structs.asdict(_convert(payload, DelegationPayload))
+    _check_links(signed, tag, invocation=False)
     return Delegation(**fields, signature=signature, signed=signed, cid=cid_of(token))
 
 
 def decode_invocation(token: bytes) -> Invocation:
     """Decode an invocation token; its signature is checked by `signature_valid`."""
-    signature, signed, payload = _open(token, _INVOCATION_TAGS)
+    signature, signed, tag, payload = _open(token, _INVOCATION_TAGS)
     fields = msgspec.structs.asdict(_convert(payload, InvocationPayload))
+    _check_links(signed, tag, invocation=True, revocation=fields["cmd"] == REVOKE_COMMAND)
     return Invocation(**fields, signature=signature, signed=signed, cid=cid_of(token))
 
 

@@ -28,10 +28,16 @@ TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
 # Tree heights above 63 cannot hold a node in a log with a 64-bit size.
 MAX_LEVEL = 63 // TILE_HEIGHT
-_GROUP = re.compile(r"x\d{3}")
-_LAST = re.compile(r"\d{3}")
-_WIDTH = re.compile(r"[1-9]\d{0,2}")
+SPEC_MAX_LEVEL = 63  # the highest <L> a tile path may spell, per tlog-tiles
+# [0-9], not \d: the spec's numbers are ASCII decimal, and \d matches any Unicode digit.
+_LEVEL = re.compile(r"0|[1-9][0-9]?")
+_GROUP = re.compile(r"x[0-9]{3}")
+_LAST = re.compile(r"[0-9]{3}")
+_WIDTH = re.compile(r"[1-9][0-9]{0,2}")
 _LENGTH = struct.Struct(">H")
+# Every 64-bit index is spelled in at most 7 segments (20 digits); a longer one, however
+# canonical, names a tile no log can have, and int() never sees its thousands of digits.
+_MAX_GROUPS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +77,8 @@ def parse_tile_path(path: str) -> Tile:
     level: int | None
     if level_text == "entries":
         level = None
-    elif level_text.isdigit() and str(int(level_text)) == level_text:
+    elif _LEVEL.fullmatch(level_text) and int(level_text) <= SPEC_MAX_LEVEL:
         level = int(level_text)
-        if level > MAX_LEVEL:
-            raise _bad(path)
     else:
         raise _bad(path)
     width = TILE_WIDTH
@@ -86,6 +90,11 @@ def parse_tile_path(path: str) -> Tile:
     *groups, last = rest
     if not _LAST.fullmatch(last) or not all(_GROUP.fullmatch(group) for group in groups):
         raise _bad(path)
+    if groups and groups[0] == "x000":
+        raise _bad(path)  # padding: not the canonical spelling
+    if len(groups) > _MAX_GROUPS or (level is not None and level > MAX_LEVEL):
+        # A well-formed path to a tile that no log with a 64-bit size can have: absent.
+        raise NotFound(f"tile/{path[:100]} cannot exist in a log with a 64-bit size")
     index = int("".join(group[1:] for group in groups) + last)
     tile = Tile(level, index, width)
     if tile_path(tile) != f"tile/{path.strip('/')}":  # no x000 padding, no leading zeros

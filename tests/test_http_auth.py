@@ -60,6 +60,10 @@ ROLES: dict[Operation, frozenset[Role]] = {
     Operation("GET", "/v1/proofs/consistency"): ANY,
     Operation("GET", "/checkpoint"): ANY,
     Operation("GET", "/tile/{path}"): ANY,
+    # tlog-tiles: HEAD is answered like GET, so it is guarded like GET.
+    Operation("HEAD", "/v1/checkpoint"): ANY,
+    Operation("HEAD", "/checkpoint"): ANY,
+    Operation("HEAD", "/tile/{path}"): ANY,
     Operation("GET", "/healthz"): OPEN,
     Operation("GET", "/readyz"): OPEN,
     Operation("GET", "/metrics"): OPEN,
@@ -84,7 +88,11 @@ def call(
 
 
 def assert_unauthenticated(answer: httpx.Response) -> None:
-    assert_problem(answer, 401, "unauthenticated")
+    if answer.request.method == "HEAD":  # the headers of the GET answer, with no body
+        assert answer.status_code == 401, answer.headers
+        assert answer.headers["content-type"].startswith("application/problem+json")
+    else:
+        assert_problem(answer, 401, "unauthenticated")
     assert answer.headers["www-authenticate"].lower().startswith("bearer"), answer.headers
 
 

@@ -52,7 +52,7 @@ def test_index_encoding_matches_the_spec_example() -> None:
         "0/000.p/256",
         "0/000.p/08",
         "00/000",
-        "8/000",  # above the highest level a 64-bit tree has
+        "64/000",  # above the highest level tlog-tiles spells
         "entries",
         "0/x001",
         "data/000",
