@@ -6,6 +6,11 @@ what has queued up, waiting at most `max_wait` after the oldest arrival or until
 to the single sequencer thread, which appends it under the log's write lock and commits.
 While one batch commits, the next is admitted, so the fsync hides behind the CPU work.
 
+One record never fails another: admission refuses a record it cannot check alone, and the
+sequencer splits a batch the database refuses until the record at fault stands alone
+(`ledger.sequencer.append_isolated`). Only a failure of the database as a whole fails a
+group, answered 503 with `Retry-After`.
+
 Memory is bounded: a worker holds at most `queue_limit` records that are queued or in
 flight, and beyond that `append` raises `Overloaded`, which the service answers with 429.
 """
@@ -13,6 +18,7 @@ flight, and beyond that `append` raises `Overloaded`, which the service answers 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -21,11 +27,19 @@ from dataclasses import dataclass, field
 
 from ingest import metrics
 from ledger.admission import Admitted
-from ledger.errors import Overloaded, RecordRejected, ShuttingDown, TenantMismatch
+from ledger.errors import (
+    DatabaseUnavailable,
+    LedgerError,
+    Overloaded,
+    RecordRejected,
+    ShuttingDown,
+    TenantMismatch,
+)
 from ledger.ledger import Ledger
 from ledger.receipt import Receipt
 
 Outcome = Receipt | RecordRejected
+_log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -156,6 +170,15 @@ class GroupCommitter:
             self._settle(job, answer)
 
     def _fail(self, jobs: list[_Job], error: Exception) -> None:
+        """Fail a whole group. Admission and sequencing refuse a faulty record alone, so
+        what reaches here is about the database as a whole: nothing was committed, and
+        every job is told to retry (503), never given a 500."""
+        if not isinstance(error, LedgerError):
+            _log.warning("group commit failed", exc_info=error)
+            error = DatabaseUnavailable(
+                "the database did not accept the group; nothing was acknowledged, "
+                "so retrying is safe"
+            )
         for job in jobs:
             if not job.future.done():
                 job.future.set_exception(error)

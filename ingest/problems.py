@@ -53,6 +53,8 @@ STATUS_BY_KIND: dict[str, int] = {
     "key-not-authorized": 422,
     "delegation-invalid": 422,
     "replay-of-unknown": 422,
+    "record-unprocessable": 422,
+    "record-unstorable": 422,
     "key-registry": 422,
     "key-conflict": 409,
     "batch-too-large": 413,
@@ -68,6 +70,10 @@ STATUS_BY_KIND: dict[str, int] = {
     "not-initialized": 503,
     "shutting-down": 503,
     "database-unavailable": 503,
+    "request-timeout": 408,
+    "headers-too-large": 431,
+    "body-memory-busy": 503,
+    "too-many-connections": 503,
     "not-ready": 503,
 }
 

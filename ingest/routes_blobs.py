@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio.to_thread
 import msgspec
+import sqlalchemy.exc
 from litestar import Request, Response, delete, get, put
 from litestar.openapi.datastructures import ResponseSpec
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
+from ingest.bodies import body_limit_of, budget_of, spooled_body
 from ingest.openapi import OctetStream
 from ingest.problems import problem_spec
 from ledger.apikeys import ADMINS, READERS, WRITERS, ApiKey
-from ledger.blobs import StoredBlob, erase_blob, get_blob, put_blob
-from ledger.db import write_transaction
+from ledger.blobs import (
+    COPY_CHUNK,
+    StoredBlob,
+    check_digest,
+    erase_blob,
+    get_blob,
+    put_blob_file,
+)
+from ledger.db import is_sqlite, write_transaction
+from ledger.errors import DigestMismatch
 from ledger.sequencer import now_micros
+
+
+@contextmanager
+def blob_transaction(engine: Engine) -> Iterator[Connection]:
+    """SQLite's single writer for SQLite; on PostgreSQL a plain transaction, so that a
+    large upload never holds the log's write lock that appends wait on."""
+    if is_sqlite(engine):
+        with write_transaction(engine) as connection:
+            yield connection
+    else:
+        with engine.begin() as connection:
+            yield connection
 
 
 class BlobStored(msgspec.Struct):
@@ -41,13 +65,42 @@ async def upload_blob(
     digest: str, request: Request[Any, Any, Any], caller: ApiKey, engine: Engine
 ) -> Response[BlobStored]:
     """Store bytes under `sha256:<hex>` after checking that they hash to it."""
-    content = await request.body()
+    check_digest(digest)
+    # Spooled to a file while hashed, then copied to the database in chunks: a blob is
+    # never whole in memory, and one that does not match its digest never reaches the
+    # database.
+    async with spooled_body(request, body_limit_of(request)) as spooled:
+        if spooled.digest != digest:
+            raise DigestMismatch(
+                f"the body hashes to {spooled.digest}, not {digest}", pointer="/digest"
+            )
 
-    def store() -> StoredBlob:
-        with write_transaction(engine) as connection:
-            return put_blob(connection, caller.tenant, digest, content, now_us=now_micros())
+        def store() -> StoredBlob:
+            try:
+                return store_once()
+            except sqlalchemy.exc.IntegrityError:
+                return store_once()  # the same blob, stored concurrently: now it is found
 
-    stored = await anyio.to_thread.run_sync(store)
+        def store_once() -> StoredBlob:
+            with blob_transaction(engine) as connection:
+                return put_blob_file(
+                    connection,
+                    caller.tenant,
+                    digest,
+                    spooled.file,
+                    spooled.size,
+                    now_us=now_micros(),
+                )
+
+        # SQLite builds the row in memory (the blob is not its last column), so there the
+        # write holds the blob whole, under the budget; COPY to PostgreSQL holds one chunk.
+        in_memory = spooled.size if is_sqlite(engine) else min(spooled.size, 3 * COPY_CHUNK)
+        budget = budget_of(request)
+        await budget.acquire(in_memory)
+        try:
+            stored = await anyio.to_thread.run_sync(store)
+        finally:
+            budget.release(in_memory)
     return Response(
         BlobStored(stored.digest, stored.size), status_code=201 if stored.created else 200
     )

@@ -10,6 +10,7 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.openapi.datastructures import ResponseSpec
 
+from ingest.bodies import body_limit_of, held_body
 from ingest.openapi import EnvelopeBatch, OneEnvelope
 from ingest.problems import Problem, problem_for, problem_spec
 from ingest.request_state import batch_limit_of, caller_of, committer_of
@@ -73,32 +74,56 @@ async def append_record(request: Request[Any, Any, Any]) -> Response[Receipt]:
     receipt when these exact bytes were stored before."""
     require_json(request)
     committer = committer_of(request)
-    [outcome] = await committer.append([await request.body()], caller_of(request).tenant)
+    async with held_body(request, body_limit_of(request)) as body:
+        [outcome] = await committer.append([bytes(body)], caller_of(request).tenant)
     if isinstance(outcome, RecordRejected):
         raise outcome
     return Response(outcome, status_code=201 if outcome.status == "created" else 200)
 
 
-def split_batch(body: bytes, media: str, limit: int) -> list[bytes]:
-    """The batch's envelopes as the exact bytes sent: each array element, or each line."""
+def split_batch(body: bytes | bytearray, media: str, limit: int) -> list[bytes]:
+    """The batch's envelopes as the exact bytes sent: each array element, or each line.
+    Items are counted before any is copied, so that an over-long batch costs no more
+    memory than its body."""
     if media in NDJSON_TYPES:
-        raws = [line.strip() for line in body.split(b"\n") if line.strip()]
+        raws = _ndjson_lines(body, limit)
     elif not media or media == "application/json":
         try:
-            raws = [bytes(item) for item in _ARRAY.decode(body)]
+            # Raw items are views of the body: counting them copies nothing.
+            items = _ARRAY.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             raise BadRequest(
                 f"the body must be a JSON array of DSSE envelopes: {error}", pointer=""
             ) from None
+        _check_count(len(items), limit)
+        raws = [bytes(item) for item in items]
     else:
         raise UnsupportedMediaType(
             f"send a batch as application/json or application/x-ndjson, not {media}"
         )
     if not raws:
         raise BadRequest("the batch is empty", pointer="")
-    if len(raws) > limit:
-        raise BatchTooLarge(f"the batch has {len(raws)} records; the limit is {limit}")
     return raws
+
+
+def _ndjson_lines(body: bytes | bytearray, limit: int) -> list[bytes]:
+    """The non-blank lines, stopping at the first one over `limit`."""
+    lines: list[bytes] = []
+    start = 0
+    while start < len(body):
+        end = body.find(b"\n", start)
+        end = len(body) if end < 0 else end
+        line = bytes(body[start:end]).strip()
+        if line:
+            _check_count(len(lines) + 1, limit)
+            lines.append(line)
+        start = end + 1
+    return lines
+
+
+def _check_count(count: int, limit: int) -> None:
+    if count > limit:
+        raise BatchTooLarge(f"the batch has {count} or more records; the limit is {limit}")
 
 
 @post(
@@ -113,8 +138,10 @@ def split_batch(body: bytes, media: str, limit: int) -> list[bytes]:
 async def append_batch(request: Request[Any, Any, Any]) -> BatchResult:
     """Append up to the configured number of envelopes in one transaction. Each item gets
     its receipt, or the problem that refused it; nothing of a refused item is stored."""
-    raws = split_batch(await request.body(), media_type(request), batch_limit_of(request))
-    outcomes = await committer_of(request).append(raws, caller_of(request).tenant)
+    async with held_body(request, body_limit_of(request)) as body:
+        raws = split_batch(body, media_type(request), batch_limit_of(request))
+        del body[:]  # the items are copies; the body's memory goes back now
+        outcomes = await committer_of(request).append(raws, caller_of(request).tenant)
     results = []
     for position, outcome in enumerate(outcomes):
         if isinstance(outcome, RecordRejected):

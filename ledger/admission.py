@@ -4,9 +4,10 @@ The steps are numbered as they run; each failure raises a `RecordRejected` subcl
 what is wrong, and nothing of a rejected record is ever written.
 
 1. The envelope is within the size limit.
-2. It parses as a DSSE envelope.
+2. It parses as a DSSE envelope with at most `dsse.MAX_SIGNATURES` signatures.
 3. Its payloadType is one the ledger knows.
-4. The payload decodes strictly against that type's schema.
+4. The payload keeps the admission contract (`ledger.payload_bounds`: depth, duplicate
+   members, NUL, integer and timestamp ranges) and decodes strictly against its schema.
 5. Some signature names a registered key bound to the record's tenant and service.
 6. That key was valid at the record's `occurred_at` and is not revoked.
 7. The signature verifies over PAE(payloadType, payload).
@@ -17,10 +18,14 @@ what is wrong, and nothing of a rejected record is ever written.
 
 Steps 1 to 7 apply to every payload type: decisions, principal, revocation and replay
 records all name a tenant, a service, an id and an `occurred_at`.
+
+One record never fails another: in a batch, any error while checking one record (even one
+no rule names) refuses that record alone, as `RecordUnprocessable`.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -28,7 +33,7 @@ from typing import TypeVar
 
 from sqlalchemy import Engine
 
-from ledger import dsse
+from ledger import dsse, payload_bounds
 from ledger._parallel import WorkerPool
 from ledger.decision_index import IndexRow, index_row
 from ledger.delegation_index import AuthorityRow
@@ -45,8 +50,10 @@ from ledger.errors import (
     KeyNotAuthorized,
     KeyNotValidAt,
     KeyRevoked,
+    MalformedEnvelope,
     RecordRejected,
     RecordTooLarge,
+    RecordUnprocessable,
     SignatureError,
     UnknownKey,
     UnsupportedPayloadType,
@@ -57,6 +64,7 @@ from ledger.replay_index import DecisionLeaves, ReplayRow, check_target, decisio
 from ledger.replay_record import REPLAY_PAYLOAD_TYPE, ReplayRecord, decode_replay
 
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
+_log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _U = TypeVar("_U")
 
@@ -104,13 +112,25 @@ class Admitted:
     replay: ReplayRow | None = None
 
 
-def open_envelope(raw: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> dsse.Envelope:
-    """Steps 1 to 3: cheap enough to run for a whole batch before any key is looked up."""
+def open_envelope(
+    raw: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES, admitting: bool = False
+) -> dsse.Envelope:
+    """Steps 1 to 3: cheap enough to run for a whole batch before any key is looked up.
+
+    `admitting` applies the bounds of the admission contract; readers re-checking stored
+    records leave it off, so that records stored before a bound existed still read.
+    """
     # 1.
     if len(raw) > max_bytes:
         raise RecordTooLarge(f"envelope is {len(raw)} bytes; the limit is {max_bytes}")
     # 2.
     envelope = dsse.decode_envelope(raw)
+    if admitting and len(envelope.signatures) > dsse.MAX_SIGNATURES:
+        raise MalformedEnvelope(
+            f"envelope carries {len(envelope.signatures)} signatures; the limit is "
+            f"{dsse.MAX_SIGNATURES}",
+            pointer="/signatures",
+        )
     # 3.
     if envelope.payloadType not in PAYLOAD_DECODERS:
         raise UnsupportedPayloadType(
@@ -120,10 +140,15 @@ def open_envelope(raw: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> d
     return envelope
 
 
-def decode_payload(raw: bytes, envelope: dsse.Envelope) -> Candidate:
-    # 4.
+def decode_payload(raw: bytes, envelope: dsse.Envelope, *, admitting: bool = False) -> Candidate:
+    # 4. Within the admission contract (`ledger.payload_bounds`), then the type's schema.
     payload = dsse.payload_bytes(envelope)
-    return Candidate(raw, envelope, payload, PAYLOAD_DECODERS[envelope.payloadType](payload))
+    if admitting:
+        payload_bounds.check_json(payload)
+    record = PAYLOAD_DECODERS[envelope.payloadType](payload)
+    if admitting:
+        payload_bounds.check_record(record)
+    return Candidate(raw, envelope, payload, record)
 
 
 def parse_record(raw: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Candidate:
@@ -141,6 +166,10 @@ def authenticate(
     """
     decision = candidate.decision
     occurred_us = to_micros(decision.occurred_at)
+    # Computed once: each signature is checked on its own, at most once, and only when its
+    # keyid is registered, so the cost grows with the number of known signatures, not its
+    # square.
+    message = dsse.pae(candidate.envelope.payloadType, candidate.payload)
     first_error: RecordRejected | None = None
     for position, signature in enumerate(candidate.envelope.signatures):
         pointer = f"/signatures/{position}"
@@ -164,9 +193,7 @@ def authenticate(
                 pointer=pointer,
             )
         # 7.
-        elif not dsse.verify_envelope(
-            candidate.envelope, candidate.payload, key.keyid, key.public_key
-        ):
+        elif not dsse.verify_signature(candidate.envelope, position, message, key.public_key):
             error = SignatureError(
                 f"signature by {key.keyid} does not verify", pointer=f"{pointer}/sig"
             )
@@ -201,9 +228,11 @@ def admit_batch(
     opened: list[tuple[bytes, dsse.Envelope] | RecordRejected] = []
     for raw in raws:
         try:
-            opened.append((raw, open_envelope(raw, max_bytes=max_bytes)))
+            opened.append((raw, open_envelope(raw, max_bytes=max_bytes, admitting=True)))
         except RecordRejected as error:
             opened.append(error)
+        except Exception as error:  # one record's fault stays its own
+            opened.append(_unprocessable(error))
     keys = load_keys(
         engine,
         (
@@ -222,13 +251,15 @@ def admit_batch(
         if isinstance(item, RecordRejected):
             return item
         try:
-            candidate = decode_payload(*item)
+            candidate = decode_payload(*item, admitting=True)
             admitted = authenticate(candidate, keys)
             # 8., as far as it goes without the batch's principals and replayed decisions.
             record = candidate.decision
             authority = None if isinstance(record, ReplayRecord) else authorize(record, modes)
         except RecordRejected as error:
             return error
+        except Exception as error:  # one record's fault stays its own
+            return _unprocessable(error)
         if isinstance(authority, PendingChain):
             return admitted, authority
         return admitted if authority is None else replace(admitted, authority=authority)
@@ -252,9 +283,19 @@ def admit_batch(
                 return replace(admitted, authority=verify_pending(chain, principals, at_us))
         except RecordRejected as error:
             return error
+        except Exception as error:  # one record's fault stays its own
+            return _unprocessable(error)
         return admitted
 
     return _map(pool, finish, first) if pending else [finish(item) for item in first]
+
+
+def _unprocessable(error: Exception) -> RecordUnprocessable:
+    """A record whose check failed unexpectedly: logged for the operator, refused alone."""
+    _log.warning("record could not be checked", exc_info=error)
+    return RecordUnprocessable(
+        f"the record could not be checked ({type(error).__name__}); it was not stored"
+    )
 
 
 def _replayed_decisions(

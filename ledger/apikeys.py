@@ -13,11 +13,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, delete, insert, select, update
 
 from ledger.entry import rfc3339
 from ledger.errors import NotFound
-from ledger.schema import api_keys
+from ledger.schema import api_keys, ui_sessions
 
 TOKEN_PREFIX = "prov_"  # noqa: S105 - a marker, not a secret
 
@@ -110,6 +110,8 @@ def revoke_api_key(connection: Connection, tenant: str, key_id: str, *, now_us: 
     ).first()
     if row is None:
         raise NotFound(f"no API key {key_id!r}")
+    # The key's auditor-page sessions end with it (they also stop resolving through it).
+    connection.execute(delete(ui_sessions).where(ui_sessions.c.api_key_id == key_id))
     key = _from_row(row)
     if key.revoked_us is not None:
         return key

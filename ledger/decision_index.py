@@ -38,6 +38,9 @@ _encoder = msgspec.json.Encoder()
 
 
 def index_row(decision: Decision) -> IndexRow:
+    # `occurred_us` always fits its BIGINT: any datetime (years 1 to 9999, an offset of
+    # under a day) is within about 2.6e17 microseconds of the epoch. Reads format it with
+    # `ledger.entry.rfc3339`, which is total, so a time past year 9999 in UTC still shows.
     return (
         decision.tenant,
         decision.id,

@@ -16,15 +16,24 @@ from ledger._pointer import explain
 from ledger.errors import MalformedEnvelope
 
 
-class Signature(msgspec.Struct, forbid_unknown_fields=True):
+# The DSSE spec says consumers MUST ignore envelope fields they do not recognize, at the
+# top level and in each signature; the stored bytes are the ones received, so nothing of
+# such a field is lost by ignoring it here.
+class Signature(msgspec.Struct):
     sig: str
     keyid: str = ""
 
 
-class Envelope(msgspec.Struct, forbid_unknown_fields=True):
+class Envelope(msgspec.Struct):
     payloadType: str  # noqa: N815 - the spec's name
     payload: str
     signatures: list[Signature]
+
+
+# Each signature whose keyid is registered costs one Ed25519 verification; a handful is
+# all that key rotation and co-signing need, and a bound keeps one envelope from holding
+# up the batches around it.
+MAX_SIGNATURES = 8
 
 
 _decoder = msgspec.json.Decoder(Envelope)
@@ -103,9 +112,13 @@ def sign_envelope(
 def verify_envelope(envelope: Envelope, payload: bytes, keyid: str, public_key: bytes) -> bool:
     """True when some signature carrying `keyid` verifies under `public_key`."""
     message = pae(envelope.payloadType, payload)
-    for position, signature in enumerate(envelope.signatures):
-        if signature.keyid == keyid and _ed25519.verify(
-            public_key, message, signature_bytes(envelope, position)
-        ):
-            return True
-    return False
+    return any(
+        verify_signature(envelope, position, message, public_key)
+        for position, signature in enumerate(envelope.signatures)
+        if signature.keyid == keyid
+    )
+
+
+def verify_signature(envelope: Envelope, position: int, message: bytes, public_key: bytes) -> bool:
+    """True when the signature at `position` verifies over `message` (the PAE bytes)."""
+    return _ed25519.verify(public_key, message, signature_bytes(envelope, position))

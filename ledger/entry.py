@@ -53,5 +53,28 @@ def from_micros(micros: int) -> datetime:
     return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
 
 
+# The Gregorian calendar repeats every 400 years, which are exactly this many microseconds.
+_ERA_MICROS = 146_097 * 86_400 * 1_000_000
+
+
 def rfc3339(micros: int) -> str:
-    return from_micros(micros).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """`micros` as RFC 3339 in UTC. Total: a time outside the years 1 to 9999 that a
+    datetime holds (a record stored before admission bounded `occurred_at`, say) is shifted
+    by whole 400-year eras into range and its year shifted back, so it prints exactly."""
+    eras = 0
+    if not _MIN_MICROS <= micros <= _MAX_MICROS:
+        # Into the eras of 2000..2399, well inside the range either way.
+        eras = (micros - _Y2000_MICROS) // _ERA_MICROS
+        micros -= eras * _ERA_MICROS
+    moment = from_micros(micros)
+    year = moment.year + 400 * eras
+    # Zero-padded by hand: strftime's %Y does not pad years before 1000 on every platform.
+    return (
+        f"{'-' if year < 0 else ''}{abs(year):04d}-{moment.month:02d}-{moment.day:02d}"
+        f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}Z"
+    )
+
+
+_MIN_MICROS = to_micros(datetime.min.replace(tzinfo=UTC))
+_MAX_MICROS = to_micros(datetime.max.replace(tzinfo=UTC))
+_Y2000_MICROS = to_micros(datetime(2000, 1, 1, tzinfo=UTC))

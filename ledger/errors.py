@@ -232,3 +232,59 @@ class AuditFailed(LedgerError):
 
     kind = "audit-failed"
     title = "The log is not consistent with the trusted checkpoint"
+
+
+class RecordUnprocessable(RecordRejected):
+    """Checking this one record failed in a way no rule names; it alone is refused, and
+    the rest of its group is admitted as usual."""
+
+    kind = "record-unprocessable"
+    title = "Record could not be checked"
+
+
+class RecordUnstorable(RecordRejected):
+    """The database refused to store this one record; it alone is refused, and the rest
+    of its group commits."""
+
+    kind = "record-unstorable"
+    title = "Record could not be stored"
+
+
+class DatabaseUnavailable(LedgerError):
+    """The database failed the whole group (unreachable, or refusing every write): nothing
+    was acknowledged, so a retry after a pause is safe."""
+
+    kind = "database-unavailable"
+    title = "Database unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class RequestTimeout(LedgerError):
+    """The client did not send its request's headers or body within the server's timeout;
+    the connection is closed after this answer."""
+
+    kind = "request-timeout"
+    title = "Request not received in time"
+
+
+class HeadersTooLarge(BadRequest):
+    kind = "headers-too-large"
+    title = "Request headers too large"
+
+
+class BodyMemoryBusy(Overloaded):
+    """The request bodies a worker already holds in memory use its whole budget; nothing of
+    this request was read or stored, so a retry after a pause is safe."""
+
+    kind = "body-memory-busy"
+    title = "Too many large requests at once"
+
+
+class TooManyConnections(Overloaded):
+    """The worker holds as many connections as it may; this one is answered and closed."""
+
+    kind = "too-many-connections"
+    title = "Too many open connections"

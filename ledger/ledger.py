@@ -27,7 +27,7 @@ from ledger.receipt import Receipt, issue_receipt
 from ledger.replay_record import ReplayRecord
 from ledger.replay_signing import ReplaySigner, default_replay_key_path
 from ledger.schema import ledger_info
-from ledger.sequencer import Appended, Frontier, append, now_micros, store_checkpoint
+from ledger.sequencer import Appended, Frontier, append_isolated, now_micros, store_checkpoint
 from ledger.store import StoredCheckpoint, latest_checkpoint, read_info
 from ledger.verify import VerifyReport, verify_log
 
@@ -176,7 +176,7 @@ class Ledger:
         pass through in place, so results line up with `admitted`."""
         accepted = [item for item in admitted if isinstance(item, Admitted)]
         outcomes = iter(
-            append(self.engine, accepted, self.signer, self.origin, self.frontier)
+            append_isolated(self.engine, accepted, self.signer, self.origin, self.frontier)
             if accepted
             else []
         )

@@ -241,3 +241,19 @@ replay_jobs = Table(
     Column("updated_us", BigInteger, nullable=False),
     Index("ix_replay_jobs_tenant_created", "tenant", "created_us"),
 )
+
+# Signed-in browsers of the auditor pages (ledger/ui_sessions.py): operational state, not
+# evidence. Only the SHA-256 of a session's random id is kept, so a copy of the database
+# signs no one in; a session is good only while its API key is live.
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("id_hash", LargeBinary(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("api_key_id", String(32), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    Column("last_seen_us", BigInteger, nullable=False),
+    Index("ix_ui_sessions_api_key_id", "api_key_id", "created_us"),
+    Index("ix_ui_sessions_expires_us", "expires_us"),
+)

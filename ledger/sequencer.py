@@ -11,10 +11,12 @@ before that commit, and a batch that fails leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, String, any_, bindparam, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -23,7 +25,7 @@ from ledger.db import write_transaction
 from ledger.decision_index import insert_index_rows
 from ledger.delegation_index import AuthorityGuard, AuthorityRow, insert_authority_rows
 from ledger.entry import entry_leaf_hash
-from ledger.errors import IdConflict, RecordRejected
+from ledger.errors import IdConflict, LedgerError, RecordRejected, RecordUnstorable
 from ledger.merkle import CompactRange
 from ledger.note import Checkpoint, NoteSigner
 from ledger.replay_index import ReplayRow, insert_replay_rows
@@ -53,6 +55,8 @@ ENTRY_COLUMNS = (
     "integrated_us",
     "leaf_hash",
 )
+
+_log = logging.getLogger(__name__)
 
 
 def now_micros() -> int:
@@ -93,6 +97,51 @@ def append(
         results, tree, last_leaf = _append_locked(connection, records, signer, origin, frontier)
     frontier.remember(tree, last_leaf)  # only once the batch has committed
     return results
+
+
+# Errors that say the database as a whole is unusable (unreachable, locked, timed out),
+# not that one record is at fault: they fail the whole group, which may retry.
+# A `LedgerError` here is about the log's own state, never one record: it fails the group too.
+_FAILS_THE_GROUP = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    LedgerError,
+)
+
+
+def append_isolated(
+    engine: Engine,
+    records: Sequence[Admitted],
+    signer: NoteSigner,
+    origin: str,
+    frontier: Frontier | None = None,
+) -> list[Appended | RecordRejected]:
+    """`append`, except that a record the database refuses fails alone.
+
+    When the batch's transaction fails for a reason other than the database being down,
+    nothing of it was committed; the batch is split in halves, each appended in its own
+    transaction, until the record at fault stands alone and is refused as
+    `RecordUnstorable`. Arrival order is kept, and a good batch still costs one commit.
+    """
+    frontier = frontier or Frontier()
+    try:
+        return append(engine, records, signer, origin, frontier)
+    except _FAILS_THE_GROUP:
+        raise
+    except Exception as error:
+        if len(records) == 1:
+            _log.warning("record could not be stored", exc_info=error)
+            return [
+                RecordUnstorable(
+                    f"the database refused to store this record ({type(error).__name__}); "
+                    "nothing of it was stored"
+                )
+            ]
+    middle = len(records) // 2
+    return append_isolated(engine, records[:middle], signer, origin, frontier) + (
+        append_isolated(engine, records[middle:], signer, origin, frontier)
+    )
 
 
 def _append_locked(

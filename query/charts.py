@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from datetime import date
 from decimal import Decimal
 from io import BytesIO
 from typing import Any, Literal
@@ -77,6 +78,8 @@ def _lines(axes: Any, section: Section, chart: Chart) -> None:
             axes.bar(position, points[0][1], label=name)
         else:
             axes.plot([x for x, _ in points], [v for _, v in points], marker="o", label=name)
+    if not single:
+        _dates_in_range(axes, [x for points in series.values() for x, _ in points])
     if single:
         axes.set_xticks([], [])
         axes.set_xlabel(str(next(iter(series.values()))[0][0]))
@@ -85,6 +88,15 @@ def _lines(axes: Any, section: Section, chart: Chart) -> None:
     axes.set_ylabel(chart.ylabel or y)
     axes.grid(alpha=0.3)
     axes.tick_params(axis="x", labelrotation=30)
+
+
+def _dates_in_range(axes: Any, xs: list[Any]) -> None:
+    """Matplotlib draws dates of the years 1 to 9999 only: an axis whose data reach either
+    end (a record stored before admission bounded its time, clamped by the export) gets no
+    margin, which would run past it."""
+    moments = [x for x in xs if isinstance(x, date)]
+    if moments and (min(moments).year <= 1 or max(moments).year >= 9999):
+        axes.set_xmargin(0)
 
 
 def _bars(axes: Any, section: Section, chart: Chart) -> None:

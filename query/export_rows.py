@@ -11,6 +11,11 @@ That keeps decoding to a few microseconds a record (see bench/export.py); a memb
 partial schema does not know is simply not exported, never an error. A replay is one
 `replays` row; any other record that is not a decision is exported whole, as one
 `other_records` row.
+
+Rows never fail on what the log holds, including records stored before admission bounded
+their fields (docs/analytics.md, "Values a column cannot hold"): a time outside the years
+1 to 9999 in UTC is clamped to that range in its timestamp column, and an integer outside a
+column's signed range is null there. The `envelopes` table keeps every value exactly.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 import msgspec
 
 from ledger.dsse import b64decode
-from ledger.entry import from_micros
+from ledger.entry import from_micros, to_micros
 from ledger.record import DECISION_PAYLOAD_TYPE
 from ledger.replay_record import REPLAY_PAYLOAD_TYPE
 from query.export_schema import TABLES
@@ -247,6 +252,32 @@ BlobState = tuple[str, int | None, datetime | None]
 MISSING: BlobState = ("missing", None, None)
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+_INT64 = (-(2**63), 2**63 - 1)
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def utc_time(moment: datetime) -> datetime:
+    """`moment` in UTC, clamped to the years 1 to 9999 that a timestamp column and Python
+    both hold (an offset can carry a stored time a few hours past either end)."""
+    micros = to_micros(moment)
+    if micros < to_micros(_EARLIEST):
+        return _EARLIEST
+    if micros > to_micros(_LATEST):
+        return _LATEST
+    return moment.astimezone(UTC)
+
+
+def _time(moment: datetime | None) -> datetime | None:
+    return None if moment is None else utc_time(moment)
+
+
+def _int(value: int | None, bounds: tuple[int, int] = _INT64) -> int | None:
+    """The value if its integer column holds it, else null."""
+    return value if value is not None and bounds[0] <= value <= bounds[1] else None
+
+
 def new_rows() -> Rows:
     return {name: [] for name in TABLES}
 
@@ -276,7 +307,7 @@ def partition_of(entry: LogEntry, record: Payload) -> Partition:
         moment = record.common.occurred_at or from_micros(entry.integrated_us)
     else:
         moment = record.occurred_at
-    return entry.tenant, moment.astimezone(UTC).date()
+    return entry.tenant, utc_time(moment).date()
 
 
 def blob_digests(record: Payload) -> list[str]:
@@ -310,7 +341,7 @@ def append_rows(
                 common.id,
                 record.payload_type,
                 common.service,
-                common.occurred_at,
+                _time(common.occurred_at),
                 from_micros(entry.integrated_us),
                 record.payload,
                 entry.leaf,
@@ -336,25 +367,25 @@ def _append_decision(
             record_id,
             d.service,
             d.decision_type,
-            d.occurred_at,
+            utc_time(d.occurred_at),
             from_micros(entry.integrated_us),
             d.model.provider,
             d.model.name,
             d.model.version,
             prompt and prompt.template_id,
             prompt and prompt.version,
-            usage and usage.input_tokens,
-            usage and usage.output_tokens,
+            None if usage is None else _int(usage.input_tokens),
+            None if usage is None else _int(usage.output_tokens),
             cost and cost.amount,
             cost and cost.currency,
-            usage and usage.latency_ms,
+            None if usage is None else _int(usage.latency_ms),
             bytes(d.output.decision),
             d.subject,
             d.delegation[0].iss if d.delegation else None,
             policy and policy.policy_id,
             policy and policy.version,
             policy and policy.result,
-            d.freshness and d.freshness.valid_until,
+            None if d.freshness is None else _time(d.freshness.valid_until),
             entry.leaf,
             entry.envelope_sha256,
             entry.entry_bytes,
@@ -370,10 +401,10 @@ def _append_decision(
                 position,
                 step.kind,
                 step.name or step.source or step.approver or step.kind,
-                step.started_at,
-                step.ended_at,
-                step_usage and step_usage.input_tokens,
-                step_usage and step_usage.output_tokens,
+                utc_time(step.started_at),
+                utc_time(step.ended_at),
+                None if step_usage is None else _int(step_usage.input_tokens),
+                None if step_usage is None else _int(step_usage.output_tokens),
                 step_cost and step_cost.amount,
                 step_cost and step_cost.currency,
                 error and error.type,
@@ -388,8 +419,8 @@ def _append_decision(
                     position,
                     step.name,
                     step.call_id,
-                    step.started_at,
-                    step.ended_at,
+                    utc_time(step.started_at),
+                    utc_time(step.ended_at),
                     bytes(step.arguments) or b"{}",
                     bytes(step.result) or None,
                     error and error.type,
@@ -403,7 +434,7 @@ def _append_decision(
                 index,
                 record_id,
                 position,
-                d.occurred_at,
+                utc_time(d.occurred_at),
                 exposure.group,
                 exposure.amount,
                 exposure.unit,
@@ -424,7 +455,7 @@ def _append_replay(entry: LogEntry, r: ReplayPayload, rows: Rows) -> None:
             r.batch,
             r.mode,
             r.verdict,
-            r.occurred_at,
+            utc_time(r.occurred_at),
             from_micros(entry.integrated_us),
             r.recorded_model.provider,
             r.recorded_model.name,
@@ -433,20 +464,20 @@ def _append_replay(entry: LogEntry, r: ReplayPayload, rows: Rows) -> None:
             r.model.name,
             r.model.version,
             divergence and divergence.kind,
-            divergence and divergence.recorded_step,
+            None if divergence is None else _int(divergence.recorded_step, _INT32),
             r.error and r.error.type,
             [change.path for change in diff.decision],
             diff.text_changed,
             len(diff.tool_calls),
-            diff.input_tokens.before,
-            diff.input_tokens.after,
-            diff.output_tokens.before,
-            diff.output_tokens.after,
+            _int(diff.input_tokens.before),
+            _int(diff.input_tokens.after),
+            _int(diff.output_tokens.before),
+            _int(diff.output_tokens.after),
             diff.cost.before,
             diff.cost.after,
             diff.cost.currency,
-            diff.latency_ms.before,
-            diff.latency_ms.after,
+            _int(diff.latency_ms.before),
+            _int(diff.latency_ms.after),
             None if r.output is None else bytes(r.output.decision),
             entry.leaf,
             entry.envelope_sha256,

@@ -200,18 +200,20 @@ def to_table(name: str, rows: Sequence[tuple[Any, ...]]) -> Any:
         return schema.empty_table()
     columns = list(zip(*rows, strict=True))
     return pa.Table.from_arrays(
-        [_array(column, field.type) for column, field in zip(columns, schema, strict=True)],
+        [_array(column, field) for column, field in zip(columns, schema, strict=True)],
         schema=schema,
     )
 
 
-def _array(values: Sequence[Any], kind: Any) -> Any:
+def _array(values: Sequence[Any], field: Any) -> Any:
+    kind = field.type
     if kind != _MONEY:
         return pa.array(values, type=kind)
     try:
         return pa.array(values, type=kind)
     except pa.ArrowInvalid:  # more than 12 decimal places, or too large: rare, so slow
-        return pa.array([None if v is None else money(v) for v in values], type=kind)
+        fit = money_or_none if field.nullable else money_clamped
+        return pa.array([None if v is None else fit(v) for v in values], type=kind)
 
 
 def money(amount: Decimal) -> Decimal:
@@ -224,6 +226,27 @@ def money(amount: Decimal) -> Decimal:
     if rounded.copy_abs() >= _MONEY_LIMIT:
         raise ValueError(f"the amount {amount} does not fit decimal(38, 12)")
     return rounded
+
+
+def money_or_none(amount: Decimal) -> Decimal | None:
+    """`money(amount)`, or null for an amount beyond decimal(38, 12): a record stored
+    before admission bounded amounts still exports (the envelope keeps the amount)."""
+    try:
+        return money(amount)
+    except ValueError:
+        return None
+
+
+def money_clamped(amount: Decimal) -> Decimal:
+    """`money(amount)`, or the largest amount of the same sign that fits, for a column that
+    cannot be null."""
+    try:
+        return money(amount)
+    except ValueError:
+        if amount.is_nan():
+            return Decimal(0)
+        largest = _WIDE.subtract(_MONEY_LIMIT, _QUANTUM)  # exact: 38 digits
+        return largest if amount > 0 else largest.copy_negate()
 
 
 def with_partition(name: str) -> Any:

@@ -28,6 +28,7 @@ import duckdb
 
 from ledger.errors import BadRequest, NotFound
 from query.analytics import run_sql
+from query.search import check_text
 
 BUCKETS = ("day", "week", "month")
 DIMENSIONS = {
@@ -58,12 +59,18 @@ class ReportQuery:
         if self.bucket not in BUCKETS:
             raise BadRequest(f"bucket must be one of {', '.join(BUCKETS)}", pointer="/bucket")
         unknown = [name for name in self.by if name not in DIMENSIONS]
-        if unknown or not self.by:
+        if unknown or not self.by or len(set(self.by)) != len(self.by):
             raise BadRequest(
-                f"by takes one or more of {', '.join(DIMENSIONS)}, not {unknown}", pointer="/by"
+                f"by takes one or more of {', '.join(DIMENSIONS)}, each once, "
+                f"not {','.join(self.by)[:80]!r}",
+                pointer="/by",
             )
-        if self.window <= timedelta(0):
-            raise BadRequest("the window must be positive", pointer="/window")
+        if not timedelta(0) < self.window <= MAX_WINDOW:
+            raise BadRequest(f"the window must be from 1s to {MAX_WINDOW.days}d", pointer="/window")
+        for name in ("service", "decision_type"):
+            value = getattr(self, name)
+            if value is not None:
+                check_text(name, value)
         if not 1 <= self.limit <= 10_000:
             raise BadRequest("limit must be between 1 and 10000", pointer="/limit")
 
@@ -400,16 +407,25 @@ def freshness(connection: duckdb.DuckDBPyConnection, query: ReportQuery) -> Repo
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+# A century: every window a report needs, and far inside what timedelta and DuckDB hold.
+MAX_WINDOW = timedelta(days=36_525)
 
 
 def parse_window(text: str) -> timedelta:
-    """`90s`, `30m`, `24h` or `7d` as a timedelta; BadRequest for anything else."""
+    """`90s`, `30m`, `24h` or `7d` as a timedelta, up to `MAX_WINDOW`; BadRequest for
+    anything else."""
     number, unit = text[:-1], text[-1:]
-    if unit not in _UNITS or not number.isdigit() or int(number) < 1:
+    # ASCII digits only (isdigit() also takes "²", which int() refuses), and few of them.
+    if unit not in _UNITS or not (number.isascii() and number.isdecimal()) or len(number) > 12:
         raise BadRequest(
-            f"a window is a positive count of s, m, h or d, not {text!r}", pointer="/window"
+            f"a window is a positive count of s, m, h or d, not {text[:40]!r}", pointer="/window"
         )
-    return timedelta(seconds=int(number) * _UNITS[unit])
+    seconds = int(number) * _UNITS[unit]
+    if not 1 <= seconds <= MAX_WINDOW.total_seconds():
+        raise BadRequest(
+            f"a window is from 1s to {MAX_WINDOW.days}d, not {text!r}", pointer="/window"
+        )
+    return timedelta(seconds=seconds)
 
 
 def _duration(window: timedelta) -> str:

@@ -14,11 +14,23 @@ from ingest.problems import problem_spec
 from ledger.apikeys import READERS, ApiKey
 from ledger.ledger import Ledger
 from ledger.sequencer import now_micros
-from query.search import DEFAULT_LIMIT, MAX_LIMIT, DecisionFilter, OutputMatch, SearchPage, search
+from query.search import (
+    DEFAULT_LIMIT,
+    MAX_CURSOR,
+    MAX_LIMIT,
+    MAX_OUTPUT,
+    MAX_TEXT,
+    DecisionFilter,
+    OutputMatch,
+    SearchPage,
+    search,
+)
 from query.why import why_report
 
 DECISION_READ = {"roles": READERS}
-Text = Annotated[str | None, Parameter(max_length=256)]
+# The same limits as `query.search` applies to every caller (the pages, the CLI): the
+# declared ones answer early, and appear in the OpenAPI document.
+Text = Annotated[str | None, Parameter(max_length=MAX_TEXT)]
 
 
 @get(
@@ -43,15 +55,17 @@ def search_decisions(
     root_principal: Annotated[
         str | None,
         Parameter(
-            max_length=256,
+            max_length=MAX_TEXT,
             description="The enrolled principal at the root of a verified chain: alice@example.com",
         ),
     ] = None,
     output: Annotated[
         str | None,
-        Parameter(max_length=512, description="PATH=VALUE in output.decision, e.g. approved=true"),
+        Parameter(
+            max_length=MAX_OUTPUT, description="PATH=VALUE in output.decision, e.g. approved=true"
+        ),
     ] = None,
-    cursor: Annotated[str | None, Parameter(max_length=64)] = None,
+    cursor: Annotated[str | None, Parameter(max_length=MAX_CURSOR)] = None,
     limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> SearchPage:
     """The caller's tenant's decisions, newest first, filtered; `next_cursor` continues."""

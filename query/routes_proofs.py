@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Response, get
+from litestar import Response, get, route
 from litestar.params import Parameter
 from sqlalchemy import Engine
 
@@ -18,7 +18,7 @@ from ledger.entry import rfc3339
 from ledger.errors import LedgerNotInitialized, NotFound
 from ledger.proofs import consistency_proof, inclusion_proof
 from ledger.store import latest_checkpoint, rebuild_entries
-from query.routes_log import LOG_READ
+from query.routes_log import GET_AND_HEAD, LOG_READ
 from query.tiles import parse_tile_path, read_tile
 
 Index = Annotated[int, Parameter(ge=0, le=2**63 - 1)]
@@ -44,8 +44,12 @@ class EntryView(msgspec.Struct):
 )
 def entry(index: Index, engine: Engine) -> EntryView:
     """The entry at `index`: what its leaf hash commits to, without the record itself."""
-    with engine.connect() as connection:
-        found = rebuild_entries(connection, index, index + 1)
+    found = []
+    # A tree size is a BIGINT, so the last possible index is one less than its maximum;
+    # asking the database for the range past it would overflow the column's type.
+    if index < 2**63 - 1:
+        with engine.connect() as connection:
+            found = rebuild_entries(connection, index, index + 1)
     if not found:
         raise NotFound(f"there is no entry {index}")
     [rebuilt] = found
@@ -89,8 +93,9 @@ def consistency(
         return consistency_proof(connection, old, new).to_json()
 
 
-@get(
+@route(
     "/tile/{path:path}",
+    http_method=GET_AND_HEAD,  # tlog-tiles: HEAD answered as GET is
     opt=LOG_READ,
     summary="A tlog-tiles tile",
     tags=["tiles"],

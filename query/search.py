@@ -7,6 +7,12 @@ the page number: the cursor is the position of the last decision shown, not an o
 
 An output match names a path into `output.decision` and a JSON value: `approved=true`,
 `route.carrier="UPS"` or, for a string, simply `route.carrier=UPS`.
+
+Every parameter is checked here, once, with the same limits whoever asks (the API, the
+auditor pages, the CLI): text filters up to `MAX_TEXT` characters and an output match up
+to `MAX_OUTPUT` with a value nested at most `MAX_OUTPUT_DEPTH` deep, none holding NUL or
+a lone surrogate (PostgreSQL refuses both), and cursors whose positions fit a BIGINT. A
+parameter out of range is a `BadRequest`, never a database error.
 """
 
 from __future__ import annotations
@@ -20,7 +26,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Connection, Select, cast, func, literal, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    case,
+    cast,
+    func,
+    literal,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from ledger.entry import rfc3339, to_micros
@@ -29,7 +45,44 @@ from ledger.schema import decisions, invocations, principals
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+MAX_TEXT = 256
+MAX_OUTPUT = 512
+MAX_OUTPUT_DEPTH = 32
+MAX_CURSOR = 64
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 _PATH_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+def check_text(name: str, value: str, limit: int = MAX_TEXT) -> str:
+    """`value` if the stores can compare it: at most `limit` characters, no NUL, and
+    encodable as UTF-8 (a lone surrogate is not)."""
+    if len(value) > limit:
+        raise BadRequest(f"{name!r} is longer than {limit} characters", pointer=f"/{name}")
+    if "\x00" in value:
+        raise BadRequest(f"{name!r} holds a NUL character", pointer=f"/{name}")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise BadRequest(f"{name!r} is not valid UTF-8 text", pointer=f"/{name}") from None
+    return value
+
+
+def _check_value(value: Any, depth: int = 0) -> None:
+    """An output match's value is shallow and holds only text the stores can compare."""
+    if depth > MAX_OUTPUT_DEPTH:
+        raise BadRequest(
+            f"an output match's value is nested more than {MAX_OUTPUT_DEPTH} deep",
+            pointer="/output",
+        )
+    if isinstance(value, str):
+        check_text("output", value, MAX_OUTPUT)
+    elif isinstance(value, list):
+        for item in value:
+            _check_value(item, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text("output", key, MAX_OUTPUT)
+            _check_value(item, depth + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +92,7 @@ class OutputMatch:
 
     @classmethod
     def parse(cls, text: str) -> OutputMatch:
+        check_text("output", text, MAX_OUTPUT)
         path_text, equals, value_text = text.partition("=")
         path = tuple(path_text.strip().split("."))
         if not equals or not all(_PATH_SEGMENT.fullmatch(segment) for segment in path):
@@ -48,8 +102,18 @@ class OutputMatch:
             )
         try:
             value = msgspec.json.decode(value_text)
+        except RecursionError:
+            raise BadRequest(
+                f"an output match's value is nested more than {MAX_OUTPUT_DEPTH} deep",
+                pointer="/output",
+            ) from None
+        except msgspec.ValidationError:  # a number past what JSON values here can hold
+            raise BadRequest(
+                f"the number in the output match {text[:80]!r} is out of range", pointer="/output"
+            ) from None
         except msgspec.DecodeError:
             value = value_text  # a bare word is a string
+        _check_value(value)
         return cls(path, value)
 
 
@@ -68,6 +132,14 @@ class DecisionFilter:
     # that verified at ingest: the decisions that person authorized.
     root_principal: str | None = None
     output: OutputMatch | None = None
+
+    def __post_init__(self) -> None:
+        # Checked wherever a filter is made, so the API, the pages and the CLI share limits.
+        # (Times need no check: any datetime is well within a BIGINT of microseconds.)
+        for name, field in QUERY_FIELDS.items():
+            value = getattr(self, field)
+            if isinstance(value, str):
+                check_text(name, value)
 
     @classmethod
     def from_query(cls, tenant: str, query: Mapping[str, str | None]) -> DecisionFilter:
@@ -107,7 +179,7 @@ QUERY_FIELDS = {
 
 def _parse_time(name: str, text: str) -> datetime:
     try:
-        return datetime.fromisoformat(text)
+        return datetime.fromisoformat(check_text(name, text))
     except ValueError:
         raise BadRequest(
             f"{name!r} is not an RFC 3339 time: {text[:40]!r}", pointer=f"/{name}"
@@ -132,6 +204,8 @@ class SearchPage(msgspec.Struct):
     next_cursor: str | None
 
 
+# JSON text holding the escape \u0000 (preceded by an even number of backslashes).
+_NUL_ESCAPE = r"(^|[^\\])(\\\\)*\\u0000"
 _CURSOR = re.compile(r"before:(-?[0-9]{1,20}):([0-9]{1,20})")
 
 
@@ -143,12 +217,18 @@ def encode_cursor(occurred_us: int, index: int) -> str:
 
 def decode_cursor(cursor: str) -> tuple[int, int]:
     try:
+        if len(cursor) > MAX_CURSOR:
+            raise ValueError
         padded = cursor + "=" * (-len(cursor) % 4)
         found = _CURSOR.fullmatch(base64.urlsafe_b64decode(padded).decode())
         if found is None:
             raise ValueError
-        return int(found[1]), int(found[2])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        occurred_us, index = int(found[1]), int(found[2])
+        # Both are BIGINT columns: a larger number would fail in the database, not here.
+        if not (BIGINT_MIN <= occurred_us <= BIGINT_MAX and 0 <= index <= BIGINT_MAX):
+            raise ValueError
+        return occurred_us, index
+    except (ValueError, binascii.Error, UnicodeDecodeError, UnicodeEncodeError):
         raise BadRequest("the cursor is not one this service issued", pointer="/cursor") from None
 
 
@@ -240,8 +320,12 @@ def _utc(moment: datetime) -> datetime:
 def _output_matches(connection: Connection, match: OutputMatch) -> ColumnElement[bool]:
     value = msgspec.json.encode(match.value).decode()
     if connection.dialect.name == "postgresql":
-        # jsonb equality compares values, not their spelling (1.0 = 1, key order).
-        return cast(decisions.c.output, JSONB)[match.path] == cast(literal(value), JSONB)
+        # jsonb equality compares values, not their spelling (1.0 = 1, key order). jsonb
+        # refuses the escape \u0000, which a record stored before admission refused NUL may
+        # hold: such a row matches nothing rather than failing the whole search.
+        output = decisions.c.output
+        convertible = case((output.regexp_match(_NUL_ESCAPE), None), else_=output)
+        return cast(convertible, JSONB)[match.path] == cast(literal(value), JSONB)
     # SQLite's -> gives the JSON text of the member, and json() minifies the wanted value.
     path = "$" + "".join(f'."{segment}"' for segment in match.path)
     return decisions.c.output.op("->")(path) == func.json(value)

@@ -45,6 +45,8 @@ REPORT_FORMAT = "prov.why/v1"
 def find_decision_index(connection: Connection, tenant: str, record_id: str) -> int:
     """The log index of decision `record_id` of `tenant`; another tenant's id is not found,
     exactly as a missing one is."""
+    if not _could_be_stored(record_id):
+        raise NotFound(f"there is no decision {record_id[:80]!r}")
     index = connection.execute(
         select(log_entries.c.idx).where(
             log_entries.c.tenant == tenant,
@@ -55,6 +57,18 @@ def find_decision_index(connection: Connection, tenant: str, record_id: str) -> 
     if index is None:
         raise NotFound(f"there is no decision {record_id!r}")
     return int(index)
+
+
+def _could_be_stored(record_id: str) -> bool:
+    """False for an id no record can have (over 256 characters, NUL, a lone surrogate),
+    which PostgreSQL would refuse as a parameter rather than find nothing."""
+    if len(record_id) > 256 or "\x00" in record_id:
+        return False
+    try:
+        record_id.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def why_report(

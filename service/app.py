@@ -22,6 +22,7 @@ from litestar.openapi.spec import Components, SecurityRequirement, SecuritySchem
 from sqlalchemy import Engine
 
 from ingest import routes_blobs, routes_keys, routes_records
+from ingest.bodies import SMALL_BODY_BYTES, BodyBudget
 from ingest.groupcommit import GroupCommitter
 from ledger.apikeys import ApiKey
 from ledger.db import make_engine
@@ -31,6 +32,7 @@ from query import pages, routes_decisions, routes_log, routes_proofs, routes_rep
 from query.pages_view import template_config
 from service import ops, routes_replays
 from service.auth import ApiKeyCache, require_api_key
+from service.http_limits import read_deadline
 from service.http_metrics import count_requests
 from service.problems import (
     database_error_handler,
@@ -38,6 +40,7 @@ from service.problems import (
     internal_error_handler,
     ledger_error_handler,
 )
+from service.request_guard import refuse_nul
 from service.settings import Settings
 
 API_VERSION = "1.0.0"
@@ -67,8 +70,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.ledger = ledger
         app.state.committer = committer
         app.state.api_keys = ApiKeyCache(ledger.engine, settings.auth_cache_seconds)
+        app.state.ui_sessions = pages.SessionPolicy(
+            ttl_s=settings.ui_session_ttl_seconds,
+            idle_s=settings.ui_session_idle_seconds,
+            trust_proxy_headers=settings.trust_proxy_headers,
+        )
         app.state.public_reads = settings.public_reads
         app.state.batch_limit = settings.batch_max_records
+        app.state.body_budget = BodyBudget(
+            settings.body_memory_bytes, settings.body_memory_wait_seconds
+        )
+        app.state.spool_budget = BodyBudget(
+            settings.blob_spool_bytes, settings.body_memory_wait_seconds, "blob uploads in flight"
+        )
         app.state.export_dir = settings.export_dir
         committer.start()
         try:
@@ -178,14 +192,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers={
             LedgerError: ledger_error_handler,
-            HTTPException: http_error_handler,
+            # Under /ui, an unmatched address or method is an HTML page, not a problem.
+            HTTPException: pages.or_error_page(http_error_handler),
             sqlalchemy.exc.OperationalError: database_error_handler,
             Exception: internal_error_handler,
         },
         guards=[require_api_key],
-        middleware=[count_requests],
+        middleware=[
+            count_requests,
+            refuse_nul,
+            read_deadline(settings.body_timeout_seconds),
+        ],
+        # The pages' security headers, on every answer under /ui (errors and 404s included).
+        before_send=[pages.secure_page_headers],
         template_config=template_config(),
-        request_max_body_size=settings.max_body_bytes,
+        # Routes other than appends and blobs (keys, replays, page forms; some answer
+        # without an API key) take small bodies: each connection holds little.
+        request_max_body_size=SMALL_BODY_BYTES,
         openapi_config=OpenAPIConfig(
             title="Provenance Ledger",
             version=API_VERSION,

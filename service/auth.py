@@ -7,15 +7,17 @@ the `caller` dependency hands it to the route. Its tenant scopes everything the 
 Routes without `roles` (probes, metrics, the OpenAPI pages) are open.
 
 Lookups are cached per worker for `auth_cache_seconds`, so the hot append path costs no
-query per request; a revoked key stops working within that time.
+query per request; a revoked key stops working within that time. Keys that exist and tokens
+that do not are cached apart, each in a bounded TTL cache: a flood of random tokens only
+churns the small cache of misses and never evicts a valid key.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import anyio.to_thread
+from cachetools import TTLCache
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from sqlalchemy import Engine
@@ -23,28 +25,47 @@ from sqlalchemy import Engine
 from ledger.apikeys import ApiKey, Role, find_api_key, token_hash
 from ledger.errors import Forbidden, Unauthenticated
 
-_CACHE_LIMIT = 10_000
+# Live keys: far more than any deployment issues, so that the least recently used of them
+# is evicted only by other live keys.
+HIT_LIMIT = 10_000
+# Unknown, malformed and revoked tokens: a small cache, so that a client retrying a revoked
+# key costs no query, while random tokens can only evict each other.
+MISS_LIMIT = 1_024
 
 
 class ApiKeyCache:
-    def __init__(self, engine: Engine, ttl_s: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        ttl_s: float,
+        *,
+        hit_limit: int = HIT_LIMIT,
+        miss_limit: int = MISS_LIMIT,
+    ) -> None:
         self.engine = engine
         self.ttl_s = ttl_s
-        self._entries: dict[bytes, tuple[ApiKey | None, float]] = {}
+        self._hits: TTLCache[bytes, ApiKey] = TTLCache(hit_limit, ttl_s)
+        self._misses: TTLCache[bytes, bool] = TTLCache(miss_limit, ttl_s)
+        # How many lookups reached the database: for the metrics of a flood, and the tests.
+        self.queries = 0
 
     async def lookup(self, token: str) -> ApiKey | None:
         digest = token_hash(token)
-        now = time.monotonic()
-        cached = self._entries.get(digest)
-        if cached is not None and cached[1] > now:
-            return cached[0]
+        key = self._hits.get(digest)
+        if key is not None:
+            return key
+        if digest in self._misses:
+            return None
         key = await anyio.to_thread.run_sync(self._find, token)
-        if len(self._entries) >= _CACHE_LIMIT:  # random tokens must not grow memory
-            self._entries.clear()
-        self._entries[digest] = (key, now + self.ttl_s)
+        if self.ttl_s > 0:
+            if key is None:
+                self._misses[digest] = True
+            else:
+                self._hits[digest] = key
         return key
 
     def _find(self, token: str) -> ApiKey | None:
+        self.queries += 1
         with self.engine.connect() as connection:
             return find_api_key(connection, token)
 

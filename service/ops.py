@@ -14,6 +14,12 @@ from sqlalchemy import Engine, text
 from ledger.errors import LedgerError
 from ledger.migrate import schema_is_current
 
+# The framework appends `; charset=utf-8` to every text/* type, and the client library's
+# constant already ends with it: drop it here so that the header names the charset once.
+METRICS_MEDIA_TYPE = "; ".join(
+    part for part in CONTENT_TYPE_LATEST.split("; ") if not part.startswith("charset=")
+)
+
 
 class Status(msgspec.Struct):
     status: str
@@ -50,4 +56,4 @@ def metrics() -> Response[bytes]:
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), media_type=METRICS_MEDIA_TYPE)

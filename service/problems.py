@@ -21,7 +21,7 @@ from ingest.problems import (
     Problem,
     problem_for,
 )
-from ledger.errors import LedgerError, Overloaded, Unauthenticated
+from ledger.errors import DatabaseUnavailable, LedgerError, Overloaded, Unauthenticated
 
 log = structlog.get_logger("prov.http")
 
@@ -49,7 +49,7 @@ def problem_response(
 def ledger_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Problem]:
     assert isinstance(error, LedgerError)
     headers: dict[str, str] = {}
-    if isinstance(error, Overloaded):
+    if isinstance(error, Overloaded | DatabaseUnavailable):
         headers["Retry-After"] = str(error.retry_after)
     elif isinstance(error, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="prov"'

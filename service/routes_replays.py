@@ -29,7 +29,7 @@ from msgspec import Meta
 from ingest.problems import problem_spec
 from ingest.request_state import caller_of
 from ledger.apikeys import ADMINS, READERS, ApiKey
-from ledger.errors import BadRequest
+from ledger.errors import BadRequest, NotFound
 from ledger.ledger import Ledger
 from ledger.record import Id, Label
 from ledger.replay_record import Mode
@@ -188,5 +188,7 @@ async def start_replay(request: Request[Any, Any, Any], data: ReplayRequest) -> 
 def replay_job(job_id: str, caller: ApiKey, ledger: Ledger) -> JobView:
     """The job's state, verdict counts and progress; when done, its report (for a batch,
     the shadow report; for one decision, the replay record and its log index)."""
+    if "\x00" in job_id:  # no job has one, and PostgreSQL refuses it as a parameter
+        raise NotFound(f"there is no replay job {job_id[:80]!r}")
     with ledger.engine.connect() as connection:
         return job_view(read_job(connection, caller.tenant, job_id))

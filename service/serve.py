@@ -7,8 +7,11 @@ command-line flag reaches every one of them.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
+import resource
 import tempfile
 
 import structlog
@@ -18,6 +21,10 @@ from ledger.db import make_engine
 from ledger.ledger import Ledger
 from replay.jobs import fail_interrupted
 from service.settings import Settings
+
+# glibc's mallopt parameter, and the size from which allocations get their own mapping.
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 1 << 20
 
 
 def configure_logging(level: str) -> None:
@@ -33,6 +40,29 @@ def configure_logging(level: str) -> None:
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
     )
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft limit on open files to the hard one, which workers inherit: the
+    usual soft default of 1,024 is a connection flood away from failing every append."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # a lower soft limit only lowers the connection cap (service.http_limits)
+    return soft
+
+
+def return_large_allocations() -> None:
+    """Serve allocations of 1 MiB and more (request bodies, blobs) from their own mappings,
+    which go back to the system when freed. glibc otherwise raises that threshold after the
+    first large free, and then keeps large bodies' memory in per-thread heaps for good."""
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))  # spawned workers
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)  # this process
 
 
 def serve(settings: Settings) -> None:
@@ -55,6 +85,9 @@ def serve(settings: Settings) -> None:
     if interrupted := fail_interrupted(ledger.engine):
         structlog.get_logger("prov").warning("replay jobs interrupted", jobs=interrupted)
     ledger.close()
+    descriptors = raise_descriptor_limit()
+    return_large_allocations()
+    structlog.get_logger("prov").info("descriptor limit", soft=descriptors)
     os.environ.update(settings.to_env())
     if settings.workers > 1:
         # Each worker counts in its own files here; /metrics in any worker sums them all.
@@ -67,6 +100,10 @@ def serve(settings: Settings) -> None:
         workers=settings.workers,
         log_level=settings.log_level,
         access_log=False,
+        # Header and body deadlines, a header size bound and the connection cap
+        # (PROV_HEADER_TIMEOUT_SECONDS and the rest), which uvicorn does not have.
+        http="service.http_limits:GuardedHttpToolsProtocol",
+        timeout_keep_alive=settings.keep_alive_seconds,
         # No proxy is trusted by default; the headers would also cost a pass per request.
         proxy_headers=False,
         timeout_graceful_shutdown=30,

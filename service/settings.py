@@ -42,10 +42,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     commit_max_records: Positive = 2000
     # Records waiting for a commit, per worker, before appends answer 429.
     queue_max_records: Positive = 20_000
+    # Request bodies (records, batches, blobs) one worker holds in memory at once, from the
+    # first byte read until the answer is sent; a request that cannot get its share within
+    # the wait is answered 503 with Retry-After, unread.
+    body_memory_bytes: Positive = 48 << 20
+    body_memory_wait_seconds: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    # Temporary-file space for blob uploads in flight, per worker (same wait and refusal).
+    blob_spool_bytes: Positive = 256 << 20
+    # Connection limits, per worker: the time a client has to send a request's headers
+    # (from connecting, or from the first byte of its next request) and its body, the idle
+    # time of a kept-alive connection, the size of the headers, and the open connections.
+    header_timeout_seconds: PositiveFloat = 10.0
+    body_timeout_seconds: PositiveFloat = 60.0
+    keep_alive_seconds: Positive = 5
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 << 10
+    max_connections: Positive = 2048
     # Checkpoints and log metadata readable without an API key.
     public_reads: bool = False
     # How long a worker trusts an API key lookup; a revocation takes effect within this.
     auth_cache_seconds: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    # Auditor page sessions: ended this long after sign-in, or after this long unused.
+    ui_session_ttl_seconds: Positive = 8 * 3600
+    ui_session_idle_seconds: Positive = 3600
+    # Believe `X-Forwarded-Proto: https` from the proxy in front (the session cookie is then
+    # marked Secure). Only when every request comes through a proxy that sets the header.
+    trust_proxy_headers: bool = False
     log_level: str = "info"
     # Where `prov export` writes (a directory or a pyarrow filesystem URI); the reports
     # endpoint reads it. Unset: `GET /v1/reports/…` answers 404.
@@ -57,6 +78,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.batch_max_records > self.queue_max_records:
             raise ValueError("PROV_BATCH_MAX_RECORDS must not exceed PROV_QUEUE_MAX_RECORDS")
+        if self.blob_spool_bytes < self.max_blob_bytes:
+            raise ValueError("PROV_BLOB_SPOOL_BYTES must be at least PROV_MAX_BLOB_BYTES")
+        largest = max(self.max_body_bytes, self.max_blob_bytes, self.max_record_bytes)
+        if self.body_memory_bytes < largest:
+            # Otherwise the largest request allowed could never be read.
+            raise ValueError(
+                "PROV_BODY_MEMORY_BYTES must be at least the largest of PROV_MAX_BODY_BYTES, "
+                "PROV_MAX_BLOB_BYTES and PROV_MAX_RECORD_BYTES"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

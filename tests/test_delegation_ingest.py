@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import psycopg
 import pytest
-import sqlalchemy.exc
 from sqlalchemy import func, select
 
 from ingest.client import authorize, read_chain
@@ -30,7 +28,13 @@ from ledger.delegation_records import (
     sign_record,
 )
 from ledger.demo import DEMO_SERVICES, demo_decision
-from ledger.errors import DelegationInvalid, InvalidPayload, KeyNotAuthorized, RecordRejected
+from ledger.errors import (
+    DelegationInvalid,
+    InvalidPayload,
+    KeyNotAuthorized,
+    RecordRejected,
+    RecordUnstorable,
+)
 from ledger.keyring import derive_keyid
 from ledger.ledger import Ledger
 from ledger.receipt import Receipt
@@ -271,18 +275,20 @@ def test_concurrent_batches_store_a_replayed_invocation_once(
     assert count(ledger, invocations) == 1
 
 
-def test_a_batch_is_never_stored_in_part(
+def test_a_record_the_unique_constraint_refuses_is_never_stored_in_part(
     enrolled: tuple[Ledger, Chain], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ledger, chain = enrolled
     # Were the check under the lock ever to let a replay through, the unique constraint
-    # refuses the insert and the whole batch rolls back.
+    # refuses its insert: that record alone is refused, with nothing of it stored, and the
+    # records beside it commit.
     monkeypatch.setattr(AuthorityGuard, "admit", lambda *_: None)
     before = count(ledger, log_entries)
-    with pytest.raises((sqlalchemy.exc.IntegrityError, psycopg.errors.IntegrityError)):
-        ledger.append([decision(None), decision(chain), decision(chain)])
-    assert count(ledger, log_entries) == before
-    assert count(ledger, invocations) == 0
+    outcomes = ledger.append([decision(None), decision(chain), decision(chain)])
+    assert [type(outcome) for outcome in outcomes[:2]] == [Receipt, Receipt]
+    assert isinstance(outcomes[2], RecordUnstorable)
+    assert count(ledger, log_entries) == before + 2
+    assert count(ledger, invocations) == 1
 
 
 def test_the_tenant_mode_decides_what_is_checked(enrolled: tuple[Ledger, Chain]) -> None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from ledger import dsse
 from ledger._ed25519 import SigningKey
 from ledger.errors import MalformedEnvelope
+from ledger.ledger import Ledger
+from ledger.receipt import Receipt
+from ledger.schema import log_entries
+from tests.support import demo_envelopes
 
 
 def test_pae_matches_the_spec_example() -> None:
@@ -58,3 +64,21 @@ def test_malformed_envelopes_name_the_field(raw: bytes, pointer: str) -> None:
 def test_invalid_json_is_a_malformed_envelope() -> None:
     with pytest.raises(MalformedEnvelope, match="not valid JSON"):
         dsse.decode_envelope(b'{"payloadType": ')
+
+
+def test_unrecognized_envelope_fields_are_ignored_and_the_bytes_kept(ledger: Ledger) -> None:
+    """The DSSE spec: consumers MUST ignore unrecognized fields, at the top level and in
+    each signature. The record is admitted and stored exactly as sent."""
+    [raw] = demo_envelopes(ledger.engine, 1, seed=61)
+    envelope = msgspec.json.decode(raw)
+    envelope["x-producer"] = {"build": 7}
+    envelope["signatures"][0]["cert"] = "not used by this verifier"
+    extended = msgspec.json.encode(envelope)
+    [receipt] = ledger.append([extended])
+    assert isinstance(receipt, Receipt), receipt
+    with ledger.engine.connect() as connection:
+        stored = connection.execute(
+            select(log_entries.c.envelope).where(log_entries.c.idx == receipt.index)
+        ).scalar_one()
+    assert bytes(stored) == extended
+    assert ledger.verify(signatures=True)

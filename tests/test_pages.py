@@ -232,15 +232,25 @@ def test_signing_in_and_out(site: Server, context: BrowserContext) -> None:
     assert "cannot read decisions" in page.get_by_role("alert").inner_text()
     assert context.cookies() == []
 
-    page = sign_in(context, site.api_key("admin"))
+    admin = site.api_key("admin")
+    page = sign_in(context, admin)
     [cookie] = context.cookies()
+    assert cookie["name"] == "prov_ui_session"
+    # The browser holds a session id, never the key or any part of it.
+    assert admin not in cookie["value"]
+    assert admin.split("_")[1] not in cookie["value"]
     assert cookie["httpOnly"] is True
     assert cookie["sameSite"] == "Strict"
+    assert cookie["secure"] is False  # plain HTTP on loopback
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url("**/ui/login")
     assert context.cookies() == []
     page.goto("/ui/log")
     assert page.url == f"{site.url}/ui/login"
+    # Sign-out ended the session on the server: a copy of the cookie signs no one in.
+    copied = httpx.get(f"{site.url}/ui/log", cookies={cookie["name"]: cookie["value"]})
+    assert copied.status_code == 303
+    assert copied.headers["location"] == "/ui/login"
 
     # A form on another site may neither sign a browser in nor out.
     forged = httpx.post(
@@ -271,7 +281,23 @@ def test_another_tenants_decision_is_not_found(site: Server, context: BrowserCon
         assert answer is not None
         assert answer.status == 404
         assert answer.headers["content-type"].startswith("text/html")
+        # An error page is guarded like any other page.
+        assert "default-src 'none'" in answer.headers["content-security-policy"]
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["cache-control"] == "no-store"
         assert record_id in page.locator("main").inner_text()
+
+
+def test_revoking_the_key_signs_the_browser_out(site: Server, context: BrowserContext) -> None:
+    key = site.api_key("audit")
+    page = sign_in(context, key)
+    revoked = httpx.delete(
+        f"{site.url}/v1/api-keys/{key.split('_')[1]}", headers=site.auth(site.admin_key)
+    )
+    assert revoked.status_code == 200, revoked.text
+    page.goto("/ui/log")
+    assert page.url == f"{site.url}/ui/login"
+    assert context.cookies() == []
 
 
 def test_a_record_that_no_longer_decodes_shows_no_pass(site: Server) -> None:
