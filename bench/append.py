@@ -18,7 +18,7 @@ from bench.common import (
     rate,
     signed_demo_records,
 )
-from ledger.receipt import Receipt
+from ledger.log.receipt import Receipt
 
 
 def main() -> None:

@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, String, Table, insert
 
 from bench.common import median_of
-from ledger import dsse
-from ledger._ed25519 import verify
-from ledger.keyring import list_keys
+from ledger.keys.ed25519 import verify
+from ledger.keys.keyring import list_keys
 from ledger.ledger import Ledger
+from ledger.records import dsse
 
 
 def raw_insert_baseline(ledger: Ledger, records: list[bytes], batch: int) -> float:

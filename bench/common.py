@@ -14,10 +14,10 @@ from pathlib import Path
 
 import psycopg
 
-from ledger.db import make_engine
-from ledger.demo import content_by_reference
 from ledger.ledger import Ledger
-from service.demo import demo_envelopes, register_demo_keys
+from ledger.storage.db import make_engine
+from service.demo.scenarios import content_by_reference
+from service.demo.traffic import demo_envelopes, register_demo_keys
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PROV_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -27,11 +27,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.common import DEMO_TENANT, fresh_ledger, rate, timed
-from ledger import _ed25519, ucan
-from ledger.delegation import Facts, Principal, clear_caches, links_for, verify_chain
-from ledger.receipt import Receipt
-from ledger.record import DelegationLink
-from service.demo import demo_envelopes, prepare_demo
+from ledger.delegation import ucan
+from ledger.delegation.chain import Facts, Principal, clear_caches, links_for, verify_chain
+from ledger.keys import ed25519 as _ed25519
+from ledger.log.receipt import Receipt
+from ledger.records.decision import DelegationLink
+from service.demo.traffic import demo_envelopes, prepare_demo
 
 HOPS = 3
 

@@ -28,11 +28,11 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from bench.common import ENGINES, engine_arguments, fresh_ledger, rate, signed_demo_records, timed
 from ledger.ledger import Ledger
-from query.analytics import connect, run_sql
-from query.export import export_ledger
-from query.export_manifest import ExportedFile, decode_manifest, encode_manifest
-from query.export_paths import DataPath, manifest_path, open_location, parse_data_path
-from query.export_verify import verify_export
+from query.analytics.views import connect, run_sql
+from query.export.exporter import export_ledger
+from query.export.manifest import ExportedFile, decode_manifest, encode_manifest
+from query.export.paths import DataPath, manifest_path, open_location, parse_data_path
+from query.export.verify import verify_export
 
 APPEND_BATCH = 2_000
 COST_BY_TENANT = "SELECT tenant, count(*), sum(cost) FROM decisions GROUP BY tenant"

@@ -186,7 +186,6 @@ async def commit_load(server: Server) -> Outcome:
     records = demo_records(24_000, content="inline", seed=5)
     bodies = [b"[" + b",".join(records[n * 1000 : (n + 1) * 1000]) + b"]" for n in range(24)]
     async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=64)) as client:
-
         started = time.perf_counter()
         results = await post_all(client, server, "/v1/records/batch", bodies)
         seconds = time.perf_counter() - started
@@ -212,7 +211,6 @@ async def idle_load(server: Server, header_timeout: float) -> Outcome:
     async with httpx.AsyncClient(
         timeout=120, limits=httpx.Limits(max_connections=200, max_keepalive_connections=0)
     ) as client:
-
         started = time.perf_counter()
         results = await post_all(client, server, "/v1/records", records)
         seconds = time.perf_counter() - started

@@ -52,8 +52,8 @@ from bench.common import (
     fresh_database,
     fresh_ledger,
 )
-from ledger.db import make_engine
-from service.demo import register_demo_keys
+from ledger.storage.db import make_engine
+from service.demo.traffic import register_demo_keys
 
 PROV = str(Path(sys.executable).with_name("prov"))
 HOST = "127.0.0.1"

@@ -17,11 +17,11 @@ import time
 from sqlalchemy import text
 
 from bench.common import ENGINES, engine_arguments, fresh_ledger
-from ledger import merkle
 from ledger.admission import Admitted
-from ledger.proofs import inclusion_proof
-from ledger.record import DECISION_PAYLOAD_TYPE
-from ledger.sequencer import append
+from ledger.log import merkle
+from ledger.log.proofs import inclusion_proof
+from ledger.log.sequencer import append
+from ledger.records.decision import DECISION_PAYLOAD_TYPE
 
 BUILD_BATCH = 20_000
 

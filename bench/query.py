@@ -23,10 +23,10 @@ from sqlalchemy import func, select
 
 from bench.common import ENGINES, demo_records, engine_arguments, rate
 from bench.ingest_http import Server, running_server
-from ledger.db import make_engine
 from ledger.errors import RecordRejected
 from ledger.ledger import Ledger
-from ledger.schema import decisions, log_entries
+from ledger.storage.db import make_engine
+from ledger.storage.schema import decisions, log_entries
 
 WHY_TARGET_MS = 50.0
 SEARCH_TARGET_MS = 100.0

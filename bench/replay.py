@@ -4,7 +4,7 @@ a baseline from the same run.
 1. Engine CPU: deterministic replays of in-memory demo records (no provider, no ledger),
    process CPU time per replay. Target: at most 2 ms.
 2. A pinned batch over demo decisions in a fresh SQLite ledger, against the demo models
-   (`replay.demo_models` behind the product wire server, `replay.model_server`) in a
+   (`service.demo.models` behind the product wire server, `service.demo.model_server`) in a
    process of their own, answering every call after `--latency-ms`:
    - end to end: decisions read from the ledger, replayed `--concurrency` at a time, every
      replay signed and appended as it completes;
@@ -37,19 +37,19 @@ from typing import Any
 import httpx
 import uvicorn
 
-from ledger import dsse
-from ledger.db import make_engine
-from ledger.demo import demo_records
 from ledger.ledger import Ledger
-from ledger.replay_record import ReplayedLlmCall, ReplayRecord, decode_replay
-from ledger.store import read_entries
-from query.search import DecisionFilter
-from replay.batch import Recorded, ledger_blobs, load_recorded, replay_one, run_batch
-from replay.demo_models import demo_model
-from replay.engine import ReplayPlan, replay_decision
-from replay.model_server import AsgiApp, Receive, Scope, Send, model_app
+from ledger.log.store import read_entries
+from ledger.records import dsse
+from ledger.records.replay import ReplayedLlmCall, ReplayRecord, decode_replay
+from ledger.storage.db import make_engine
+from query.audit.search import DecisionFilter
+from replay.batch.batch import Recorded, ledger_blobs, load_recorded, replay_one, run_batch
+from replay.engine.engine import ReplayPlan, replay_decision
 from replay.providers import ChatMessage, ChatRequest, ProviderPool, Registry, load_registry
-from service.replay_inputs import select_decisions
+from service.cli.replay_inputs import select_decisions
+from service.demo.model_server import AsgiApp, Receive, Scope, Send, model_app
+from service.demo.models import demo_model
+from service.demo.scenarios import demo_records
 
 PROV = str(Path(sys.executable).with_name("prov"))
 EXAMPLE_REGISTRY = Path(__file__).resolve().parents[1] / "examples" / "replay-registry.toml"

@@ -12,7 +12,7 @@ import os
 
 from bench.common import ENGINES, engine_arguments, fresh_ledger, rate, signed_demo_records, timed
 from ledger.ledger import Ledger
-from ledger.store import read_head, stream_entries
+from ledger.log.store import read_head, stream_entries
 
 APPEND_BATCH = 2_000
 

@@ -31,7 +31,8 @@ from typing import Any, TypeVar
 import httpx
 
 from ingest.client import Client, ClientError, Receipt, digest_of, utc_now
-from ledger.record import (
+from ledger.keys.signing import SigningKey, load_signing_key, save_signing_key
+from ledger.records.decision import (
     Cost,
     Decision,
     LlmCall,
@@ -45,7 +46,6 @@ from ledger.record import (
     ToolCall,
     Usage,
 )
-from ledger.signing import SigningKey, load_signing_key, save_signing_key
 
 TENANT = "acme"
 SERVICE = "loan-underwriter"

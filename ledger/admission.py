@@ -6,15 +6,15 @@ what is wrong, and nothing of a rejected record is ever written.
 1. The envelope is within the size limit.
 2. It parses as a DSSE envelope with at most `dsse.MAX_SIGNATURES` signatures.
 3. Its payloadType is one the ledger knows.
-4. The payload keeps the admission contract (`ledger.payload_bounds`: depth, duplicate
+4. The payload keeps the admission contract (`ledger.records.bounds`: depth, duplicate
    members, NUL, integer and timestamp ranges) and decodes strictly against its schema.
 5. Some signature names a registered key bound to the record's tenant and service.
 6. That key was valid at the record's `occurred_at` and is not revoked.
 7. The signature verifies over PAE(payloadType, payload).
-8. The record's authority holds (`ledger.delegation_ingest`): a decision's delegation chain
+8. The record's authority holds (`ledger.delegation.admission`): a decision's delegation chain
    verifies as its tenant's mode asks, and a revocation is signed by the delegation's issuer.
    A replay names a decision of its own tenant's log by its id and the leaf hash of its
-   entry (`ledger.replay_index`).
+   entry (`ledger.indexes.replays`).
 
 Steps 1 to 7 apply to every payload type: decisions, principal, revocation and replay
 records all name a tenant, a service, an id and an `occurred_at`.
@@ -33,19 +33,15 @@ from typing import TypeVar
 
 from sqlalchemy import Engine
 
-from ledger import dsse, payload_bounds
 from ledger._parallel import WorkerPool
-from ledger.decision_index import IndexRow, index_row
-from ledger.delegation_index import AuthorityRow
-from ledger.delegation_ingest import PendingChain, Record, authorize, load_roots, verify_pending
-from ledger.delegation_mode import load_modes
-from ledger.delegation_records import (
+from ledger.delegation.admission import PendingChain, Record, authorize, load_roots, verify_pending
+from ledger.delegation.mode import load_modes
+from ledger.delegation.records import (
     PRINCIPAL_PAYLOAD_TYPE,
     REVOCATION_PAYLOAD_TYPE,
     decode_principal,
     decode_revocation,
 )
-from ledger.entry import to_micros
 from ledger.errors import (
     KeyNotAuthorized,
     KeyNotValidAt,
@@ -58,10 +54,21 @@ from ledger.errors import (
     UnknownKey,
     UnsupportedPayloadType,
 )
-from ledger.keyring import ServiceKey, load_keys
-from ledger.record import DECISION_PAYLOAD_TYPE, Decision, decode_decision
-from ledger.replay_index import DecisionLeaves, ReplayRow, check_target, decision_leaves, replay_row
-from ledger.replay_record import REPLAY_PAYLOAD_TYPE, ReplayRecord, decode_replay
+from ledger.indexes.decisions import IndexRow, index_row
+from ledger.indexes.delegations import AuthorityRow
+from ledger.indexes.replays import (
+    DecisionLeaves,
+    ReplayRow,
+    check_target,
+    decision_leaves,
+    replay_row,
+)
+from ledger.keys.keyring import ServiceKey, load_keys
+from ledger.log.entry import to_micros
+from ledger.records import bounds as payload_bounds
+from ledger.records import dsse
+from ledger.records.decision import DECISION_PAYLOAD_TYPE, Decision, decode_decision
+from ledger.records.replay import REPLAY_PAYLOAD_TYPE, ReplayRecord, decode_replay
 
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
 _log = logging.getLogger(__name__)
@@ -141,7 +148,7 @@ def open_envelope(
 
 
 def decode_payload(raw: bytes, envelope: dsse.Envelope, *, admitting: bool = False) -> Candidate:
-    # 4. Within the admission contract (`ledger.payload_bounds`), then the type's schema.
+    # 4. Within the admission contract (`ledger.records.bounds`), then the type's schema.
     payload = dsse.payload_bytes(envelope)
     if admitting:
         payload_bounds.check_json(payload)

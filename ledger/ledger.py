@@ -16,20 +16,21 @@ from pathlib import Path
 import sqlalchemy.exc
 from sqlalchemy import Engine, insert
 
-from ledger import _ed25519, merkle
 from ledger._parallel import WorkerPool
 from ledger.admission import DEFAULT_MAX_RECORD_BYTES, Admitted, admit_batch
-from ledger.db import write_transaction
 from ledger.errors import LedgerNotInitialized, RecordRejected
-from ledger.migrate import migrate
-from ledger.note import NoteSigner, NoteVerifier
-from ledger.receipt import Receipt, issue_receipt
-from ledger.replay_record import ReplayRecord
-from ledger.replay_signing import ReplaySigner, default_replay_key_path
-from ledger.schema import ledger_info
-from ledger.sequencer import Appended, Frontier, append_isolated, now_micros, store_checkpoint
-from ledger.store import StoredCheckpoint, latest_checkpoint, read_info
-from ledger.verify import VerifyReport, verify_log
+from ledger.keys import ed25519 as _ed25519
+from ledger.keys.replay_signing import ReplaySigner, default_replay_key_path
+from ledger.log import merkle
+from ledger.log.note import NoteSigner, NoteVerifier
+from ledger.log.receipt import Receipt, issue_receipt
+from ledger.log.sequencer import Appended, Frontier, append_isolated, now_micros, store_checkpoint
+from ledger.log.store import StoredCheckpoint, latest_checkpoint, read_info
+from ledger.log.verify import VerifyReport, verify_log
+from ledger.records.replay import ReplayRecord
+from ledger.storage.db import write_transaction
+from ledger.storage.migrate import migrate
+from ledger.storage.schema import ledger_info
 
 DEFAULT_ORIGIN = "prov.local/ledger"
 
@@ -52,7 +53,7 @@ class Ledger:
     # Signature checks and receipt signing run in libsodium, which releases the GIL.
     pool: WorkerPool = field(default_factory=WorkerPool)
     frontier: Frontier = field(default_factory=Frontier)
-    # Signs replay records (`ledger.replay_signing`); None when its file does not exist.
+    # Signs replay records (`ledger.keys.replay_signing`); None when its file does not exist.
     replay_signer: ReplaySigner | None = None
     replay_key_path: Path | None = None
 

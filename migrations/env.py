@@ -7,8 +7,8 @@ import os
 from alembic import context
 from sqlalchemy import Connection
 
-from ledger.db import make_engine
-from ledger.schema import metadata
+from ledger.storage.db import make_engine
+from ledger.storage.schema import metadata
 
 config = context.config
 

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
-from ledger.db import make_engine
 from ledger.ledger import Ledger
+from ledger.storage.db import make_engine
 from tests.http_server import Server, prepared_server
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -59,7 +59,7 @@ def postgres_url(postgres_available: None) -> Iterator[str]:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        return str(tmp_path / "ledger.db")
+        return str(tmp_path / "ledger.storage.db")
     return str(request.getfixturevalue("postgres_url"))
 
 

@@ -12,13 +12,13 @@ import httpx
 import msgspec
 import pytest
 
-from ingest.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
-from ledger import dsse
-from ledger.demo import DEMO_SERVICES, demo_decisions
-from ledger.record import Decision
-from service.app import create_app
-from service.demo import demo_signing_key
+from httpapi.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
+from ledger.records import dsse
+from ledger.records.decision import Decision
+from service.demo.scenarios import DEMO_SERVICES, demo_decisions
+from service.demo.traffic import demo_signing_key
 from service.settings import Settings
+from service.web.app import create_app
 from tests.http_server import TENANT, Server
 from tests.support import sign
 

@@ -3,7 +3,7 @@
 No real provider is reachable here; these local servers speak the providers' wire
 protocols. The protocols themselves (OpenAI chat completions and Anthropic Messages, plain
 and streamed, with the checks a real server makes) are product code,
-`replay.model_server`; this module runs them under uvicorn in a background thread on a
+`service.demo.model_server`; this module runs them under uvicorn in a background thread on a
 free 127.0.0.1 port (`LoopbackServer`), and adds what tests need around them
 (`ModelServer`).
 
@@ -40,7 +40,8 @@ from typing import Any
 
 import uvicorn
 
-from replay.model_server import (
+from replay.providers import ChatRequest
+from service.demo.model_server import (
     ANTHROPIC_PATH,
     OPENAI_PATH,
     WIRE_PATHS,
@@ -58,7 +59,6 @@ from replay.model_server import (
     respond,
     send_reply,
 )
-from replay.providers import ChatRequest
 
 __all__ = [
     "ANTHROPIC_PATH",
@@ -157,7 +157,7 @@ def answer(model: str, conversation: Conversation) -> Answer:
 
 
 def deterministic_model(request: ChatRequest) -> Answer:
-    """`answer` as a `replay.model_server.Model`."""
+    """`answer` as a `service.demo.model_server.Model`."""
     return answer(request.model, conversation_of(request))
 
 

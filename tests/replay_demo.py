@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from ledger.schema import replays
+from ledger.storage.schema import replays
 from tests.model_servers import ModelServer, providers_toml
 from tests.support import prov
 

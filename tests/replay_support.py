@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from ledger.record import (
+from ledger.records.decision import (
     Decision,
     LlmCall,
     Message,
@@ -33,10 +33,10 @@ from ledger.record import (
     decode_decision,
     encode_decision,
 )
-from ledger.replay_record import ReplayRecord, decode_replay, encode_replay
-from replay.engine import ReplayPlan, replay_decision
+from ledger.records.replay import ReplayRecord, decode_replay, encode_replay
+from replay.engine.engine import ReplayPlan, replay_decision
+from replay.engine.tools import ToolHandlers
 from replay.providers import ProviderPool, Registry, parse_registry
-from replay.tools import ToolHandlers
 from tests.model_servers import API_KEY, ENV, Conversation, ModelServer, answer, registry_toml
 
 T0 = datetime(2025, 7, 1, 12, 0, tzinfo=UTC)

@@ -13,12 +13,12 @@ from pathlib import Path
 import msgspec
 from sqlalchemy import Engine, func, select
 
-from ledger.keyring import register_key
-from ledger.record import Decision
-from ledger.schema import checkpoints, log_entries, service_keys, tree_nodes
-from ledger.signing import SigningKey, sign_decision
-from service.demo import demo_envelopes as service_demo_envelopes
-from service.demo import demo_signing_key, register_demo_keys
+from ledger.keys.keyring import register_key
+from ledger.keys.signing import SigningKey, sign_decision
+from ledger.records.decision import Decision
+from ledger.storage.schema import checkpoints, log_entries, service_keys, tree_nodes
+from service.demo.traffic import demo_envelopes as service_demo_envelopes
+from service.demo.traffic import demo_signing_key, register_demo_keys
 
 PROV = str(Path(sys.executable).with_name("prov"))
 

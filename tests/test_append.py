@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, event
 
-from ledger import dsse, merkle
 from ledger.errors import IdConflict, ProofError, RecordRejected
 from ledger.ledger import Ledger
-from ledger.note import open_checkpoint
-from ledger.proofs import consistency_proof, inclusion_proof, root_at
-from ledger.receipt import Receipt, open_receipt
-from ledger.record import decode_decision
+from ledger.log import merkle
+from ledger.log.note import open_checkpoint
+from ledger.log.proofs import consistency_proof, inclusion_proof, root_at
+from ledger.log.receipt import Receipt, open_receipt
+from ledger.records import dsse
+from ledger.records.decision import decode_decision
 from tests.support import demo_envelopes, sign, table_counts
 
 

@@ -13,9 +13,9 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from ledger.db import make_engine
 from ledger.ledger import Ledger
-from ledger.receipt import Receipt
+from ledger.log.receipt import Receipt
+from ledger.storage.db import make_engine
 from tests.http_server import Server, prepared_server
 from tests.support import PROV, Run, demo_envelopes, prov
 
@@ -49,7 +49,7 @@ def _audit(server: Server, state: Path, *extra: str) -> Run:
 
 def _copy_of(origin: Server, directory: Path) -> Server:
     directory.mkdir()
-    database = directory / "ledger.db"
+    database = directory / "ledger.storage.db"
     with sqlite3.connect(origin.db_url) as source:
         source.execute(f"VACUUM INTO '{database}'")
     shutil.copy(origin.key_file, directory / "ledger.key")

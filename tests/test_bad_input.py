@@ -11,13 +11,13 @@ import msgspec
 import pytest
 from sqlalchemy import Engine
 
-from ledger import dsse
-from ledger._ed25519 import SigningKey
-from ledger.demo import demo_decisions
-from ledger.keyring import derive_keyid, revoke_key
+from ledger.keys.ed25519 import SigningKey
+from ledger.keys.keyring import derive_keyid, revoke_key
 from ledger.ledger import Ledger
-from ledger.record import DECISION_PAYLOAD_TYPE, Decision
-from service.demo import demo_signing_key, register_demo_keys
+from ledger.records import dsse
+from ledger.records.decision import DECISION_PAYLOAD_TYPE, Decision
+from service.demo.scenarios import demo_decisions
+from service.demo.traffic import demo_signing_key, register_demo_keys
 from tests.support import demo_envelopes, prov, register, sign, table_counts
 
 

@@ -8,8 +8,8 @@ import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import merkle
-from ledger.note import NoteVerifier, open_checkpoint
+from ledger.log import merkle
+from ledger.log.note import NoteVerifier, open_checkpoint
 from tests.support import prov
 
 

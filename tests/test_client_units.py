@@ -52,12 +52,12 @@ from ingest.client._flows import (
 from ingest.client._receipts import check_receipt, parse_batch, parse_log_verifier
 from ingest.client._records import batch_body, chunks, sign_record
 from ingest.client.errors import parse_problem
-from ledger import dsse
-from ledger.note import NoteSigner, NoteVerifier
-from ledger.receipt import Receipt, issue_receipt
-from ledger.record import LlmCall, Model, Output, Usage, decode_decision
-from ledger.sequencer import Appended
-from ledger.signing import SigningKey, derive_keyid
+from ledger.keys.signing import SigningKey, derive_keyid
+from ledger.log.note import NoteSigner, NoteVerifier
+from ledger.log.receipt import Receipt, issue_receipt
+from ledger.log.sequencer import Appended
+from ledger.records import dsse
+from ledger.records.decision import LlmCall, Model, Output, Usage, decode_decision
 
 ORIGIN = "test.example/prov/ledger"
 LEDGER = NoteSigner(ORIGIN, SigningKey.from_seed(b"\x01" * 32))

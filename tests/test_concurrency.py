@@ -7,9 +7,9 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from ledger.db import make_engine
 from ledger.ledger import Ledger
-from ledger.receipt import Receipt
+from ledger.log.receipt import Receipt
+from ledger.storage.db import make_engine
 from tests.support import demo_envelopes
 
 WORKERS = 4

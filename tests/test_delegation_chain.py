@@ -13,8 +13,8 @@ import libipld
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import ucan
-from ledger.delegation import (
+from ledger.delegation import ucan
+from ledger.delegation.chain import (
     INVALID,
     NOT_CHECKED,
     VALID,
@@ -24,7 +24,7 @@ from ledger.delegation import (
     links_for,
     verify_chain,
 )
-from ledger.record import DelegationLink
+from ledger.records.decision import DelegationLink
 
 NOW = int(time.time())
 HOUR = 3600

@@ -14,20 +14,19 @@ import msgspec
 import pytest
 from sqlalchemy import func, select
 
+from httpapi.problems import problem_for
 from ingest.client import authorize, read_chain
-from ingest.problems import problem_for
-from ledger import dsse, ucan
-from ledger.delegation import Rule
-from ledger.delegation_index import AuthorityGuard
-from ledger.delegation_mode import DelegationMode, set_mode
-from ledger.delegation_records import (
+from ledger.delegation import ucan
+from ledger.delegation.chain import Rule
+from ledger.delegation.mode import DelegationMode, set_mode
+from ledger.delegation.records import (
     PRINCIPAL_PAYLOAD_TYPE,
     PRINCIPAL_SERVICE,
     PrincipalRecord,
     RevocationRecord,
     sign_record,
 )
-from ledger.demo import DEMO_SERVICES, demo_decision
+from ledger.delegation.ucan_files import format_chain
 from ledger.errors import (
     DelegationInvalid,
     InvalidPayload,
@@ -35,12 +34,14 @@ from ledger.errors import (
     RecordRejected,
     RecordUnstorable,
 )
-from ledger.keyring import derive_keyid
+from ledger.indexes.delegations import AuthorityGuard
+from ledger.keys.keyring import derive_keyid
 from ledger.ledger import Ledger
-from ledger.receipt import Receipt
-from ledger.schema import invocations, log_entries, principals, revocations
-from ledger.ucan_files import format_chain
-from service.demo import demo_signing_key, register_demo_keys
+from ledger.log.receipt import Receipt
+from ledger.records import dsse
+from ledger.storage.schema import invocations, log_entries, principals, revocations
+from service.demo.scenarios import DEMO_SERVICES, demo_decision
+from service.demo.traffic import demo_signing_key, register_demo_keys
 from tests.support import sign
 from tests.test_delegation_chain import HOUR, NOW, Chain, build, key
 

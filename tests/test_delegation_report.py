@@ -17,19 +17,19 @@ from click.testing import CliRunner
 from sqlalchemy import Engine
 
 from ingest.client import authorize, read_chain
-from ledger._ed25519 import SigningKey, load_signing_key, save_signing_key
-from ledger.delegation_mode import DelegationMode, set_mode
-from ledger.delegation_records import PRINCIPAL_SERVICE
-from ledger.demo import DEMO_SERVICES, demo_decision
-from ledger.keyring import register_key
+from ledger.delegation.mode import DelegationMode, set_mode
+from ledger.delegation.records import PRINCIPAL_SERVICE
+from ledger.keys.ed25519 import SigningKey, load_signing_key, save_signing_key
+from ledger.keys.keyring import register_key
 from ledger.ledger import Ledger
-from ledger.receipt import Receipt
-from ledger.sequencer import now_micros
-from query.report_check import verify_report
-from query.search import DecisionFilter, search
-from query.why import why_report
-from service.cli_delegation import COMMANDS
-from service.demo import demo_envelopes, prepare_demo, register_demo_keys
+from ledger.log.receipt import Receipt
+from ledger.log.sequencer import now_micros
+from query.audit.report_check import verify_report
+from query.audit.search import DecisionFilter, search
+from query.audit.why import why_report
+from service.cli.delegation import COMMANDS
+from service.demo.scenarios import DEMO_SERVICES, demo_decision
+from service.demo.traffic import demo_envelopes, prepare_demo, register_demo_keys
 from tests.support import sign
 from tests.test_delegation_chain import Chain, build
 from tests.test_delegation_ingest import TENANT, decision, enroll, revoke

@@ -20,8 +20,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from msgspec import inspect
 
-from ledger import ucan
-from ledger.demo import (
+from ledger.delegation import ucan
+from ledger.records.decision import Decision, LlmCall, Message, ToolCall, encode_decision
+from replay.engine.extract import decision_from_text
+from replay.engine.requests import initial_messages, recorded_run
+from service.demo.scenarios import (
     DEMO_MODELS,
     DEMO_SERVICES,
     FACT_APPLICATION,
@@ -50,9 +53,6 @@ from ledger.demo import (
     read_facts,
     route_order,
 )
-from ledger.record import Decision, LlmCall, Message, ToolCall, encode_decision
-from replay.extract import decision_from_text
-from replay.requests import initial_messages, recorded_run
 
 BATCH = list(demo_decisions(30, seed=7))
 RECORDS = list(demo_records(90, seed=11))
@@ -148,7 +148,7 @@ def test_together_the_scenarios_fill_every_optional_member() -> None:
     }
     missing = {f"{cls.__name__}.{name}" for cls, name in optional - filled}
     # The current version is never overridden, and the invocation is attached when a
-    # demo decision is authorized (`ledger.demo.authorize`), after it is built.
+    # demo decision is authorized (`service.demo.scenarios.authorize`), after it is built.
     assert sorted(missing - {"Decision.schema_version", "Decision.invocation"}) == []
     assert {type(obj) for obj in _instances(BATCH)} == set(structs)  # every step kind too
 

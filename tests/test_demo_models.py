@@ -1,7 +1,7 @@
 """The demo models over real HTTP, through the real providers, and `prov demo`'s blobs.
 
 No real model provider is reachable here. The product's own local model server
-(`replay.model_server` serving `replay.demo_models`, what `prov models serve` runs) speaks
+(`service.demo.model_server` serving `service.demo.models`, what `prov models serve` runs) speaks
 the OpenAI and Anthropic wire protocols on a loopback port, and the providers call it
 through the shipped registry, examples/replay-registry.toml, pointed at that port. The
 demo uses both formats: OpenAI for orders and payment retries, Anthropic for loans.
@@ -24,15 +24,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.demo import SCENARIOS, DemoRecord, demo_records
 from ledger.ledger import Ledger
-from ledger.replay_record import ReplayRecord
-from ledger.sequencer import now_micros
-from query.why import why_report
-from replay.demo_models import SNAPSHOTS, demo_app, demo_model
-from replay.engine import ReplayPlan, replay_decision
-from replay.extract import decision_from_text
-from replay.model_server import Answer, Model, respond
+from ledger.log.sequencer import now_micros
+from ledger.records.replay import ReplayRecord
+from query.audit.why import why_report
+from replay.engine.engine import ReplayPlan, replay_decision
+from replay.engine.extract import decision_from_text
+from replay.engine.requests import recorded_requests, recorded_run
 from replay.providers import (
     ChatMessage,
     ChatRequest,
@@ -45,7 +43,9 @@ from replay.providers import (
 )
 from replay.providers.anthropic_messages import build_payload as anthropic_payload
 from replay.providers.openai_compat import build_payload as openai_payload
-from replay.requests import recorded_requests, recorded_run
+from service.demo.model_server import Answer, Model, respond
+from service.demo.models import SNAPSHOTS, demo_app, demo_model
+from service.demo.scenarios import SCENARIOS, DemoRecord, demo_records
 from tests.model_servers import LoopbackServer, unused_port
 from tests.support import PROV, prov
 from tests.test_export_helpers import stored_decisions

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from dockerfile_parse import DockerfileParser
 from litestar.handlers import HTTPRouteHandler
 
-import service.ops
+import service.web.ops
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

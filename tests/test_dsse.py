@@ -8,12 +8,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from ledger import dsse
-from ledger._ed25519 import SigningKey
 from ledger.errors import MalformedEnvelope
+from ledger.keys.ed25519 import SigningKey
 from ledger.ledger import Ledger
-from ledger.receipt import Receipt
-from ledger.schema import log_entries
+from ledger.log.receipt import Receipt
+from ledger.records import dsse
+from ledger.storage.schema import log_entries
 from tests.support import demo_envelopes
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.entry import entry_bytes, entry_leaf_hash, from_micros, rfc3339, to_micros
+from ledger.log.entry import entry_bytes, entry_leaf_hash, from_micros, rfc3339, to_micros
 
 hashes = st.binary(min_size=32, max_size=32)
 

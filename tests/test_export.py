@@ -13,19 +13,19 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import text
 
-from ledger.blobs import erase_blob, put_blob
-from ledger.delegation_records import PRINCIPAL_PAYLOAD_TYPE, PRINCIPAL_SERVICE, sign_record
-from ledger.demo import demo_principals, demo_records
+from ledger.delegation.records import PRINCIPAL_PAYLOAD_TYPE, PRINCIPAL_SERVICE, sign_record
 from ledger.ledger import Ledger
-from ledger.sequencer import now_micros
-from query.analytics import connect, run_sql
-from query.export import export_ledger
-from query.export_manifest import read_history
-from query.export_paths import Location, list_files, open_location
-from query.export_rows import ExportError
-from query.export_verify import verify_export
-from query.export_writer import FileLimits
-from service.demo import demo_signing_key, enroll_demo_principals, register_demo_keys
+from ledger.log.sequencer import now_micros
+from ledger.storage.blobs import erase_blob, put_blob
+from query.analytics.views import connect, run_sql
+from query.export.exporter import export_ledger
+from query.export.manifest import read_history
+from query.export.paths import Location, list_files, open_location
+from query.export.rows import ExportError
+from query.export.verify import verify_export
+from query.export.writer import FileLimits
+from service.demo.scenarios import demo_principals, demo_records
+from service.demo.traffic import demo_signing_key, enroll_demo_principals, register_demo_keys
 from tests.support import demo_envelopes
 from tests.test_export_helpers import append_all, fill, ledger_totals, stored_decisions
 from tests.test_tamper import disable_append_only_guards

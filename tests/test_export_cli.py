@@ -12,9 +12,9 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from click.testing import CliRunner, Result
 
-from ledger.db import make_engine
 from ledger.ledger import Ledger
-from service.cli_analytics import export, report, sql
+from ledger.storage.db import make_engine
+from service.cli.analytics import export, report, sql
 from tests.conftest import TEST_ORIGIN
 from tests.test_export_helpers import fill, ledger_totals
 

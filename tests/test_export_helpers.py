@@ -13,11 +13,11 @@ from decimal import Decimal
 
 from sqlalchemy import Engine, select
 
-from ledger import dsse
 from ledger.ledger import Ledger
-from ledger.receipt import Receipt
-from ledger.record import DECISION_PAYLOAD_TYPE, Decision, decode_decision
-from ledger.schema import log_entries
+from ledger.log.receipt import Receipt
+from ledger.records import dsse
+from ledger.records.decision import DECISION_PAYLOAD_TYPE, Decision, decode_decision
+from ledger.storage.schema import log_entries
 from tests.support import demo_envelopes
 
 

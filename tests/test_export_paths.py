@@ -11,7 +11,7 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from query.export_manifest import (
+from query.export.manifest import (
     ExportedFile,
     Manifest,
     ManifestError,
@@ -19,7 +19,7 @@ from query.export_manifest import (
     decode_manifest,
     encode_manifest,
 )
-from query.export_paths import (
+from query.export.paths import (
     DataPath,
     escape_value,
     manifest_path,
@@ -27,7 +27,7 @@ from query.export_paths import (
     parse_manifest_name,
     unescape_value,
 )
-from query.export_schema import TABLES
+from query.export.schema import TABLES
 
 tenants = st.text(min_size=1, max_size=40)
 hashes = st.binary(min_size=32, max_size=32).map(bytes.hex)

@@ -18,15 +18,15 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from msgspec.structs import replace
 
-from ledger._ed25519 import SigningKey
-from ledger.db import make_engine
+from ledger.keys.ed25519 import SigningKey
 from ledger.ledger import Ledger
-from ledger.note import NoteSigner
-from query.export import export_ledger
-from query.export_manifest import decode_manifest, encode_manifest
-from query.export_paths import Location, manifest_path, open_location
-from query.export_verify import verify_export
-from service.demo import enroll_demo_principals
+from ledger.log.note import NoteSigner
+from ledger.storage.db import make_engine
+from query.export.exporter import export_ledger
+from query.export.manifest import decode_manifest, encode_manifest
+from query.export.paths import Location, manifest_path, open_location
+from query.export.verify import verify_export
+from service.demo.traffic import enroll_demo_principals
 from tests.conftest import TEST_ORIGIN
 from tests.test_export_helpers import fill
 

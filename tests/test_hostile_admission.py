@@ -24,12 +24,13 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
 from ingest.client import Client, SignedRecord
-from ledger import _ed25519, dsse
-from ledger.db import make_engine
 from ledger.errors import RecordRejected
+from ledger.keys import ed25519 as _ed25519
 from ledger.ledger import Ledger
-from ledger.receipt import Receipt
-from service.demo import demo_signing_key
+from ledger.log.receipt import Receipt
+from ledger.records import dsse
+from ledger.storage.db import make_engine
+from service.demo.traffic import demo_signing_key
 from tests.conftest import TEST_ORIGIN
 from tests.http_server import TENANT, prepared_server
 from tests.support import demo_envelopes

@@ -24,12 +24,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ingest.bodies import BodyBudget
-from ingest.routes_records import split_batch
-from ledger.db import make_engine
+from ingest.routes.bodies import BodyBudget
+from ingest.routes.records import split_batch
 from ledger.errors import BatchTooLarge, BodyMemoryBusy
-from service.http_limits import limits_for
+from ledger.storage.db import make_engine
 from service.settings import Settings
+from service.web.http_limits import limits_for
 from tests.http_helpers import SQLITE_ONLY, array, assert_problem, metric
 from tests.http_server import TENANT, Server, prepared_server
 from tests.support import demo_envelopes

@@ -30,17 +30,18 @@ import pyarrow.dataset as ds  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import Engine
 
-from ledger import dsse, sequencer
 from ledger.admission import Admitted
-from ledger.db import make_engine
-from ledger.decision_index import index_row
-from ledger.demo import demo_decision
-from ledger.entry import rfc3339
+from ledger.indexes.decisions import index_row
+from ledger.keys.signing import derive_keyid
 from ledger.ledger import Ledger
-from ledger.record import DECISION_PAYLOAD_TYPE, decode_decision
-from ledger.signing import derive_keyid
-from query.search import DecisionFilter, decode_cursor, encode_cursor, search
-from service.demo import demo_signing_key, register_demo_keys
+from ledger.log import sequencer
+from ledger.log.entry import rfc3339
+from ledger.records import dsse
+from ledger.records.decision import DECISION_PAYLOAD_TYPE, decode_decision
+from ledger.storage.db import make_engine
+from query.audit.search import DecisionFilter, decode_cursor, encode_cursor, search
+from service.demo.scenarios import demo_decision
+from service.demo.traffic import demo_signing_key, register_demo_keys
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.http_helpers import assert_problem
 from tests.http_server import TENANT, Server, prepared_server
@@ -176,7 +177,7 @@ def site(
     directory = tmp_path_factory.mktemp(f"hostile-{request.param}")
     database: str | None = None
     if request.param == "sqlite":
-        db_url = str(directory / "ledger.db")
+        db_url = str(directory / "ledger.storage.db")
     else:
         request.getfixturevalue("postgres_available")
         database = f"prov_test_{uuid.uuid4().hex[:16]}"

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from ledger.apikeys import Role
-from ledger.db import make_engine
-from ledger.schema import api_keys
+from ledger.keys.apikeys import Role
+from ledger.storage.db import make_engine
+from ledger.storage.schema import api_keys
 from tests.http_helpers import (
     SQLITE_ONLY,
     Operation,

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import text
 
-from ledger.db import make_engine
 from ledger.ledger import Ledger
+from ledger.storage.db import make_engine
 from tests.http_server import TENANT, Server, prepared_server
 from tests.support import demo_envelopes
 

@@ -9,7 +9,7 @@ import httpx
 import psycopg
 import pytest
 
-from ledger.db import make_engine
+from ledger.storage.db import make_engine
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.http_server import TENANT, prepared_server
 from tests.support import demo_envelopes

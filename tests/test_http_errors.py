@@ -13,10 +13,10 @@ import httpx
 import msgspec
 import pytest
 
-from ledger import dsse
-from ledger.record import Decision
-from ledger.signing import SigningKey
-from service.demo import demo_signing_key
+from ledger.keys.signing import SigningKey
+from ledger.records import dsse
+from ledger.records.decision import Decision
+from service.demo.traffic import demo_signing_key
 from tests.http_helpers import (
     SQLITE_ONLY,
     array,

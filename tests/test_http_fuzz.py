@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from ingest.problems import PROBLEM_MEDIA_TYPE
+from httpapi.problems import PROBLEM_MEDIA_TYPE
 from tests.http_helpers import app_openapi_document, check_problem_document, operations
 from tests.http_server import Server
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from ledger.db import make_engine
+from ledger.storage.db import make_engine
 from tests.http_server import TENANT, prepared_server
 from tests.support import demo_envelopes
 

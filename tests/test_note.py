@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger._ed25519 import SigningKey
 from ledger.errors import NoteError
-from ledger.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, open_note
+from ledger.keys.ed25519 import SigningKey
+from ledger.log.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, open_note
 
 # golang.org/x/mod/sumdb/note, note.go package documentation and note_test.go.
 GO_SIGNER_KEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
-from query.pages_view import environment
+from query.ui.view import environment
 from tests.http_server import Server, prepared_server
 from tests.support import PROV, prov
 
@@ -57,7 +57,7 @@ def browser() -> Iterator[Browser]:
 def site(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A served ledger with 30 demo decisions of tenant acme (order, loan and payment)."""
     directory = tmp_path_factory.mktemp("pages")
-    server = prepared_server(str(directory / "ledger.db"), directory)
+    server = prepared_server(str(directory / "ledger.storage.db"), directory)
     server.start()
     try:
         demo = prov(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import ledger.errors
-from ingest.problems import STATUS_BY_KIND, problem_for
+from httpapi.problems import STATUS_BY_KIND, problem_for
 from ledger.errors import InvalidPayload, LedgerError, Overloaded
-from service.ops import NotReady
+from service.web.ops import NotReady
 
 DOC = Path(__file__).parents[1] / "docs" / "problems.md"
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.demo import demo_decisions
 from ledger.errors import InvalidPayload
-from ledger.record import Decision, decode_decision, encode_decision
+from ledger.records.decision import Decision, decode_decision, encode_decision
+from service.demo.scenarios import demo_decisions
 
 Doc = dict[str, Any]
 

@@ -21,10 +21,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.blobs import erase_blob
 from ledger.ledger import Ledger
-from ledger.record import StepError
-from ledger.replay_record import (
+from ledger.log.sequencer import now_micros
+from ledger.records.decision import StepError
+from ledger.records.replay import (
     VERDICTS,
     Diff,
     Divergence,
@@ -34,14 +34,14 @@ from ledger.replay_record import (
     MoneyDelta,
     ReplayRecord,
 )
-from ledger.sequencer import now_micros
-from query.search import DecisionFilter
-from replay.batch import Progress, Recorded, ledger_blobs, load_recorded, run_batch
-from replay.engine import ReplayPlan
+from ledger.storage.blobs import erase_blob
+from query.audit.search import DecisionFilter
+from replay.batch.batch import Progress, Recorded, ledger_blobs, load_recorded, run_batch
+from replay.batch.report_html import render_report
+from replay.batch.shadow_report import ReportBuilder, ShadowReport, field_path, percentile
+from replay.engine.engine import ReplayPlan
 from replay.providers import ProviderPool, parse_registry
-from replay.report_html import render_report
-from replay.shadow_report import ReportBuilder, ShadowReport, field_path, percentile
-from service.replay_inputs import select_decisions
+from service.cli.replay_inputs import select_decisions
 from tests.http_helpers import SQLITE_ONLY
 from tests.model_servers import API_KEY, ENV, ModelServer, running
 from tests.replay_demo import CANDIDATE, demo_registry, logged_verdicts, record_demo

@@ -17,9 +17,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from ledger.db import make_engine
-from ledger.replay_record import decode_replay
-from replay.shadow_report import decode_report
+from ledger.records.replay import decode_replay
+from ledger.storage.db import make_engine
+from replay.batch.shadow_report import decode_report
 from tests.http_helpers import SQLITE_ONLY
 from tests.model_servers import API_KEY, ModelServer, running
 from tests.replay_demo import CANDIDATE, logged_verdicts, record_demo, write_registry

@@ -1,7 +1,7 @@
 """The decision diff and decision extraction, as properties over arbitrary JSON values.
 
 The oracles here (pointer resolution and applying changes) are written from RFC 6901 and
-the documented meaning of each change, independently of replay/diff.py.
+the documented meaning of each change, independently of replay/engine/diff.py.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.record import Cost, StepError, Usage
-from ledger.replay_record import (
+from ledger.records.decision import Cost, StepError, Usage
+from ledger.records.replay import (
     Diff,
     Divergence,
     FieldChange,
     ReplayedToolCallRequest,
     ToolCallChange,
 )
-from replay.diff import compare, escape, field_changes, same, tool_call_changes, verdict_of
-from replay.extract import decision_from_text
+from replay.engine.diff import compare, escape, field_changes, same, tool_call_changes, verdict_of
+from replay.engine.extract import decision_from_text
 
 # Keys that need escaping in a pointer, or look like indexes, turn up often.
 KEYS = st.sampled_from(["a", "b", "a/b", "~", "~1", "0", "", "approved"]) | st.text(max_size=6)

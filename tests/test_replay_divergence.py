@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.record import Decision, StepError
-from ledger.replay_record import (
+from ledger.records.decision import Decision, StepError
+from ledger.records.replay import (
     Divergence,
     ReplayedLlmCall,
     ReplayedToolCall,
     ReplayedToolCallRequest,
     ToolCallChange,
 )
-from replay.engine import ReplayPlan
-from replay.run import EXTRA_MODEL_CALLS
-from replay.tools import ToolHandlers
+from replay.engine.engine import ReplayPlan
+from replay.engine.run import EXTRA_MODEL_CALLS
+from replay.engine.tools import ToolHandlers
 from tests import replay_support
 from tests.model_servers import ModelServer
 from tests.replay_support import ASKED, Steps, compact, decision, recorded_text, replay

@@ -18,16 +18,16 @@ from typing import Any
 import msgspec
 import pytest
 
-from ledger.demo import SCENARIOS, demo_decisions, demo_records
-from ledger.record import Cost, Decision, LlmCall, StepError, ToolCall, Usage
-from ledger.replay_record import FieldChange, ReplayedLlmCall, ReplayedToolCall
-from replay.engine import ReplayPlan, ReplayPlanError, check_plan, replay_decision
-from replay.examples_rules import approve_loan_v1, approve_loan_v2
-from replay.extract import decision_from_text
+from ledger.records.decision import Cost, Decision, LlmCall, StepError, ToolCall, Usage
+from ledger.records.replay import FieldChange, ReplayedLlmCall, ReplayedToolCall
+from replay.engine.engine import ReplayPlan, ReplayPlanError, check_plan, replay_decision
+from replay.engine.extract import decision_from_text
+from replay.engine.requests import recorded_requests
+from replay.engine.tools import ToolHandlers
 from replay.providers import ChatMessage, ProviderPool, parse_registry
 from replay.providers import ToolCall as RequestedToolCall
-from replay.requests import recorded_requests
-from replay.tools import ToolHandlers
+from service.demo.loan_rules import approve_loan_v1, approve_loan_v2
+from service.demo.scenarios import SCENARIOS, demo_decisions, demo_records
 from tests import replay_support
 from tests.model_servers import ENV, ModelServer
 from tests.replay_support import (
@@ -199,7 +199,7 @@ kind = "python"
 [[models]]
 name = "loan-rules"
 provider = "rules"
-entry_point = "replay.examples_rules:approve_loan_{version}"
+entry_point = "service.demo.loan_rules:approve_loan_{version}"
 """
 # v1 approves (score 660 >= 650, DTI 0.40 <= 0.43); v2 declines on all three counts.
 BORDERLINE = {
@@ -245,7 +245,7 @@ def test_entry_point_v1_against_itself_is_identical(inputs: dict[str, Any]) -> N
     assert record.output.decision == approve_loan_v1(inputs)
     [call] = record.steps
     assert isinstance(call, ReplayedLlmCall)
-    assert call.model_version == "replay.examples_rules:approve_loan_v1"
+    assert call.model_version == "service.demo.loan_rules:approve_loan_v1"
 
 
 def test_entry_point_v2_changes_the_borderline_applicant_field_by_field() -> None:

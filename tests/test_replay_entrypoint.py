@@ -1,5 +1,5 @@
 """The ``module:function`` provider: versioned decision functions behind the same pool,
-with two versions of the loan-approval rule from `replay.examples_rules`."""
+with two versions of the loan-approval rule from `service.demo.loan_rules`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from replay.examples_rules import approve_loan_v1, approve_loan_v2
 from replay.providers import (
     ChatRequest,
     ChatResponse,
@@ -22,6 +21,7 @@ from replay.providers import (
     ProviderTimeout,
     parse_registry,
 )
+from service.demo.loan_rules import approve_loan_v1, approve_loan_v2
 
 T = TypeVar("T")
 
@@ -34,7 +34,7 @@ retry = { max_retries = 3, base_s = 0.001, cap_s = 0.002 }
 [[models]]
 name = "loan-rules"
 provider = "rules"
-entry_point = "replay.examples_rules:approve_loan_{version}"
+entry_point = "service.demo.loan_rules:approve_loan_{version}"
 price = { input_per_mtok = "1", output_per_mtok = "1" }
 
 [[models]]
@@ -152,7 +152,7 @@ def test_the_result_fits_the_common_response() -> None:
     assert response.model == "loan-rules"
     assert response.version == "v2"
     assert response.provider == "rules"
-    assert response.model_version == "replay.examples_rules:approve_loan_v2"
+    assert response.model_version == "service.demo.loan_rules:approve_loan_v2"
     assert response.cost == Decimal(0)
     assert response.attempts == 1
 

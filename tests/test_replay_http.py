@@ -17,8 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from ledger.db import make_engine
-from ledger.schema import replay_jobs
+from ledger.storage.db import make_engine
+from ledger.storage.schema import replay_jobs
 from tests.http_helpers import SQLITE_ONLY, assert_problem, pointers
 from tests.http_server import Server, prepared_server
 from tests.model_servers import API_KEY, ModelServer, running

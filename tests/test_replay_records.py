@@ -25,16 +25,16 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Engine, func, inspect, select, text
 
-from ledger import dsse
-from ledger.db import make_engine
 from ledger.errors import KeyNotAuthorized, LedgerNotInitialized, ReplayOfUnknown, UnknownKey
-from ledger.keyring import list_keys
+from ledger.indexes.replays import leaf_reference
+from ledger.keys.keyring import list_keys
+from ledger.keys.replay_signing import REPLAY_KEY_NAME, replay_keyid, sign_replay
+from ledger.keys.signing import SigningKey, load_signing_key
 from ledger.ledger import Ledger
-from ledger.migrate import _alembic_config, migrate
-from ledger.receipt import Receipt
-from ledger.record import Decision, LlmCall, Output, StepError, ToolCall, decode_decision
-from ledger.replay_index import leaf_reference
-from ledger.replay_record import (
+from ledger.log.receipt import Receipt
+from ledger.records import dsse
+from ledger.records.decision import Decision, LlmCall, Output, StepError, ToolCall, decode_decision
+from ledger.records.replay import (
     REPLAY_SERVICE,
     Diff,
     Divergence,
@@ -49,13 +49,13 @@ from ledger.replay_record import (
     ReplayRecord,
     ToolCallChange,
 )
-from ledger.replay_signing import REPLAY_KEY_NAME, replay_keyid, sign_replay
-from ledger.schema import replay_jobs, replays
-from ledger.signing import SigningKey, load_signing_key
-from query.analytics import connect
-from query.export_paths import open_location
-from service.cli_analytics import export
-from service.demo import demo_signing_key
+from ledger.storage.db import make_engine
+from ledger.storage.migrate import _alembic_config, migrate
+from ledger.storage.schema import replay_jobs, replays
+from query.analytics.views import connect
+from query.export.paths import open_location
+from service.cli.analytics import export
+from service.demo.traffic import demo_signing_key
 from service.settings import Settings
 from tests.http_helpers import assert_problem
 from tests.http_server import Server

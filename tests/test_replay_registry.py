@@ -67,7 +67,7 @@ provider = "hosted"
 [[models]]
 name = "loan-rules"
 provider = "rules"
-entry_point = "replay.examples_rules:approve_loan_{version}"
+entry_point = "service.demo.loan_rules:approve_loan_{version}"
 """
 
 
@@ -94,7 +94,7 @@ def test_a_good_registry_resolves_routes_and_settings() -> None:
     large = registry.resolve("writer-large", None)
     assert large.target_for(None) == "writer-large"  # "*" is any version; name by default
     rules = registry.resolve("loan-rules", "v2")
-    assert rules.target_for("v2") == "replay.examples_rules:approve_loan_v2"
+    assert rules.target_for("v2") == "service.demo.loan_rules:approve_loan_v2"
 
 
 def test_prices_come_from_the_registry_exactly() -> None:

@@ -21,13 +21,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from ledger import dsse
-from ledger.db import make_engine
 from ledger.ledger import Ledger
-from ledger.replay_record import VERDICTS
-from ledger.sequencer import now_micros
-from query.report_check import verify_report
-from query.why import replay_summary, replays_status, why_report
+from ledger.log.sequencer import now_micros
+from ledger.records import dsse
+from ledger.records.replay import VERDICTS
+from ledger.storage.db import make_engine
+from query.audit.report_check import verify_report
+from query.audit.why import replay_summary, replays_status, why_report
 from tests.http_server import Server
 from tests.support import PROV, prov
 from tests.test_replay_records import Logged, log_decisions, replay_of

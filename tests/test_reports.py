@@ -20,20 +20,20 @@ from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.testing import TestClient
 
-from ledger.apikeys import ApiKey, Role
-from ledger.db import make_engine
-from ledger.demo import demo_decisions
 from ledger.errors import LedgerError, NotFound
+from ledger.keys.apikeys import ApiKey, Role
 from ledger.ledger import Ledger
-from ledger.record import Decision
-from query.analytics import connect
-from query.charts import render_chart
-from query.export import export_ledger
-from query.export_paths import Location, open_location
-from query.reports import ReportQuery, run_report
-from query.routes_reports import report
-from service.demo import register_demo_keys
-from service.problems import ledger_error_handler
+from ledger.records.decision import Decision
+from ledger.storage.db import make_engine
+from query.analytics.charts import render_chart
+from query.analytics.reports import ReportQuery, run_report
+from query.analytics.views import connect
+from query.export.exporter import export_ledger
+from query.export.paths import Location, open_location
+from query.routes.reports import report
+from service.demo.scenarios import demo_decisions
+from service.demo.traffic import register_demo_keys
+from service.web.problems import ledger_error_handler
 from tests.conftest import TEST_ORIGIN
 from tests.support import sign
 from tests.test_export_helpers import append_all, fill, stored_decisions

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import text
 
 from ingest.client import AsyncClient, Client, verify_receipt
-from ledger.db import make_engine
-from ledger.note import NoteVerifier
-from ledger.receipt import Receipt
-from ledger.record import Model, Output
-from ledger.signing import SigningKey
+from ledger.keys.signing import SigningKey
+from ledger.log.note import NoteVerifier
+from ledger.log.receipt import Receipt
+from ledger.records.decision import Model, Output
+from ledger.storage.db import make_engine
 from tests.http_server import TENANT, Server
 from tests.support import prov
 

@@ -14,14 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from ledger import dsse
 from ledger.errors import BadRequest
 from ledger.ledger import Ledger
-from ledger.migrate import _alembic_config, migrate
-from ledger.receipt import Receipt
-from ledger.record import Decision, decode_decision
-from ledger.schema import decisions
-from query.search import (
+from ledger.log.receipt import Receipt
+from ledger.records import dsse
+from ledger.records.decision import Decision, decode_decision
+from ledger.storage.migrate import _alembic_config, migrate
+from ledger.storage.schema import decisions
+from query.audit.search import (
     DecisionFilter,
     OutputMatch,
     decode_cursor,

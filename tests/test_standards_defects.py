@@ -20,17 +20,17 @@ import libipld
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import ucan
-from ledger._ed25519 import SigningKey
-from ledger.db import make_engine
-from ledger.delegation import Rule
+from ledger.delegation import ucan
+from ledger.delegation.chain import Rule
+from ledger.delegation.policy import Outcome, evaluate, parse_policy
+from ledger.delegation.policy_selector import SelectorError, parse_selector
 from ledger.errors import BadRequest, NoteError, NotFound
+from ledger.keys.ed25519 import SigningKey
 from ledger.ledger import Ledger
-from ledger.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, parse_note
-from ledger.policy import Outcome, evaluate, parse_policy
-from ledger.policy_selector import SelectorError, parse_selector
-from ledger.receipt import Receipt
-from query.tiles import parse_tile_path
+from ledger.log.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, parse_note
+from ledger.log.receipt import Receipt
+from ledger.storage.db import make_engine
+from query.routes.tiles import parse_tile_path
 from tests.http_server import Server
 from tests.support import demo_envelopes
 from tests.test_delegation_chain import broken, build, verify

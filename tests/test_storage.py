@@ -12,10 +12,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
 
-from ledger.db import make_engine, normalize_url
 from ledger.ledger import Ledger
-from ledger.migrate import migrate, schema_is_current
-from ledger.schema import metadata
+from ledger.storage.db import make_engine, normalize_url
+from ledger.storage.migrate import migrate, schema_is_current
+from ledger.storage.schema import metadata
 from service.settings import Settings
 from tests.support import PROV
 
@@ -64,7 +64,7 @@ def test_the_ledger_key_is_private_and_kept_across_inits(ledger: Ledger, key_pat
     [
         ("postgresql://u@h/db", "postgresql+psycopg://u@h/db"),
         ("postgres://u@h/db", "postgresql+psycopg://u@h/db"),
-        ("ledger.db", "sqlite:///ledger.db"),
+        ("ledger.storage.db", "sqlite:///ledger.db"),
         ("sqlite:///x.db", "sqlite:///x.db"),
     ],
 )

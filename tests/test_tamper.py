@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from ledger.db import make_engine
-from ledger.dsse import decode_envelope
 from ledger.ledger import Ledger
-from ledger.schema import LOG_TABLES
+from ledger.records.dsse import decode_envelope
+from ledger.storage.db import make_engine
+from ledger.storage.schema import LOG_TABLES
 from tests.conftest import TEST_ORIGIN
 from tests.support import demo_envelopes, prov
 

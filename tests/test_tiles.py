@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.db import make_engine
 from ledger.errors import BadRequest, NotFound
 from ledger.ledger import Ledger
-from ledger.merkle import CompactRange
-from ledger.receipt import Receipt
-from query.tiles import TILE_WIDTH, Tile, encode_index, parse_tile_path, read_tile, tile_path
+from ledger.log.merkle import CompactRange
+from ledger.log.receipt import Receipt
+from ledger.storage.db import make_engine
+from query.routes.tiles import TILE_WIDTH, Tile, encode_index, parse_tile_path, read_tile, tile_path
 from tests.http_server import Server
 from tests.support import demo_envelopes, prov
 

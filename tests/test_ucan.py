@@ -14,9 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import ucan
+from ledger.delegation import ucan
 
-# From ucan-wg/spec fixtures/1.0.0/delegation.json ("basic delegation bob > carol"), as the
 # spec published it before 1.0.0 was final: tagged ucan/dlg@1.0.0-rc.1. The final fixtures
 # are in tests/test_standards_defects.py.
 SPEC_DELEGATION = base64.b64decode(

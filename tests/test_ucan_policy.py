@@ -11,8 +11,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from ledger.policy import PolicyError, evaluate, ipld_equal, parse_policy
-from ledger.policy_selector import MISSING, SelectorError, parse_selector
+from ledger.delegation.policy import PolicyError, evaluate, ipld_equal, parse_policy
+from ledger.delegation.policy_selector import MISSING, SelectorError, parse_selector
 
 # ucan-wg/spec fixtures/1.0.0/policy.json: each args with the policies it passes and fails.
 KATIE = {"name": "Katie", "age": 35, "nationalities": ["Canadian", "South African"]}

@@ -20,16 +20,16 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, event, inspect, select, update
 
-from ledger import ui_sessions
-from ledger.apikeys import ApiKey, Role, create_api_key, revoke_api_key, token_hash
-from ledger.db import make_engine
+from ledger.keys import ui_sessions
+from ledger.keys.apikeys import ApiKey, Role, create_api_key, revoke_api_key, token_hash
 from ledger.ledger import Ledger
-from ledger.migrate import _alembic_config, migrate
-from ledger.schema import api_keys
-from ledger.schema import ui_sessions as sessions_table
-from query.pages import SECURITY_HEADERS
-from service.auth import MISS_LIMIT, ApiKeyCache
+from ledger.storage.db import make_engine
+from ledger.storage.migrate import _alembic_config, migrate
+from ledger.storage.schema import api_keys
+from ledger.storage.schema import ui_sessions as sessions_table
+from query.ui.pages import SECURITY_HEADERS
 from service.settings import Settings
+from service.web.auth import MISS_LIMIT, ApiKeyCache
 from tests.http_server import Server, prepared_server
 
 # For checks of the HTTP layer alone, where the database engine makes no difference.

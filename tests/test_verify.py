@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
 from ledger.ledger import Ledger
-from ledger.verify import VerifyReport, plan_segments, verify_log
+from ledger.log.verify import VerifyReport, plan_segments, verify_log
 from tests.support import demo_envelopes
 from tests.test_tamper import disable_append_only_guards
 

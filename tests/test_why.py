@@ -14,17 +14,17 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
-from ledger import merkle
-from ledger._ed25519 import SigningKey
 from ledger.errors import NotFound
+from ledger.keys.ed25519 import SigningKey
 from ledger.ledger import Ledger
-from ledger.note import NoteSigner
-from ledger.receipt import Receipt
-from ledger.schema import blobs
-from ledger.sequencer import now_micros
-from query.report_check import first_difference, verify_report
-from query.search import DecisionFilter, search
-from query.why import why_report
+from ledger.log import merkle
+from ledger.log.note import NoteSigner
+from ledger.log.receipt import Receipt
+from ledger.log.sequencer import now_micros
+from ledger.storage.schema import blobs
+from query.audit.report_check import first_difference, verify_report
+from query.audit.search import DecisionFilter, search
+from query.audit.why import why_report
 from tests.support import demo_envelopes
 
 # Values the report marks as the server's word: changing them cannot be detected offline.

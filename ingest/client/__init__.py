@@ -7,10 +7,10 @@ them. Every error is a `ClientError`. `authorize` attaches a UCAN delegation cha
 from a chain file by `read_chain`) and the invocation it proves to a decision.
 """
 
-from ingest.builder import DecisionParts, digest_of, new_decision, new_id, utc_now
 from ingest.client._receipts import BatchItemResult, verify_receipt
 from ingest.client._records import SignedRecord
 from ingest.client.aio import AsyncClient
+from ingest.client.builder import DecisionParts, digest_of, new_decision, new_id, utc_now
 from ingest.client.delegation import authorize, read_chain
 from ingest.client.errors import (
     ClientClosed,
@@ -24,7 +24,7 @@ from ingest.client.errors import (
     UnexpectedResponse,
 )
 from ingest.client.sync import Client
-from ledger.receipt import Receipt
+from ledger.log.receipt import Receipt
 
 __all__ = [
     "AsyncClient",

@@ -14,14 +14,14 @@ from typing import Any, Generic, TypeVar, Unpack
 
 import httpx
 
-from ingest.builder import DecisionParts, new_decision
 from ingest.client._backoff import Attempts, RetryPolicy
 from ingest.client._buffer import BatchBuffer
 from ingest.client._records import SignedRecord, chunks, sign_record
+from ingest.client.builder import DecisionParts, new_decision
 from ingest.client.errors import ClientClosed
-from ledger.note import NoteVerifier
-from ledger.record import Decision
-from ledger.signing import SigningKey
+from ledger.keys.signing import SigningKey
+from ledger.log.note import NoteVerifier
+from ledger.records.decision import Decision
 
 F = TypeVar("F")
 SDK_VERSION = "0.1.0"
@@ -127,7 +127,8 @@ class ClientBase(ABC, Generic[F]):
         occurred_at: datetime | None = None,
         **parts: Unpack[DecisionParts],
     ) -> Decision:
-        """A decision of this client's tenant and service; see `ingest.builder.new_decision`."""
+        """A decision of this client's tenant and service; see
+        `ingest.client.builder.new_decision`."""
         return new_decision(
             tenant=self.tenant,
             service=self.service,

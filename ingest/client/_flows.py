@@ -26,8 +26,8 @@ from ingest.client._receipts import (
 )
 from ingest.client._records import SignedRecord, batch_body
 from ingest.client.errors import ConnectionFailed, ProblemError, parse_problem
-from ledger.note import NoteVerifier
-from ledger.receipt import Receipt
+from ledger.log.note import NoteVerifier
+from ledger.log.receipt import Receipt
 
 T = TypeVar("T")
 JSON = "application/json"

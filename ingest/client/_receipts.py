@@ -21,8 +21,8 @@ from ingest.client.errors import (
     problem_from_document,
 )
 from ledger.errors import LedgerError
-from ledger.note import NoteVerifier
-from ledger.receipt import Receipt, ReceiptBody, open_receipt
+from ledger.log.note import NoteVerifier
+from ledger.log.receipt import Receipt, ReceiptBody, open_receipt
 
 _STATUSES = ("created", "existing")
 _receipt_decoder = msgspec.json.Decoder(Receipt)

@@ -12,10 +12,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ingest.client.errors import InvalidDecision
-from ledger import dsse
 from ledger.errors import RecordRejected
-from ledger.record import DECISION_PAYLOAD_TYPE, Decision, decode_decision
-from ledger.signing import SigningKey, sign_decision
+from ledger.keys.signing import SigningKey, sign_decision
+from ledger.records import dsse
+from ledger.records.decision import DECISION_PAYLOAD_TYPE, Decision, decode_decision
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,9 +27,9 @@ from ingest.client._flows import (
 from ingest.client._receipts import BatchItemResult
 from ingest.client._records import SignedRecord
 from ingest.client.errors import ClientClosed, QueueFull
-from ledger.note import NoteVerifier
-from ledger.receipt import Receipt
-from ledger.record import Decision
+from ledger.log.note import NoteVerifier
+from ledger.log.receipt import Receipt
+from ledger.records.decision import Decision
 
 T = TypeVar("T")
 

@@ -21,10 +21,10 @@ from typing import Any
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import ucan
-from ledger.delegation import command_for, links_for
-from ledger.record import Decision
-from ledger.ucan_files import parse_chain
+from ledger.delegation import ucan
+from ledger.delegation.chain import command_for, links_for
+from ledger.delegation.ucan_files import parse_chain
+from ledger.records.decision import Decision
 
 __all__ = ["DEFAULT_LIFETIME", "authorize", "read_chain"]
 

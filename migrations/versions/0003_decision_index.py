@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from ledger.decision_index import backfill
+from ledger.indexes.decisions import backfill
 
 revision = "0003"
 down_revision = "0002"

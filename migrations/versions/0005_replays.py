@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from ledger.replay_index import backfill
+from ledger.indexes.replays import backfill
 
 revision = "0005"
 down_revision = "0004"

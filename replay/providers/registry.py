@@ -35,7 +35,7 @@ to a provider::
     [[models]]
     name = "loan-rules"
     provider = "rules"
-    entry_point = "replay.examples_rules:approve_loan_{version}"
+    entry_point = "service.demo.loan_rules:approve_loan_{version}"
 
 A request for (name, version) takes the route for exactly that version, else the route
 for the name with no version. ``{name}`` and ``{version}`` in `upstream_model` and

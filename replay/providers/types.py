@@ -3,7 +3,8 @@
 A replay builds one `ChatRequest` from a recorded decision and hands it to whichever
 provider the registry names; each provider translates it to and from its own wire format,
 so the replay engine and the diff never see a provider's JSON. Field names follow the
-ledger's `ledger.record.Model` (and so the OpenTelemetry GenAI conventions), which keeps the
+ledger's `ledger.records.decision.Model` (and so the OpenTelemetry GenAI conventions), which
+keeps the
 mapping between a recorded decision and a replayed call one-to-one.
 """
 

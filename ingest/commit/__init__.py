@@ -1,0 +1,1 @@
+"""Group commit: concurrent appends sharing one transaction, and its metrics."""

@@ -1,0 +1,3 @@
+"""Write routes over HTTP: records, blobs and keys, with their body handling and OpenAPI
+descriptions.
+"""

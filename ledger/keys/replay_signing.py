@@ -1,0 +1,109 @@
+"""The ledger's replay key: it signs every replay record, and only it may.
+
+The key is an Ed25519 key in its own PEM file (`prov-replay.key` next to the ledger key by
+default), created by `prov init` like the ledger key and never stored in the database. Its
+public key is registered in the key registry under the service `REPLAY_SERVICE` for each
+tenant, the first time a replay of that tenant is appended, so that admission (steps 5 to
+7), `prov verify --signatures` and why-reports check a replay's signature like any other.
+The registry refuses every other key for that service (`ledger.keys.keyring.register_key`).
+
+Its keyid names the tenant as well as the key, because a keyid is registered for one
+tenant only and the same key signs for every tenant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import msgspec
+from sqlalchemy import Connection, Engine
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ledger.errors import KeyConflict
+from ledger.keys.keyring import ServiceKey, get_key
+from ledger.keys.signing import SigningKey
+from ledger.log.sequencer import now_micros
+from ledger.records import dsse
+from ledger.records.replay import REPLAY_PAYLOAD_TYPE, REPLAY_SERVICE, ReplayRecord
+from ledger.storage.db import write_transaction
+from ledger.storage.schema import service_keys
+
+REPLAY_KEY_NAME = "prov-replay.key"
+
+_encoder = msgspec.json.Encoder()
+
+
+def default_replay_key_path(ledger_key_path: Path) -> Path:
+    """Where the replay key lives unless configured: next to the ledger key."""
+    return ledger_key_path.with_name(REPLAY_KEY_NAME)
+
+
+def replay_keyid(tenant: str, public_key: bytes) -> str:
+    """`prov-replay:<tenant>:` and the first 128 bits of the key's SHA-256, in hex."""
+    return f"{REPLAY_SERVICE}:{tenant}:{hashlib.sha256(public_key).hexdigest()[:32]}"
+
+
+def sign_replay(record: ReplayRecord, key: SigningKey) -> bytes:
+    """The replay as a DSSE envelope signed by `key` under the keyid of its tenant."""
+    envelope = dsse.sign_envelope(
+        REPLAY_PAYLOAD_TYPE,
+        _encoder.encode(record),
+        key,
+        replay_keyid(record.tenant, key.public_key),
+    )
+    return dsse.encode_envelope(envelope)
+
+
+def register_replay_key(connection: Connection, tenant: str, public_key: bytes) -> ServiceKey:
+    """Register `public_key` as `tenant`'s replay key, unless it is already; safe when
+    several processes do it at once (the second insert does nothing)."""
+    keyid = replay_keyid(tenant, public_key)
+    # The replay key signs replays whenever they ran: it is held by the ledger alone, so
+    # its window is open, and revoking it is how it is retired.
+    row = {
+        "keyid": keyid,
+        "tenant": tenant,
+        "service": REPLAY_SERVICE,
+        "public_key": public_key,
+        "valid_from_us": 0,
+        "valid_until_us": None,
+        "created_us": now_micros(),
+    }
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(service_keys).values(row).on_conflict_do_nothing()
+    connection.execute(statement)
+    key = get_key(connection, keyid)
+    if key is None or (key.tenant, key.service, key.public_key) != (
+        tenant,
+        REPLAY_SERVICE,
+        public_key,
+    ):
+        raise KeyConflict(f"keyid {keyid} is registered to another key or service")
+    return key
+
+
+class ReplaySigner:
+    """The replay key, and the tenants this process has already registered it for."""
+
+    def __init__(self, key: SigningKey) -> None:
+        self.key = key
+        self._registered: set[str] = set()
+        self._lock = threading.Lock()
+
+    def register(self, engine: Engine, tenants: Iterable[str]) -> None:
+        """Make sure the key is registered for each of `tenants`, in one transaction."""
+        with self._lock:
+            missing = sorted(set(tenants) - self._registered)
+        if not missing:
+            return
+        with write_transaction(engine) as connection:
+            for tenant in missing:
+                register_replay_key(connection, tenant, self.key.public_key)
+        with self._lock:
+            self._registered.update(missing)
+
+    def sign(self, record: ReplayRecord) -> bytes:
+        return sign_replay(record, self.key)

@@ -1,0 +1,289 @@
+"""The sequencer: appends admitted records to the log, one transaction per batch.
+
+Under the log's write lock it reads the head, drops idempotent retries, refuses records whose
+delegation chain was revoked or whose invocation is replayed (rules 9 and 10, which depend on
+what the log holds), gives each new record the next index, chains its leaf to the previous
+one, stores the perfect subtree hashes the batch completes and the index rows of its
+records, and signs a checkpoint of the new tree, all in one commit. Nothing is acknowledged
+before that commit, and a batch that fails leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy.exc
+from sqlalchemy import Connection, Engine, String, any_, bindparam, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from ledger.admission import Admitted
+from ledger.errors import IdConflict, LedgerError, RecordRejected, RecordUnstorable
+from ledger.indexes.decisions import insert_index_rows
+from ledger.indexes.delegations import AuthorityGuard, AuthorityRow, insert_authority_rows
+from ledger.indexes.replays import ReplayRow, insert_replay_rows
+from ledger.log.entry import entry_leaf_hash
+from ledger.log.merkle import CompactRange
+from ledger.log.note import Checkpoint, NoteSigner
+from ledger.log.store import Head, bulk_insert, read_head, read_tree
+from ledger.storage.db import write_transaction
+from ledger.storage.schema import checkpoints, log_entries
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Where a record sits in the log. `created` is False for an idempotent retry."""
+
+    index: int
+    leaf_hash: bytes
+    integrated_us: int
+    tenant: str
+    record_id: str
+    envelope_digest: bytes
+    created: bool
+
+
+ENTRY_COLUMNS = (
+    "idx",
+    "tenant",
+    "record_id",
+    "payload_type",
+    "envelope",
+    "integrated_us",
+    "leaf_hash",
+)
+
+_log = logging.getLogger(__name__)
+
+
+def now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+class Frontier:
+    """The tree's peaks as this process last committed them, so that the next batch need
+    not read them back. They are used only when the head read under the lock is still the
+    one they end at (same size, same last leaf, which commits to every earlier entry);
+    after another process has appended, the peaks are read from the database again."""
+
+    def __init__(self) -> None:
+        # One immutable tuple, replaced whole, so that threads never see half an update.
+        self._known: tuple[int, bytes, tuple[bytes, ...]] | None = None
+
+    def tree_at(self, connection: Connection, head: Head) -> CompactRange:
+        known = self._known
+        if known is not None and known[:2] == (head.size, head.last_leaf):
+            return CompactRange(head.size, known[2])
+        return read_tree(connection, head.size)
+
+    def remember(self, tree: CompactRange, last_leaf: bytes) -> None:
+        self._known = (tree.size, last_leaf, tuple(tree.peaks))
+
+
+def append(
+    engine: Engine,
+    records: Sequence[Admitted],
+    signer: NoteSigner,
+    origin: str,
+    frontier: Frontier | None = None,
+) -> list[Appended | RecordRejected]:
+    """Append a batch; results line up with `records`. A record refused here is an
+    `IdConflict` or, for rules 9 and 10, a `DelegationInvalid`."""
+    frontier = frontier or Frontier()
+    with write_transaction(engine) as connection:
+        results, tree, last_leaf = _append_locked(connection, records, signer, origin, frontier)
+    frontier.remember(tree, last_leaf)  # only once the batch has committed
+    return results
+
+
+# Errors that say the database as a whole is unusable (unreachable, locked, timed out),
+# not that one record is at fault: they fail the whole group, which may retry.
+# A `LedgerError` here is about the log's own state, never one record: it fails the group too.
+_FAILS_THE_GROUP = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    LedgerError,
+)
+
+
+def append_isolated(
+    engine: Engine,
+    records: Sequence[Admitted],
+    signer: NoteSigner,
+    origin: str,
+    frontier: Frontier | None = None,
+) -> list[Appended | RecordRejected]:
+    """`append`, except that a record the database refuses fails alone.
+
+    When the batch's transaction fails for a reason other than the database being down,
+    nothing of it was committed; the batch is split in halves, each appended in its own
+    transaction, until the record at fault stands alone and is refused as
+    `RecordUnstorable`. Arrival order is kept, and a good batch still costs one commit.
+    """
+    frontier = frontier or Frontier()
+    try:
+        return append(engine, records, signer, origin, frontier)
+    except _FAILS_THE_GROUP:
+        raise
+    except Exception as error:
+        if len(records) == 1:
+            _log.warning("record could not be stored", exc_info=error)
+            return [
+                RecordUnstorable(
+                    f"the database refused to store this record ({type(error).__name__}); "
+                    "nothing of it was stored"
+                )
+            ]
+    middle = len(records) // 2
+    return append_isolated(engine, records[:middle], signer, origin, frontier) + (
+        append_isolated(engine, records[middle:], signer, origin, frontier)
+    )
+
+
+def _append_locked(
+    connection: Connection,
+    records: Sequence[Admitted],
+    signer: NoteSigner,
+    origin: str,
+    frontier: Frontier,
+) -> tuple[list[Appended | RecordRejected], CompactRange, bytes]:
+    head = read_head(connection)
+    existing = _existing(connection, records)
+    guard = AuthorityGuard.load(connection, (record.authority for record in records))
+    # Integration time never runs backwards along the log, even if clocks of two appending
+    # processes disagree.
+    integrated_us = max(now_micros(), head.last_integrated_us)
+    tree = frontier.tree_at(connection, head)
+    prev_leaf = head.last_leaf
+    results: list[Appended | RecordRejected] = []
+    entry_rows: list[tuple[object, ...]] = []
+    node_rows: list[tuple[int, int, bytes]] = []
+    index_rows: list[tuple[object, ...]] = []
+    authority_rows: list[tuple[int, str, AuthorityRow]] = []
+    replay_rows: list[tuple[int, str, ReplayRow]] = []
+    for record in records:
+        digest = hashlib.sha256(record.raw).digest()
+        key = (record.tenant, record.record_id)
+        stored = existing.get(key)
+        if stored is not None:
+            results.append(_retry_result(record, digest, stored))
+            continue
+        refused = guard.admit(record.tenant, record.authority)
+        if refused is not None:
+            results.append(refused)
+            continue
+        index = tree.size
+        leaf = entry_leaf_hash(index, integrated_us, prev_leaf, digest, record.tenant)
+        appended = Appended(
+            index, leaf, integrated_us, record.tenant, record.record_id, digest, True
+        )
+        # A second copy of the same id later in this batch is a retry of this one.
+        existing[key] = (appended, record.raw)
+        entry_rows.append(
+            (
+                index,
+                record.tenant,
+                record.record_id,
+                record.payload_type,
+                record.raw,
+                integrated_us,
+                leaf,
+            )
+        )
+        if record.index is not None:
+            index_rows.append((index, *record.index))
+        if record.authority is not None:
+            authority_rows.append((index, record.tenant, record.authority))
+        if record.replay is not None:
+            replay_rows.append((index, record.tenant, record.replay))
+        node_rows.extend((level, node, node_hash) for (level, node), node_hash in tree.append(leaf))
+        prev_leaf = leaf
+        results.append(appended)
+    if entry_rows:
+        bulk_insert(connection, "log_entries", ENTRY_COLUMNS, entry_rows)
+        bulk_insert(connection, "tree_nodes", ("level", "idx", "hash"), node_rows)
+        insert_index_rows(connection, index_rows)
+        insert_authority_rows(connection, authority_rows)
+        insert_replay_rows(connection, replay_rows)
+        store_checkpoint(connection, tree, signer, origin, integrated_us)
+    return results, tree, prev_leaf
+
+
+def store_checkpoint(
+    connection: Connection, tree: CompactRange, signer: NoteSigner, origin: str, now_us: int
+) -> str:
+    """Sign a checkpoint of `tree` and store it; returns the signed note."""
+    root = tree.root()
+    note = signer.sign(Checkpoint(origin, tree.size, root).body())
+    connection.execute(
+        insert(checkpoints).values(
+            tree_size=tree.size, root_hash=root, note=note, created_us=now_us
+        )
+    )
+    return note
+
+
+def _existing(
+    connection: Connection, records: Sequence[Admitted]
+) -> dict[tuple[str, str], tuple[Appended, bytes]]:
+    """Entries already stored under the batch's (tenant, id) pairs, one query per tenant."""
+    by_tenant: dict[str, set[str]] = {}
+    for record in records:
+        by_tenant.setdefault(record.tenant, set()).add(record.record_id)
+    found: dict[tuple[str, str], tuple[Appended, bytes]] = {}
+    for tenant, ids in by_tenant.items():
+        wanted = sorted(ids)
+        # PostgreSQL gets one array parameter: a thousand-member IN list is re-parsed by
+        # the driver on every batch, and that cost more than the lookup itself.
+        matches = (
+            log_entries.c.record_id == any_(bindparam("ids", wanted, type_=ARRAY(String)))
+            if connection.dialect.name == "postgresql"
+            else log_entries.c.record_id.in_(wanted)
+        )
+        rows = connection.execute(
+            select(
+                log_entries.c.idx,
+                log_entries.c.leaf_hash,
+                log_entries.c.integrated_us,
+                log_entries.c.record_id,
+                log_entries.c.envelope,
+            ).where(log_entries.c.tenant == tenant, matches)
+        )
+        for row in rows:
+            envelope = bytes(row.envelope)
+            appended = Appended(
+                row.idx,
+                bytes(row.leaf_hash),
+                row.integrated_us,
+                tenant,
+                row.record_id,
+                hashlib.sha256(envelope).digest(),
+                False,
+            )
+            found[(tenant, row.record_id)] = (appended, envelope)
+    return found
+
+
+def _retry_result(
+    record: Admitted, digest: bytes, stored: tuple[Appended, bytes]
+) -> Appended | IdConflict:
+    appended, envelope = stored
+    if envelope != record.raw:
+        return IdConflict(
+            f"id {record.record_id!r} of tenant {record.tenant!r} is already at index "
+            f"{appended.index} with different bytes",
+            pointer="/payload",
+        )
+    return Appended(
+        appended.index,
+        appended.leaf_hash,
+        appended.integrated_us,
+        appended.tenant,
+        appended.record_id,
+        digest,
+        False,
+    )

@@ -1,0 +1,3 @@
+"""Storage: engines and transactions, table definitions, migrations and content-addressed
+blobs.
+"""

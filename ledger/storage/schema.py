@@ -1,0 +1,259 @@
+"""Table definitions, shared by the application (SQLAlchemy Core) and Alembic autogenerate.
+
+The log tables (`log_entries`, `tree_nodes`, `checkpoints`) are append-only. Nothing stored
+in them is trusted by verification: `prov verify` recomputes every hash from the envelope
+bytes, so these columns are caches of what the bytes already determine.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# One naming convention, so that SQLite batch migrations and PostgreSQL agree on names.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+LOG_TABLES = ("log_entries", "tree_nodes", "checkpoints")
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+ledger_info = Table(
+    "ledger_info",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+log_entries = Table(
+    "log_entries",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("record_id", String(256), nullable=False),
+    Column("payload_type", String(128), nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+    Column("integrated_us", BigInteger, nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    UniqueConstraint("tenant", "record_id", name="uq_log_entries_tenant_record_id"),
+)
+
+# Perfect subtree hashes at level >= 1 (level 0 is log_entries.leaf_hash): node (level, idx)
+# covers leaves [idx * 2**level, (idx + 1) * 2**level). They make a proof O(log n) reads.
+tree_nodes = Table(
+    "tree_nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+)
+
+service_keys = Table(
+    "service_keys",
+    metadata,
+    Column("keyid", String(128), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("service", String(64), nullable=False),
+    Column("public_key", LargeBinary(32), nullable=False),
+    Column("valid_from_us", BigInteger, nullable=False),
+    Column("valid_until_us", BigInteger, nullable=True),
+    Column("revoked_us", BigInteger, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+)
+
+# API keys are stored only as SHA-256 of the secret token; `id` is the token's public part.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("key_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("tenant", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("revoked_us", BigInteger, nullable=True),
+)
+
+# Content-addressed bytes that records reference by digest. Erasing a subject's data sets
+# `content` to NULL and stamps `erased_us`; the digest stays, so the log still verifies.
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("digest", String(71), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("content", LargeBinary, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("erased_us", BigInteger, nullable=True),
+)
+
+# One row per decision record, written in the same transaction as its log entry: the search
+# index. It is derived from the signed payload and trusted by nothing; `output` is the JSON
+# of `output.decision`, matched by path. Search lists the newest decisions first, by
+# `(occurred_us, idx)`: every index leads with the tenant (each search is within one), then
+# the equality filters, and ends with `occurred_us, idx`, so that a filtered page, with or
+# without a time window, is one backward range scan and never a sort.
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("record_id", String(256), nullable=False),
+    Column("service", String(64), nullable=False),
+    Column("decision_type", String(128), nullable=False),
+    Column("occurred_us", BigInteger, nullable=False),
+    Column("model_name", String(256), nullable=False),
+    Column("model_version", String(256), nullable=False),
+    Column("subject", String(256), nullable=True),
+    # The issuer of the root delegation: the principal who first granted the authority.
+    Column("delegator", String(256), nullable=True),
+    Column("output", Text, nullable=False),
+    Index("ix_decisions_tenant_occurred", "tenant", "occurred_us", "idx"),
+    Index(
+        "ix_decisions_tenant_service",
+        "tenant",
+        "service",
+        "decision_type",
+        "occurred_us",
+        "idx",
+    ),
+    Index("ix_decisions_tenant_type", "tenant", "decision_type", "occurred_us", "idx"),
+    Index(
+        "ix_decisions_tenant_model", "tenant", "model_name", "model_version", "occurred_us", "idx"
+    ),
+    Index("ix_decisions_tenant_subject", "tenant", "subject", "occurred_us", "idx"),
+    Index("ix_decisions_tenant_delegator", "tenant", "delegator", "occurred_us", "idx"),
+)
+
+# Derived from principal records (docs/delegation.md), written with their log entries: who is
+# enrolled in a tenant, by DID and by name. A DID may be enrolled again; the latest record
+# before a decision is the one that counts for it.
+principals = Table(
+    "principals",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("did", String(128), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("display_name", String(256), nullable=True),
+    Column("kind", String(16), nullable=False),
+    Index("ix_principals_tenant_did", "tenant", "did", "idx"),
+    Index("ix_principals_tenant_name", "tenant", "name", "idx"),
+)
+
+# Derived from revocation records: which delegations (by binary CID) a tenant's log revokes.
+revocations = Table(
+    "revocations",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("cid", LargeBinary(36), nullable=False),
+    Column("revoker", String(128), nullable=False),
+    Index("ix_revocations_tenant_cid", "tenant", "cid", "idx"),
+)
+
+# One row per decision whose chain verified at ingest. The unique constraints are what makes
+# a replayed invocation impossible to store twice, whatever the sequencer's own check says;
+# `root` is the principal's DID, for searching decisions by who authorized them.
+invocations = Table(
+    "invocations",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("cid", LargeBinary(36), nullable=False),
+    Column("issuer", String(128), nullable=False),
+    Column("nonce", LargeBinary(64), nullable=False),
+    Column("root", String(128), nullable=False),
+    UniqueConstraint("cid", name="uq_invocations_cid"),
+    UniqueConstraint("issuer", "nonce", name="uq_invocations_issuer_nonce"),
+    Index("ix_invocations_tenant_root", "tenant", "root", "idx"),
+)
+
+# Configuration, not evidence: how strictly each tenant's ingest checks delegation chains.
+delegation_modes = Table(
+    "delegation_modes",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("mode", String(16), nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+# One row per replay record (ledger/records/replay.py), written with its log entry: which
+# replays a decision has, and which belong to a batch. Derived from the signed payload;
+# why-reports list replays from here but verify each from its envelope.
+replays = Table(
+    "replays",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("record_id", String(256), nullable=False),
+    Column("replay_of", String(256), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("batch", String(256), nullable=True),
+    Column("model_provider", String(256), nullable=False),
+    Column("model_name", String(256), nullable=False),
+    Column("model_version", String(256), nullable=True),
+    Column("occurred_us", BigInteger, nullable=False),
+    Index("ix_replays_tenant_replay_of", "tenant", "replay_of", "idx"),
+    Index("ix_replays_tenant_batch", "tenant", "batch", "idx"),
+)
+
+# Replay jobs (one decision, or a batch over a search) and their progress: operational
+# state, not evidence. `request`, `counts` (verdict -> n) and `report` are JSON text.
+replay_jobs = Table(
+    "replay_jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # single | batch
+    Column("state", String(16), nullable=False),  # queued | running | done | failed
+    Column("request", Text, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("counts", Text, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("report", Text, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    Index("ix_replay_jobs_tenant_created", "tenant", "created_us"),
+)
+
+# Signed-in browsers of the auditor pages (ledger/keys/ui_sessions.py): operational state, not
+# evidence. Only the SHA-256 of a session's random id is kept, so a copy of the database
+# signs no one in; a session is good only while its API key is live.
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("id_hash", LargeBinary(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("api_key_id", String(32), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    Column("last_seen_us", BigInteger, nullable=False),
+    Index("ix_ui_sessions_api_key_id", "api_key_id", "created_us"),
+    Index("ix_ui_sessions_expires_us", "expires_us"),
+)

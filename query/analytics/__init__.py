@@ -1,0 +1,1 @@
+"""Analytics over an export: DuckDB views, the canned reports and their charts."""

@@ -1,0 +1,450 @@
+"""The canned reports, as DuckDB queries over an export's views.
+
+- `cost`: decisions, tokens and cost by tenant, service, decision type and model, per day,
+  week or month, and in total. Amounts are summed per currency, never across currencies.
+- `drift`: the share of each model and prompt version per day; and, at each version
+  change, how the distribution of every low-cardinality output field moved from the
+  previous version to the new one (with the total variation distance per field).
+- `latency`: p50, p95 and p99 of decision latency and tokens, and of step durations.
+- `exposure`: for each exposure group, the largest sum of its exposures within any
+  sliding window, and the share of all exposure in that unit it held at that moment;
+  the `limit` largest groups per unit.
+- `freshness`: decisions whose `freshness.valid_until` has passed, and those that were
+  already stale when they were made.
+
+Every report takes the same filters (time range on `occurred_at`, service, decision
+type) as bound parameters; names of columns and periods come from fixed lists. A report
+is a list of sections, each an Arrow table and the chart that draws it (`query.analytics.charts`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import duckdb
+
+from ledger.errors import BadRequest, NotFound
+from query.analytics.views import run_sql
+from query.audit.search import check_text
+
+BUCKETS = ("day", "week", "month")
+DIMENSIONS = {
+    "tenant": "tenant",
+    "service": "service",
+    "decision_type": "decision_type",
+    "model": "model_name AS model",
+}
+DEFAULT_BY = tuple(DIMENSIONS)
+OUTPUT_FIELD_VALUES = 20  # an output field with more distinct values is not a category
+
+
+@dataclass(frozen=True, slots=True)
+class ReportQuery:
+    """The parameters of a report; each report uses those that apply to it."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    service: str | None = None
+    decision_type: str | None = None
+    bucket: str = "day"
+    by: tuple[str, ...] = DEFAULT_BY
+    window: timedelta = timedelta(hours=24)
+    at: datetime | None = None
+    limit: int = 50
+
+    def __post_init__(self) -> None:
+        if self.bucket not in BUCKETS:
+            raise BadRequest(f"bucket must be one of {', '.join(BUCKETS)}", pointer="/bucket")
+        unknown = [name for name in self.by if name not in DIMENSIONS]
+        if unknown or not self.by or len(set(self.by)) != len(self.by):
+            raise BadRequest(
+                f"by takes one or more of {', '.join(DIMENSIONS)}, each once, "
+                f"not {','.join(self.by)[:80]!r}",
+                pointer="/by",
+            )
+        if not timedelta(0) < self.window <= MAX_WINDOW:
+            raise BadRequest(f"the window must be from 1s to {MAX_WINDOW.days}d", pointer="/window")
+        for name in ("service", "decision_type"):
+            value = getattr(self, name)
+            if value is not None:
+                check_text(name, value)
+        if not 1 <= self.limit <= 10_000:
+            raise BadRequest("limit must be between 1 and 10000", pointer="/limit")
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """How to draw a section: `line` plots `y` over `x`, one line per `series` value;
+    `bar` draws one group of bars per row, labelled by the `x` columns."""
+
+    kind: Literal["line", "bar"]
+    x: tuple[str, ...]
+    y: tuple[str, ...]
+    series: tuple[str, ...] = ()
+    ylabel: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    title: str
+    table: Any  # pyarrow.Table
+    chart: Chart | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "columns": self.table.column_names,
+            "rows": [list(row.values()) for row in self.table.to_pylist()],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    name: str
+    title: str
+    sections: list[Section] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "report": self.name,
+            "title": self.title,
+            "sections": [section.to_json() for section in self.sections],
+        }
+
+
+def _filters(query: ReportQuery) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause over `decisions` and its parameters."""
+    clauses, parameters = ["TRUE"], {}
+    for name, column, operator in (
+        ("since", "occurred_at", ">="),
+        ("until", "occurred_at", "<"),
+        ("service", "service", "="),
+        ("decision_type", "decision_type", "="),
+    ):
+        value = getattr(query, name)
+        if value is not None:
+            clauses.append(f"{column} {operator} ${name}")
+            parameters[name] = value
+    return " AND ".join(clauses), parameters
+
+
+def cost(connection: duckdb.DuckDBPyConnection, query: ReportQuery) -> Report:
+    where, parameters = _filters(query)
+    dimensions = ", ".join(DIMENSIONS[name] for name in query.by)
+    measures = (
+        "cost_currency AS currency, count(*) AS decisions, "
+        "sum(input_tokens)::BIGINT AS input_tokens, sum(output_tokens)::BIGINT AS output_tokens, "
+        "sum(cost) AS cost"
+    )
+    over_time = run_sql(
+        connection,
+        f"SELECT date_trunc('{query.bucket}', occurred_at)::DATE AS period, {dimensions}, "
+        f"{measures} FROM decisions WHERE {where} GROUP BY ALL ORDER BY period, cost DESC",
+        **parameters,
+    )
+    totals = run_sql(
+        connection,
+        f"SELECT {dimensions}, {measures} FROM decisions WHERE {where} "
+        "GROUP BY ALL ORDER BY cost DESC NULLS LAST",
+        **parameters,
+    )
+    return Report(
+        "cost",
+        f"Cost per {query.bucket}",
+        [
+            Section(
+                f"Cost per {query.bucket}",
+                over_time,
+                Chart("line", ("period",), ("cost",), (*query.by, "currency"), "cost"),
+            ),
+            Section("Totals", totals),
+        ],
+    )
+
+
+_VERSIONS = """
+versions AS (
+    SELECT service, decision_type, 'model' AS dimension,
+           model_name || ' ' || model_version AS version, occurred_at, output
+    FROM decisions WHERE {where}
+    UNION ALL
+    SELECT service, decision_type, 'prompt', prompt_template || ' ' || prompt_version,
+           occurred_at, output
+    FROM decisions WHERE {where} AND prompt_version IS NOT NULL
+)"""
+
+_SHARES = """
+WITH {versions},
+daily AS (
+    SELECT date_trunc('day', occurred_at)::DATE AS day, service, decision_type, dimension,
+           version, count(*) AS decisions
+    FROM versions GROUP BY ALL
+)
+SELECT *, decisions / sum(decisions) OVER (PARTITION BY day, service, decision_type, dimension)
+          AS share
+FROM daily ORDER BY ALL
+"""
+
+# Each version after a slice's first is a change from the one before it (by first use);
+# the output distributions of the two versions are compared field by field.
+_OUTPUT_SHIFT = """
+WITH {versions},
+changes AS (
+    SELECT service, decision_type, dimension, version, first_seen,
+           lag(version) OVER (PARTITION BY service, decision_type, dimension
+                              ORDER BY first_seen, version) AS previous
+    FROM (SELECT service, decision_type, dimension, version, min(occurred_at) AS first_seen
+          FROM versions GROUP BY ALL)
+),
+fields AS (
+    SELECT service, decision_type, dimension, version, key AS field,
+           coalesce(output ->> key, 'null') AS value
+    FROM versions, unnest(json_keys(output)) AS keys(key)
+    WHERE json_type(output -> key) NOT IN ('OBJECT', 'ARRAY')
+),
+counts AS (
+    SELECT service, decision_type, dimension, version, field, value, count(*) AS n
+    FROM fields GROUP BY ALL
+),
+shares AS (
+    SELECT *, n / sum(n) OVER (PARTITION BY service, decision_type, dimension, version, field)
+              AS share
+    FROM counts
+),
+pairs AS (
+    SELECT c.service, c.decision_type, c.dimension, c.previous, c.version,
+           c.first_seen AS changed_at, s.field, s.value,
+           sum(CASE WHEN s.version = c.previous THEN s.share ELSE 0 END) AS share_before,
+           sum(CASE WHEN s.version = c.version THEN s.share ELSE 0 END) AS share_after
+    FROM changes c JOIN shares s USING (service, decision_type, dimension)
+    WHERE c.previous IS NOT NULL AND s.version IN (c.previous, c.version)
+    GROUP BY ALL
+)
+SELECT *, share_after - share_before AS delta,
+       0.5 * sum(abs(share_after - share_before))
+           OVER (PARTITION BY service, decision_type, dimension, previous, version, field)
+           AS distance
+FROM pairs
+QUALIFY count(*) OVER (PARTITION BY service, decision_type, dimension, previous, version, field)
+        <= {values}
+ORDER BY distance DESC, abs(delta) DESC, service, decision_type, dimension, version,
+         field, value
+LIMIT {limit}
+"""
+
+
+def drift(connection: duckdb.DuckDBPyConnection, query: ReportQuery) -> Report:
+    where, parameters = _filters(query)
+    versions = _VERSIONS.format(where=where)
+    return Report(
+        "drift",
+        "Model and prompt version drift",
+        [
+            Section(
+                "Share of each version per day",
+                run_sql(connection, _SHARES.format(versions=versions), **parameters),
+                Chart("line", ("day",), ("share",), ("dimension", "service", "version"), "share"),
+            ),
+            Section(
+                "Output distribution before and after each version change",
+                run_sql(
+                    connection,
+                    _OUTPUT_SHIFT.format(
+                        versions=versions, values=OUTPUT_FIELD_VALUES, limit=query.limit
+                    ),
+                    **parameters,
+                ),
+            ),
+        ],
+    )
+
+
+def _quantiles(column: str, name: str) -> str:
+    return ", ".join(
+        f"quantile_cont({column}, {q}) AS {name}_p{label}"
+        for q, label in ((0.5, 50), (0.95, 95), (0.99, 99))
+    )
+
+
+def latency(connection: duckdb.DuckDBPyConnection, query: ReportQuery) -> Report:
+    where, parameters = _filters(query)
+    decisions = run_sql(
+        connection,
+        "SELECT service, decision_type, model_name AS model, count(*) AS decisions, "
+        f"{_quantiles('latency_ms', 'latency_ms')}, {_quantiles('input_tokens', 'input_tokens')}, "
+        f"{_quantiles('output_tokens', 'output_tokens')} "
+        f"FROM decisions WHERE {where} GROUP BY ALL ORDER BY ALL",
+        **parameters,
+    )
+    duration = "(epoch_us(ended_at) - epoch_us(started_at)) / 1000.0"
+    steps = run_sql(
+        connection,
+        f"SELECT kind, label, count(*) AS steps, {_quantiles(duration, 'duration_ms')}, "
+        "count(error_type) AS errors "
+        f"FROM steps WHERE idx IN (SELECT idx FROM decisions WHERE {where}) "
+        "GROUP BY ALL ORDER BY ALL",
+        **parameters,
+    )
+    return Report(
+        "latency",
+        "Latency and token distributions",
+        [
+            Section(
+                "Per decision",
+                decisions,
+                Chart(
+                    "bar",
+                    ("service", "decision_type"),
+                    ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99"),
+                    ylabel="latency (ms)",
+                ),
+            ),
+            Section(
+                "Per step",
+                steps,
+                Chart(
+                    "bar",
+                    ("kind", "label"),
+                    ("duration_ms_p50", "duration_ms_p95", "duration_ms_p99"),
+                    ylabel="duration (ms)",
+                ),
+            ),
+        ],
+    )
+
+
+_EXPOSURE = """
+WITH windows AS (
+    SELECT unit, group_name, occurred_at, amount,
+           sum(amount) OVER by_group AS group_window,
+           count(*) OVER by_group AS group_count,
+           sum(amount) OVER by_unit AS unit_window
+    FROM exposures
+    WHERE idx IN (SELECT idx FROM decisions WHERE {where})
+    WINDOW by_group AS (PARTITION BY unit, group_name ORDER BY occurred_at
+                        RANGE BETWEEN INTERVAL {seconds} SECONDS PRECEDING AND CURRENT ROW),
+           by_unit AS (PARTITION BY unit ORDER BY occurred_at
+                       RANGE BETWEEN INTERVAL {seconds} SECONDS PRECEDING AND CURRENT ROW)
+)
+SELECT group_name AS "group", unit,
+       max(group_window) AS peak_exposure,
+       arg_max(occurred_at, group_window) AS peak_window_end,
+       arg_max(group_count, group_window) AS decisions_in_window,
+       arg_max(group_window::DOUBLE / unit_window::DOUBLE, group_window) AS share_at_peak,
+       sum(amount) AS total_exposure,
+       count(*) AS decisions
+FROM windows GROUP BY group_name, unit
+QUALIFY row_number() OVER (PARTITION BY unit ORDER BY peak_exposure DESC, group_name) <= {limit}
+ORDER BY unit, peak_exposure DESC, "group"
+"""
+
+
+def exposure(connection: duckdb.DuckDBPyConnection, query: ReportQuery) -> Report:
+    where, parameters = _filters(query)
+    seconds = int(query.window.total_seconds())
+    if seconds < 1:
+        raise BadRequest("the window must be at least one second", pointer="/window")
+    table = run_sql(
+        connection,
+        _EXPOSURE.format(where=where, seconds=seconds, limit=query.limit),
+        **parameters,
+    )
+    title = f"Exposure concentration over sliding {_duration(query.window)} windows"
+    return Report(
+        "exposure",
+        title,
+        [
+            Section(
+                title, table, Chart("bar", ("group", "unit"), ("share_at_peak",), ylabel="share")
+            )
+        ],
+    )
+
+
+def freshness(connection: duckdb.DuckDBPyConnection, query: ReportQuery) -> Report:
+    where, parameters = _filters(query)
+    parameters["at"] = query.at or datetime.now(UTC)
+    summary = run_sql(
+        connection,
+        "SELECT service, decision_type, count(*) AS decisions, "
+        "count(valid_until) AS with_expiry, "
+        "count(*) FILTER (WHERE valid_until <= $at) AS expired, "
+        "count(*) FILTER (WHERE valid_until <= occurred_at) AS stale_when_made, "
+        "min(valid_until) FILTER (WHERE valid_until <= $at) AS oldest_expiry "
+        f"FROM decisions WHERE {where} GROUP BY ALL ORDER BY expired DESC, service, decision_type",
+        **parameters,
+    )
+    expired = run_sql(
+        connection,
+        "SELECT record_id, service, decision_type, occurred_at, valid_until, "
+        "epoch($at) - epoch(valid_until) AS expired_seconds, "
+        "valid_until <= occurred_at AS stale_when_made "
+        f"FROM decisions WHERE {where} AND valid_until <= $at "
+        f"ORDER BY valid_until DESC, idx LIMIT {query.limit}",
+        **parameters,
+    )
+    moment = parameters["at"].isoformat()
+    return Report(
+        "freshness",
+        f"Decisions whose freshness ran out by {moment}",
+        [
+            Section(
+                "Expired decisions per service",
+                summary,
+                Chart(
+                    "bar",
+                    ("service", "decision_type"),
+                    ("expired", "decisions"),
+                    ylabel="decisions",
+                ),
+            ),
+            Section(f"Most recently expired (at most {query.limit})", expired),
+        ],
+    )
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+# A century: every window a report needs, and far inside what timedelta and DuckDB hold.
+MAX_WINDOW = timedelta(days=36_525)
+
+
+def parse_window(text: str) -> timedelta:
+    """`90s`, `30m`, `24h` or `7d` as a timedelta, up to `MAX_WINDOW`; BadRequest for
+    anything else."""
+    number, unit = text[:-1], text[-1:]
+    # ASCII digits only (isdigit() also takes "²", which int() refuses), and few of them.
+    if unit not in _UNITS or not (number.isascii() and number.isdecimal()) or len(number) > 12:
+        raise BadRequest(
+            f"a window is a positive count of s, m, h or d, not {text[:40]!r}", pointer="/window"
+        )
+    seconds = int(number) * _UNITS[unit]
+    if not 1 <= seconds <= MAX_WINDOW.total_seconds():
+        raise BadRequest(
+            f"a window is from 1s to {MAX_WINDOW.days}d, not {text!r}", pointer="/window"
+        )
+    return timedelta(seconds=seconds)
+
+
+def _duration(window: timedelta) -> str:
+    seconds = int(window.total_seconds())
+    unit = next(unit for unit in "dhms" if seconds % _UNITS[unit] == 0)
+    return f"{seconds // _UNITS[unit]}{unit}"
+
+
+REPORTS: dict[str, Callable[[duckdb.DuckDBPyConnection, ReportQuery], Report]] = {
+    "cost": cost,
+    "drift": drift,
+    "latency": latency,
+    "exposure": exposure,
+    "freshness": freshness,
+}
+
+
+def run_report(connection: duckdb.DuckDBPyConnection, name: str, query: ReportQuery) -> Report:
+    build = REPORTS.get(name)
+    if build is None:
+        raise NotFound(f"there is no report {name!r}; reports: {', '.join(REPORTS)}")
+    return build(connection, query)

@@ -1,0 +1,400 @@
+"""`prov verify-report`: check a saved why-report offline, trusting only a verifier key.
+
+No server and no database: every claim is recomputed from the report's evidence. The steps
+run in order and each names what it found wrong:
+
+1. The report is a why-report of a known format, with every part present.
+2. The checkpoint note is signed by the trusted log key, for that log's origin; when the
+   auditor's trusted checkpoint (from `prov audit`) has the same size, the roots agree.
+3. The envelope hashes to the entry's envelope digest, the entry bytes rebuild from the
+   entry fields, and the leaf hash is SHA-256(0x00 || entry bytes).
+4. The RFC 9162 inclusion proof takes that leaf to the checkpoint's root.
+5. The envelope's payload decodes as a decision of the entry's tenant, and the report's
+   `decision` is exactly that payload.
+6. The signature verifies under the signing key (or the key the auditor pinned), which is
+   bound to the decision's tenant and service and was valid at `occurred_at`.
+7. The report's `analysis` is what the payload says at `generated_at`.
+8. The report's own verdicts (leaf, signature, inclusion, delegation, the list of blobs)
+   are what steps 3 to 6 found and what the payload says.
+9. Each listed replay passes steps 3 to 6 in its own evidence, under the same checkpoint:
+   its entry and leaf, its inclusion proof, a payload that replays this decision's entry,
+   and a signature by the tenant's replay key valid at its `occurred_at`; the report's
+   replay verdicts are what those checks and payloads say.
+
+What the server alone can know (whether a blob's bytes are still held, a revocation after
+the decision, whether the list of replays is complete, its clock) is listed as a claim that
+cannot be checked offline, never as a pass. Every other field of the report is recomputed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from ledger.admission import Candidate, parse_record
+from ledger.delegation.report import server_claims
+from ledger.errors import LedgerError, NoteError
+from ledger.log import merkle
+from ledger.log.entry import entry_bytes, rfc3339, to_micros
+from ledger.log.note import Checkpoint, NoteVerifier, open_checkpoint
+from ledger.records import dsse
+from ledger.records.replay import REPLAY_PAYLOAD_TYPE
+from query.audit.auditor import TrustedState
+from query.audit.why import (
+    REPORT_FORMAT,
+    analyze,
+    delegation_status,
+    referenced_blobs,
+    replay_item,
+    replays_status,
+)
+
+_PARTS = ("decision", "analysis", "verification", "evidence")
+
+
+class ReportInvalid(Exception):
+    """A step failed; the message names what is wrong."""
+
+
+@dataclass
+class Step:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class ReportCheck:
+    """The outcome of each step; true when every step passed."""
+
+    steps: list[Step] = field(default_factory=list)
+    unverifiable: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.steps) and all(step.ok for step in self.steps)
+
+    @property
+    def failure(self) -> Step | None:
+        return next((step for step in self.steps if not step.ok), None)
+
+
+def first_difference(left: Any, right: Any, pointer: str = "") -> str | None:
+    """The RFC 6901 pointer of the first place where two JSON values differ, else None."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        for key in sorted(left.keys() | right.keys()):
+            if key not in left or key not in right:
+                return f"{pointer}/{key}"
+            found = first_difference(left[key], right[key], f"{pointer}/{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(left, list) and isinstance(right, list):
+        for position, (a, b) in enumerate(zip(left, right, strict=False)):
+            found = first_difference(a, b, f"{pointer}/{position}")
+            if found is not None:
+                return found
+        return None if len(left) == len(right) else f"{pointer}/{min(len(left), len(right))}"
+    same = type(left) is type(right) and left == right
+    return None if same else pointer or "/"
+
+
+def verify_report(
+    report: Any,
+    verifier: NoteVerifier,
+    *,
+    trusted: TrustedState | None = None,
+    service_key: bytes | None = None,
+) -> ReportCheck:
+    """Run every step; a failed step stops the ones that depend on it."""
+    result = ReportCheck()
+    context: dict[str, Any] = {}
+    steps: list[tuple[str, Callable[[], str]]] = [
+        ("format", lambda: _format(report)),
+        ("checkpoint", lambda: _checkpoint(report, verifier, trusted, context)),
+        ("entry", lambda: _entry(report, context)),
+        ("inclusion", lambda: _inclusion(report, context)),
+        ("payload", lambda: _payload(report, context)),
+        ("signature", lambda: _signature(report, context, service_key)),
+        ("analysis", lambda: _analysis(report)),
+        ("verdicts", lambda: _verdicts(report)),
+        ("replays", lambda: _replays(report, context)),
+    ]
+    for name, run in steps:
+        try:
+            result.steps.append(Step(name, True, run()))
+        except (ReportInvalid, LedgerError) as error:
+            result.steps.append(Step(name, False, str(error)))
+            break
+        except (KeyError, TypeError, ValueError, binascii.Error) as error:
+            result.steps.append(Step(name, False, f"malformed report: {error!r}"))
+            break
+    if result:
+        result.unverifiable = _server_claims(report)
+    return result
+
+
+def _format(report: Any) -> str:
+    if not isinstance(report, dict) or report.get("report") != REPORT_FORMAT:
+        raise ReportInvalid(f"not a {REPORT_FORMAT} why-report")
+    missing = [part for part in _PARTS if not isinstance(report.get(part), dict)]
+    if missing:
+        raise ReportInvalid(f"the report has no {', '.join(missing)}")
+    return REPORT_FORMAT
+
+
+def _checkpoint(
+    report: dict[str, Any],
+    verifier: NoteVerifier,
+    trusted: TrustedState | None,
+    context: dict[str, Any],
+) -> str:
+    note = report["evidence"].get("checkpoint")
+    if not isinstance(note, str):
+        raise ReportInvalid("the report carries no checkpoint")
+    try:
+        checkpoint = open_checkpoint(note, verifier, verifier.name)
+    except NoteError as error:
+        raise ReportInvalid(f"checkpoint: {error}") from None
+    if report.get("origin") != checkpoint.origin:
+        raise ReportInvalid(f"the report's origin is not the checkpoint's {checkpoint.origin!r}")
+    context["checkpoint"] = checkpoint
+    detail = f"size {checkpoint.size} signed by {verifier.name}"
+    if trusted is not None and trusted.tree_size == checkpoint.size:
+        if trusted.root_hash != checkpoint.root_hash.hex():
+            raise ReportInvalid(
+                f"checkpoint root at size {checkpoint.size} differs from the trusted one: "
+                "the log has forked"
+            )
+        detail += ", the same as the trusted checkpoint"
+    elif trusted is not None:
+        detail += f" (trusted size {trusted.tree_size}; run `prov audit` to link them)"
+    return detail
+
+
+def _entry(report: dict[str, Any], context: dict[str, Any]) -> str:
+    evidence = report["evidence"]
+    envelope, leaf, index = _check_entry(evidence["envelope"], evidence["entry"])
+    context |= {"envelope": envelope, "leaf": leaf, "index": index}
+    return f"entry {index}, leaf {leaf.hex()[:16]}…"
+
+
+def _check_entry(encoded_envelope: str, entry: dict[str, Any]) -> tuple[bytes, bytes, int]:
+    """The envelope, the leaf recomputed from it and the entry fields, and the index."""
+    envelope = base64.b64decode(encoded_envelope, validate=True)
+    digest = hashlib.sha256(envelope).digest()
+    if digest.hex() != entry["envelope_sha256"]:
+        raise ReportInvalid("the envelope does not hash to the entry's envelope_sha256")
+    data = entry_bytes(
+        int(entry["index"]),
+        int(entry["integrated_us"]),
+        bytes.fromhex(entry["prev_leaf_hash"]),
+        digest,
+        entry["tenant"],
+    )
+    if data.hex() != entry["entry_bytes"]:
+        raise ReportInvalid(f"entry {entry['index']}: entry_bytes do not match its fields")
+    if entry["integrated_at"] != rfc3339(int(entry["integrated_us"])):
+        raise ReportInvalid(f"entry {entry['index']}: integrated_at is not integrated_us")
+    leaf = merkle.hash_leaf(data)
+    if leaf.hex() != entry["leaf_hash"]:
+        raise ReportInvalid(f"entry {entry['index']}: leaf_hash is not SHA-256(0x00 || entry)")
+    return envelope, leaf, int(entry["index"])
+
+
+def _inclusion(report: dict[str, Any], context: dict[str, Any]) -> str:
+    checkpoint: Checkpoint = context["checkpoint"]
+    index = context["index"]
+    _check_inclusion(report["evidence"].get("inclusion_proof"), context["leaf"], index, checkpoint)
+    return f"entry {index} is in the tree of size {checkpoint.size}"
+
+
+def _check_inclusion(proof: Any, leaf: bytes, index: int, checkpoint: Checkpoint) -> None:
+    if not isinstance(proof, dict):
+        raise ReportInvalid(f"the report carries no inclusion proof of entry {index}")
+    if proof["index"] != index or proof["tree_size"] != checkpoint.size:
+        raise ReportInvalid(
+            f"the proof is for entry {proof['index']} in size {proof['tree_size']}, "
+            f"not entry {index} in the checkpoint's size {checkpoint.size}"
+        )
+    if proof["leaf_hash"] != leaf.hex() or proof["root_hash"] != checkpoint.root_hash.hex():
+        raise ReportInvalid(
+            f"the proof's leaf or root hash is not entry {index}'s and the checkpoint's"
+        )
+    hashes = [bytes.fromhex(node) for node in proof["proof"]]
+    if not merkle.verify_inclusion(leaf, index, checkpoint.size, hashes, checkpoint.root_hash):
+        raise ReportInvalid(
+            f"the inclusion proof of entry {index} does not reach the checkpoint root"
+        )
+
+
+def _payload(report: dict[str, Any], context: dict[str, Any]) -> str:
+    candidate = parse_record(context["envelope"], max_bytes=len(context["envelope"]))
+    decision = candidate.decision
+    if decision.tenant != report["evidence"]["entry"]["tenant"]:
+        raise ReportInvalid(f"the payload is for tenant {decision.tenant!r}, not the entry's")
+    signed = msgspec.json.decode(candidate.payload)
+    changed = first_difference(report["decision"], signed)
+    if changed is not None:
+        raise ReportInvalid(f"the report's decision differs from the signed payload at {changed}")
+    context["candidate"] = candidate
+    return f"decision {decision.id!r} matches the signed payload"
+
+
+def _signature(report: dict[str, Any], context: dict[str, Any], pinned: bytes | None) -> str:
+    key = report["evidence"].get("signing_key")
+    _check_signature(context["candidate"], key, pinned)
+    source = "the pinned key" if pinned is not None else "the key the report names"
+    return f"signed by {key['keyid'][:16]}… ({source}), valid at occurred_at"
+
+
+def _check_signature(candidate: Candidate, key: Any, pinned: bytes | None) -> None:
+    """The record's signature verifies under `key`, which is bound to its tenant and service
+    and was valid, and not revoked, at its `occurred_at`."""
+    record = candidate.decision
+    if not isinstance(key, dict):
+        raise ReportInvalid("the report names no signing key")
+    public_key = base64.b64decode(key["public_key"], validate=True)
+    if pinned is not None and pinned != public_key:
+        raise ReportInvalid("the signing key in the report is not the pinned service key")
+    if (key["tenant"], key["service"]) != (record.tenant, record.service):
+        raise ReportInvalid(
+            f"key {key['keyid']} signs for {key['tenant']}/{key['service']}, "
+            f"not {record.tenant}/{record.service}"
+        )
+    if not dsse.verify_envelope(candidate.envelope, candidate.payload, key["keyid"], public_key):
+        raise ReportInvalid(f"the signature by {key['keyid']} does not verify")
+    occurred = to_micros(record.occurred_at)
+    window = [_micros(key["valid_from"]), _micros(key.get("valid_until"))]
+    if occurred < (window[0] or 0) or (window[1] is not None and occurred >= window[1]):
+        raise ReportInvalid(f"key {key['keyid']} was not valid at {record.occurred_at}")
+    revoked = _micros(key.get("revoked_at"))
+    if revoked is not None and revoked <= occurred:
+        raise ReportInvalid(f"key {key['keyid']} was revoked before the record occurred")
+
+
+def _signature_verdict(key: dict[str, Any]) -> dict[str, Any]:
+    """The report's verdict on a signature that verified under `key`."""
+    return {
+        "status": "valid",
+        "keyid": key["keyid"],
+        "key_valid_at_occurred_at": True,
+        "key_revoked_at": key.get("revoked_at"),
+    }
+
+
+def _analysis(report: dict[str, Any]) -> str:
+    expected = analyze(report["decision"], report["generated_at"])
+    changed = first_difference(report["analysis"], expected)
+    if changed is not None:
+        raise ReportInvalid(f"the report's analysis is not what the payload says, at {changed}")
+    return f"freshness and timeline recomputed at {report['generated_at']}"
+
+
+def _verdicts(report: dict[str, Any]) -> str:
+    claims = report["verification"]
+    key = report["evidence"]["signing_key"]
+    expected = {
+        "leaf": {"status": "valid"},
+        "inclusion": {"status": "valid"},
+        "signature": _signature_verdict(key),
+        "delegation": delegation_status(
+            report["decision"],
+            int(report["evidence"]["entry"]["integrated_us"]),
+            report["evidence"].get("delegation"),
+        ),
+    }
+    for name, verdict in expected.items():
+        changed = first_difference(claims[name], verdict)
+        if changed is not None:
+            raise ReportInvalid(f"the report's {name} verdict is not what verifies, at {changed}")
+    referenced = [
+        {"pointer": pointer, "digest": digest}
+        for pointer, digest in referenced_blobs(report["decision"])
+    ]
+    listed = [{k: blob[k] for k in ("pointer", "digest")} for blob in claims["blobs"]]
+    if listed != referenced:
+        raise ReportInvalid("the report's blob list is not the blobs the payload references")
+    return "the report's verdicts match what verifies"
+
+
+def _replays(report: dict[str, Any], context: dict[str, Any]) -> str:
+    """Step 9: each replay in the evidence verifies and replays this decision's entry, and
+    the report lists exactly what their checks and payloads say."""
+    if "replays" not in report["evidence"]:
+        return "the report predates replay evidence: its replays are the server's word"
+    items = []
+    for position, evidence in enumerate(report["evidence"]["replays"]):
+        try:
+            items.append(_check_replay(evidence, context))
+        except (ReportInvalid, LedgerError) as error:
+            raise ReportInvalid(f"replay {position}: {error}") from None
+    changed = first_difference(report["verification"]["replays"], replays_status(items))
+    if changed is not None:
+        raise ReportInvalid(f"the report's replays are not what their evidence says, at {changed}")
+    return f"{len(items)} replays of this entry verify"
+
+
+def _check_replay(evidence: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """Steps 3 to 6 for one replay, in the decision's checkpoint; the report's item for it."""
+    decision = context["candidate"].decision
+    envelope, leaf, index = _check_entry(evidence["envelope"], evidence["entry"])
+    _check_inclusion(evidence.get("inclusion_proof"), leaf, index, context["checkpoint"])
+    candidate = parse_record(envelope, max_bytes=len(envelope))
+    if candidate.envelope.payloadType != REPLAY_PAYLOAD_TYPE:
+        raise ReportInvalid(f"entry {index} is not a replay record")
+    replay = candidate.decision
+    if replay.tenant != decision.tenant or evidence["entry"]["tenant"] != decision.tenant:
+        raise ReportInvalid(f"entry {index} belongs to another tenant than the decision")
+    payload = msgspec.json.decode(candidate.payload)
+    if payload["replay_of"] != decision.id:
+        raise ReportInvalid(f"entry {index} replays {payload['replay_of']!r}, not this decision")
+    key: Any = evidence.get("signing_key")
+    _check_signature(candidate, key, None)
+    return replay_item(
+        replay.id,
+        index,
+        leaf.hex(),
+        payload,
+        context["leaf"],
+        leaf="valid",
+        inclusion="valid",
+        signature=_signature_verdict(key),
+    )
+
+
+def _server_claims(report: dict[str, Any]) -> list[str]:
+    claims = [
+        f"blob {blob['digest']} at {blob['pointer']} is {blob['status']} (only its digest is "
+        "signed)"
+        for blob in report["verification"].get("blobs", [])
+    ]
+    key = report["evidence"]["signing_key"]
+    if key.get("revoked_at") is None:
+        claims.append(f"key {key['keyid'][:16]}… not revoked as of {report['generated_at']}")
+    claims += server_claims(report["evidence"].get("delegation"))
+    replays = report["verification"]["replays"]
+    claims.append(
+        f"replays: the {len(replays['replays'])} listed are all the log holds of this decision"
+    )
+    replay_keys = {
+        evidence["signing_key"]["keyid"]: evidence["signing_key"]
+        for evidence in report["evidence"].get("replays", [])
+    }
+    claims += [
+        f"replay key {keyid} not revoked as of {report['generated_at']}"
+        for keyid, replay_key in replay_keys.items()
+        if replay_key.get("revoked_at") is None
+    ]
+    claims.append(f"the report was generated at {report['generated_at']} (the server's clock)")
+    return claims
+
+
+def _micros(text: str | None) -> int | None:
+    return None if text is None else to_micros(datetime.fromisoformat(text))

@@ -1,0 +1,3 @@
+"""Verifiable Parquet export: rows, schemas, partitioned writing, manifests and offline export
+verification.
+"""

@@ -1,0 +1,1 @@
+"""Read routes over HTTP: decisions, the log, proofs and tiles, and reports."""

@@ -1,0 +1,58 @@
+"""Routes that describe the log itself: its latest signed checkpoint and its identity.
+
+The checkpoint follows C2SP tlog-tiles: ``text/plain; charset=utf-8``, headers that keep
+caches from holding it beyond a moment (it changes with every batch), and HEAD answered as
+GET is (the server sends the same status and headers without the body).
+"""
+
+from __future__ import annotations
+
+import anyio.to_thread
+import msgspec
+from litestar import HttpMethod, MediaType, Response, get, route
+
+from ledger.keys.apikeys import ANY_ROLE, ApiKey
+from ledger.ledger import Ledger
+
+# Readable by any key, or by anyone when the service is configured for public reads.
+LOG_READ = {"roles": ANY_ROLE, "public_read": True}
+# tlog-tiles: the checkpoint is mutable, so caches may not keep it beyond a few seconds;
+# "no-cache" makes them revalidate every time, so a client never sees an older tree.
+CHECKPOINT_CACHE = "no-cache"
+GET_AND_HEAD = [HttpMethod.GET, HttpMethod.HEAD]
+
+
+class LogInfo(msgspec.Struct):
+    origin: str
+    verifier_key: str
+    tree_size: int
+    root_hash: str
+
+
+@route(
+    ["/v1/checkpoint", "/checkpoint"],  # the second is where tlog-tiles clients look
+    http_method=GET_AND_HEAD,
+    opt=LOG_READ,
+    media_type=MediaType.TEXT,
+    summary="The latest signed checkpoint",
+    tags=["log"],
+)
+async def checkpoint(ledger: Ledger, caller: ApiKey | None) -> Response[str]:
+    """The newest checkpoint as a C2SP signed note, signed by the ledger key."""
+    # Async with an explicit thread: a sync_to_thread handler on two paths and two methods
+    # answers with an unawaited coroutine in litestar 2.25 (a 500).
+    latest = await anyio.to_thread.run_sync(ledger.latest_checkpoint)
+    return Response(
+        latest.note,
+        media_type=MediaType.TEXT,
+        headers={"Cache-Control": CHECKPOINT_CACHE},
+    )
+
+
+@get("/log", opt=LOG_READ, summary="The log's identity", tags=["log"], sync_to_thread=True)
+def log_info(ledger: Ledger, caller: ApiKey | None) -> LogInfo:
+    """The log's origin, the verifier key for its checkpoints and receipts, and its size."""
+    latest = ledger.latest_checkpoint()
+    return LogInfo(
+        ledger.origin, ledger.verifier.encode(), latest.tree_size, latest.root_hash.hex()
+    )

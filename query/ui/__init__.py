@@ -1,0 +1,1 @@
+"""The auditor pages: server-rendered HTML under /ui."""

@@ -1,0 +1,1 @@
+"""Batch replay: shadow evaluation over many decisions, background jobs, and their reports."""

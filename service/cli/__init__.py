@@ -1,0 +1,1 @@
+"""The `prov` command line: one module per group of subcommands."""

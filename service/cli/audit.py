@@ -1,0 +1,228 @@
+"""`prov why`, `prov search` and `prov verify-report`: the auditor's commands.
+
+`why` and `search` read either the local ledger (an operator, naming the tenant) or a
+served one with an API key (an auditor, whose key fixes the tenant). `verify-report` needs
+neither: it checks a saved why-report against a trusted verifier key alone.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import click
+import httpx
+import msgspec
+from rich.console import Console
+from rich.text import Text
+
+from ledger.errors import NoteError
+from ledger.keys.signing import public_key_from_pem
+from ledger.log.note import NoteVerifier
+from ledger.log.sequencer import now_micros
+from query.audit.auditor import TrustedState
+from query.audit.report_check import verify_report
+from query.audit.search import DecisionFilter, search
+from query.audit.why import why_report
+from service.cli.common import Failed, emit, ledger_options, open_ledger
+from service.cli.why_view import render_search, render_why
+from service.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def source_options(command: F) -> F:
+    """Where to read: `--url` (with `--api-key`) for a served ledger, else the local one
+    with `--tenant`."""
+
+    @click.option("--tenant", help="The tenant, when reading the local ledger")
+    @click.option("--url", help="A served ledger, e.g. http://127.0.0.1:8080")
+    @click.option("--api-key", envvar="PROV_API_KEY", help="Audit API key for --url")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables")
+    @functools.wraps(command)
+    def wrapper(tenant: str | None, url: str | None, api_key: str | None, **kwargs: Any) -> Any:
+        if (url is None) == (tenant is None):
+            raise click.UsageError("give either --tenant (local ledger) or --url (served)")
+        if url is not None and not api_key:
+            raise click.UsageError("--url needs --api-key (or PROV_API_KEY)")
+        return command(remote=(url, api_key) if url else None, tenant=tenant, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _get(remote: tuple[str, str | None], path: str, params: dict[str, Any]) -> Any:
+    url, api_key = remote
+    try:
+        answer = httpx.get(
+            url.rstrip("/") + path,
+            params={k: v for k, v in params.items() if v is not None},
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=60,
+        )
+    except httpx.HTTPError as error:
+        raise Failed(f"cannot reach {url}: {error}") from None
+    if answer.status_code != 200:
+        try:
+            problem = answer.json()
+            detail = f"{problem.get('title')}: {problem.get('detail')}"
+        except ValueError:
+            detail = answer.text[:200]
+        raise Failed(f"{answer.status_code} {detail}")
+    return answer.json()
+
+
+def _print(value: Any, as_json: bool, render: Callable[[Any, Console], None]) -> None:
+    if as_json:
+        emit(value)
+    else:
+        render(value, Console(soft_wrap=False))
+
+
+@click.command()
+@click.argument("record_id")
+@source_options
+@ledger_options
+def why(
+    settings: Settings,
+    record_id: str,
+    remote: tuple[str, str | None] | None,
+    tenant: str | None,
+    as_json: bool,
+) -> None:
+    """Why decision RECORD_ID was made: what it saw and did, and what verifies.
+
+    Save it with --json and re-check it offline with `prov verify-report`."""
+    if remote is not None:
+        report = _get(remote, f"/v1/decisions/{record_id}/why", {})
+    else:
+        assert tenant is not None
+        ledger = open_ledger(settings)
+        with ledger.engine.connect() as connection:
+            report = why_report(
+                connection, ledger.verifier, ledger.origin, tenant, record_id, now_us=now_micros()
+            )
+    _print(report, as_json, render_why)
+
+
+@click.command("search")
+@click.option("--service")
+@click.option("--type", "decision_type", help="decision_type, e.g. loan.approve")
+@click.option("--model", help="Model name")
+@click.option("--model-version")
+@click.option("--from", "occurred_from", help="occurred_at >= this RFC 3339 time (UTC if bare)")
+@click.option("--to", "occurred_to", help="occurred_at < this RFC 3339 time")
+@click.option("--subject")
+@click.option("--delegator", help="The root delegator's DID")
+@click.option(
+    "--root-principal",
+    help="Who authorized it: the enrolled principal at the chain root, e.g. alice@example.com",
+)
+@click.option("--output", "output_match", help="PATH=VALUE in output.decision: approved=true")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--cursor", help="next_cursor of the previous page")
+@source_options
+@ledger_options
+def search_command(
+    *,
+    settings: Settings,
+    remote: tuple[str, str | None] | None,
+    tenant: str | None,
+    as_json: bool,
+    service: str | None,
+    decision_type: str | None,
+    model: str | None,
+    model_version: str | None,
+    occurred_from: str | None,
+    occurred_to: str | None,
+    subject: str | None,
+    delegator: str | None,
+    root_principal: str | None,
+    output_match: str | None,
+    limit: int,
+    cursor: str | None,
+) -> None:
+    """Find decisions, newest first."""
+    params = {
+        "service": service,
+        "decision_type": decision_type,
+        "model": model,
+        "model_version": model_version,
+        "from": occurred_from,
+        "to": occurred_to,
+        "subject": subject,
+        "delegator": delegator,
+        "root_principal": root_principal,
+        "output": output_match,
+    }
+    if remote is not None:
+        page = _get(remote, "/v1/decisions", params | {"limit": limit, "cursor": cursor})
+    else:
+        assert tenant is not None
+        where = DecisionFilter.from_query(tenant, params)
+        with open_ledger(settings).engine.connect() as connection:
+            page = msgspec.to_builtins(search(connection, where, cursor=cursor, limit=limit))
+    _print(page, as_json, render_search)
+
+
+@click.command("verify-report")
+@click.argument("report_file", type=click.File("rb"))
+@click.option("--verifier-key", help="The log's note verifier key")
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A `prov audit` state file: its pinned key and trusted checkpoint",
+)
+@click.option(
+    "--service-key",
+    "service_key_file",
+    type=click.File("rb"),
+    help="PEM public key of the service, to pin instead of the key the report names",
+)
+def verify_report_command(
+    report_file: IO[bytes],
+    verifier_key: str | None,
+    state_path: Path | None,
+    service_key_file: IO[bytes] | None,
+) -> None:
+    """Check a saved why-report offline: checkpoint signature, entry, inclusion proof,
+    payload, record signature and analysis. No server is contacted."""
+    trusted = None
+    if state_path is not None:
+        try:
+            trusted = msgspec.json.decode(state_path.read_bytes(), type=TrustedState)
+        except msgspec.DecodeError as error:
+            raise Failed(f"{state_path}: not an audit state file: {error}") from None
+    key_text = verifier_key or (trusted.verifier_key if trusted else None)
+    if key_text is None:
+        raise click.UsageError("give --verifier-key or --state")
+    try:
+        verifier = NoteVerifier.parse(key_text)
+    except NoteError as error:
+        raise Failed(f"verifier key: {error}") from None
+    try:
+        report = msgspec.json.decode(report_file.read())
+    except msgspec.DecodeError as error:
+        raise Failed(f"{report_file.name}: not JSON: {error}") from None
+    service_key = None
+    if service_key_file is not None:
+        try:
+            service_key = public_key_from_pem(service_key_file.read())
+        except ValueError as error:
+            raise Failed(f"{service_key_file.name}: {error}") from None
+    result = verify_report(report, verifier, trusted=trusted, service_key=service_key)
+    console = Console(stderr=False, soft_wrap=True)
+    for step in result.steps:
+        mark = Text("✔ ", style="green") if step.ok else Text("✘ ", style="bold red")
+        console.print(mark + Text(f"{step.name}: {step.detail}"))
+    for claim in result.unverifiable:
+        console.print(Text(f"· server's word, not checkable offline: {claim}", style="dim"))
+    failure = result.failure
+    if failure is not None:
+        raise Failed(f"report FAILED at {failure.name}: {failure.detail}")
+    console.print(Text("ok: every claim in the report verifies offline", style="bold green"))
+
+
+COMMANDS = (why, search_command, verify_report_command)

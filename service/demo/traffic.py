@@ -1,0 +1,126 @@
+"""Signed demo traffic for `prov demo`: deterministic demo service keys and envelopes.
+
+The demo keys are derived from public strings, so anyone can forge demo records: they
+exist to show the ledger working, and are registered only by `prov demo`.
+
+`prepare_demo` also enrolls the humans at the roots of the demo's delegation chains as
+principals of the tenant (ledger records, signed by the tenant's demo principal-service
+key), and gives the `shape` that adds to each decision the invocation its chain proves, so
+that every demo decision verifies as authorized by a named human.
+
+Given a ledger to store them in, `demo_envelopes` also stores the bytes of every blob the
+demo records reference (rendered prompt messages, bureau reports) in the tenant's blob
+store, a batch of records at a time and before the records themselves, so that a record
+never points at a blob the ledger does not hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from ledger.delegation.records import PRINCIPAL_SERVICE, sign_record
+from ledger.errors import RecordRejected
+from ledger.keys.keyring import register_key
+from ledger.keys.signing import SigningKey, sign_decision
+from ledger.ledger import Ledger
+from ledger.log.sequencer import now_micros
+from ledger.records.decision import Decision
+from ledger.storage.blobs import put_blob
+from ledger.storage.db import write_transaction
+from service.demo.scenarios import (
+    DEMO_SERVICES,
+    DemoRecord,
+    authorize,
+    demo_principals,
+    demo_records,
+)
+
+_DEMO_KEYS_VALID_FROM = datetime(2000, 1, 1, tzinfo=UTC)
+# Records whose blobs are stored in one transaction: one commit per batch, not per blob.
+BLOB_BATCH = 500
+
+
+def demo_signing_key(tenant: str, service: str) -> SigningKey:
+    return SigningKey.from_seed(
+        hashlib.sha256(f"prov demo key/{tenant}/{service}".encode()).digest()
+    )
+
+
+def register_demo_keys(
+    engine: Engine, tenant: str, services: Iterable[str] = DEMO_SERVICES.values()
+) -> None:
+    """Register the demo keys of `services` (by default, the demo services)."""
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        for service in sorted(set(services)):
+            register_key(
+                connection,
+                tenant=tenant,
+                service=service,
+                public_key=demo_signing_key(tenant, service).public_key,
+                valid_from=_DEMO_KEYS_VALID_FROM,
+                now=now,
+            )
+
+
+def enroll_demo_principals(ledger: Ledger, tenant: str) -> None:
+    """Register the demo key of the tenant's principal service and append the enrollments
+    of the demo's humans; again, they are idempotent retries."""
+    register_demo_keys(ledger.engine, tenant, [PRINCIPAL_SERVICE])
+    key = demo_signing_key(tenant, PRINCIPAL_SERVICE)
+    results = ledger.append([sign_record(record, key) for record in demo_principals(tenant)])
+    refused = [result for result in results if isinstance(result, RecordRejected)]
+    if refused:
+        raise refused[0]
+
+
+def prepare_demo(ledger: Ledger, tenant: str) -> Callable[[Decision], Decision]:
+    """Register the demo keys and enroll the demo principals of `tenant`; the `shape` for
+    `demo_envelopes` that makes each decision carry the invocation its chain proves."""
+    register_demo_keys(ledger.engine, tenant)
+    enroll_demo_principals(ledger, tenant)
+    return authorize
+
+
+def demo_envelopes(
+    count: int,
+    *,
+    seed: int | None,
+    tenant: str,
+    shape: Callable[[Decision], Decision] | None = None,
+    store_blobs: Ledger | None = None,
+) -> Iterator[bytes]:
+    """`count` signed envelopes; a random seed unless one is given, so that two demo runs
+    add new records rather than retrying the same ids. `shape` rewrites each decision
+    before it is signed. With `store_blobs`, the blobs of each batch of records are stored
+    in that ledger before the batch's envelopes are yielded."""
+    keys: dict[str, SigningKey] = {}
+    records = demo_records(count, seed=_seed(seed), tenant=tenant)
+    while batch := list(itertools.islice(records, BLOB_BATCH)):
+        if store_blobs is not None:
+            _store_blobs(store_blobs.engine, tenant, batch)
+        for record in batch:
+            decision = shape(record.decision) if shape is not None else record.decision
+            key = keys.get(decision.service)
+            if key is None:
+                key = keys[decision.service] = demo_signing_key(tenant, decision.service)
+            yield sign_decision(decision, key)
+
+
+def _store_blobs(engine: Engine, tenant: str, records: Iterable[DemoRecord]) -> None:
+    """Store the records' blobs in one transaction; bytes already held are left as they are."""
+    now_us = now_micros()
+    with write_transaction(engine) as connection:
+        for record in records:
+            for digest, content in record.blobs.items():
+                put_blob(connection, tenant, digest, content, now_us=now_us)
+
+
+def _seed(seed: int | None) -> int:
+    return secrets.randbits(48) if seed is None else seed

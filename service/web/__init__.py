@@ -1,0 +1,3 @@
+"""The HTTP service: the application factory, authentication, limits, operations routes and
+`prov serve`.
+"""
