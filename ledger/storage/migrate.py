@@ -4,6 +4,7 @@ importing Alembic."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from alembic import command
@@ -12,13 +13,22 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 
-import migrations
+from ledger.errors import LedgerNotInitialized
 from ledger.storage.db import write_transaction
+
+
+def _scripts() -> Path:
+    """The Alembic history's folder. Found, not imported: the migrations import nothing of
+    the ledger they migrate, and the ledger runs them as Alembic's scripts."""
+    spec = importlib.util.find_spec("migrations")
+    if spec is None or spec.origin is None:
+        raise LedgerNotInitialized("the `migrations` package is not installed beside the ledger")
+    return Path(spec.origin).parent
 
 
 def _alembic_config(connection: Connection) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("script_location", str(_scripts()))
     config.attributes["connection"] = connection
     return config
 

@@ -7,10 +7,13 @@ Create Date: 2026-12-02
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
 import sqlalchemy as sa
 from alembic import op
 
-from ledger.indexes.decisions import backfill
+from migrations._backfill import backfill, micros
 
 revision = "0003"
 down_revision = "0002"
@@ -46,7 +49,40 @@ def upgrade() -> None:
     for name, columns in _INDEXES.items():
         op.create_index(name, "decisions", columns)
     # A ledger that already holds decisions gets them indexed now, in this transaction.
-    backfill(op.get_bind())
+    backfill(op.get_bind(), "decisions", "application/vnd.prov.decision.v1+json", _COLUMNS, _row)
+
+
+_COLUMNS = (
+    "idx",
+    "tenant",
+    "record_id",
+    "service",
+    "decision_type",
+    "occurred_us",
+    "model_name",
+    "model_version",
+    "subject",
+    "delegator",
+    "output",
+)
+
+
+def _row(idx: int, _tenant: str, payload: dict[str, Any]) -> tuple[Any, ...]:
+    """The decision's index row as this migration defined it (the tenant is the payload's)."""
+    delegation = payload.get("delegation") or []
+    return (
+        idx,
+        payload["tenant"],
+        payload["id"],
+        payload["service"],
+        payload["decision_type"],
+        micros(payload["occurred_at"]),
+        payload["model"]["name"],
+        payload["model"]["version"],
+        payload.get("subject"),
+        delegation[0]["iss"] if delegation else None,
+        msgspec.json.encode(payload["output"]["decision"]).decode(),
+    )
 
 
 def downgrade() -> None:

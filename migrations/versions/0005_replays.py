@@ -7,10 +7,12 @@ Create Date: 2026-12-16
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
-from ledger.indexes.replays import backfill
+from migrations._backfill import backfill, micros
 
 revision = "0005"
 down_revision = "0004"
@@ -53,7 +55,40 @@ def upgrade() -> None:
     )
     op.create_index("ix_replay_jobs_tenant_created", "replay_jobs", ["tenant", "created_us"])
     # A ledger that already holds replay records gets them indexed now, in this transaction.
-    backfill(op.get_bind())
+    backfill(op.get_bind(), "replays", "application/vnd.prov.replay.v1+json", _COLUMNS, _row)
+
+
+_COLUMNS = (
+    "idx",
+    "tenant",
+    "record_id",
+    "replay_of",
+    "mode",
+    "verdict",
+    "batch",
+    "model_provider",
+    "model_name",
+    "model_version",
+    "occurred_us",
+)
+
+
+def _row(idx: int, tenant: str, payload: dict[str, Any]) -> tuple[Any, ...]:
+    """The replay's index row as this migration defined it."""
+    model = payload["model"]
+    return (
+        idx,
+        tenant,
+        payload["id"],
+        payload["replay_of"],
+        payload["mode"],
+        payload["verdict"],
+        payload.get("batch"),
+        model["provider"],
+        model["name"],
+        model.get("version"),
+        micros(payload["occurred_at"]),
+    )
 
 
 def downgrade() -> None:
