@@ -1,8 +1,10 @@
-"""RFC 9457 problem documents for ledger errors.
+"""RFC 9457 problem documents for the project's errors: the one place they are mapped.
 
-Ledger errors carry a stable `kind`, a title, a detail and the JSON pointer of the field at
-fault. This module gives each kind its HTTP status and its problem document: the service
-answers errors with it, and a batch answer carries one per refused item.
+Every purposeful error derives from `ProvError` and carries a stable `kind`, a title, a
+detail and the JSON pointer of the field at fault. This module gives each kind its HTTP
+status (`STATUS_BY_KIND`) and its problem document (`problem_for`): the service answers
+errors with it, the pages show its status and title, and a batch answer carries one per
+refused item. Every kind is listed in docs/problems.md.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
 
-from ledger.errors import InvalidPayload, LedgerError
+from ledger.errors import InvalidPayload, ProvError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:prov:problem:"
@@ -75,11 +77,45 @@ STATUS_BY_KIND: dict[str, int] = {
     "body-memory-busy": 503,
     "too-many-connections": 503,
     "not-ready": 503,
+    "access-denied": 403,
+    "sign-in-required": 401,
+    # Model providers, seen from the service: an upstream's failure is a gateway's.
+    "provider-error": 502,
+    "provider-timeout": 504,
+    "provider-unreachable": 502,
+    "provider-rate-limited": 503,
+    "provider-server-error": 502,
+    "provider-rejected": 502,
+    "provider-bad-response": 502,
+    "provider-circuit-open": 503,
+    "provider-missing-api-key": 503,
+    "entry-point-error": 502,
+    "unknown-model": 422,
+    "bad-registry": 503,
+    "bad-replay-plan": 400,
+    "blob-unavailable": 422,
+    "bad-token": 422,
+    "bad-policy": 422,
+    "bad-selector": 422,
+    "export-invalid": 422,
+    "export-error": 422,
+    "bad-manifest": 422,
+    "report-invalid": 422,
+    "demo-model-not-found": 404,
+    # The SDK's own findings, raised in the client, never answered by the server; the
+    # status is what a service relaying one would answer.
+    "client-error": 500,
+    "receipt-invalid": 502,
+    "unexpected-response": 502,
+    "connection-failed": 502,
+    "invalid-decision": 422,
+    "queue-full": 503,
+    "client-closed": 500,
 }
 
 
-def problem_for(error: LedgerError) -> Problem:
-    """The problem document for a ledger error (also used per item in batch answers)."""
+def problem_for(error: ProvError) -> Problem:
+    """The problem document for any purposeful error (also used per item in batch answers)."""
     pointer = error.pointer
     # A payload's pointers are relative to the decoded payload; over HTTP they are
     # relative to the envelope the client sent, whose `payload` member carries it.

@@ -34,26 +34,9 @@ from typing import TypeVar
 from sqlalchemy import Engine
 
 from ledger._parallel import WorkerPool
-from ledger.delegation.admission import PendingChain, Record, authorize, load_roots, verify_pending
+from ledger.delegation.admission import PendingChain, authorize, load_roots, verify_pending
 from ledger.delegation.mode import load_modes
-from ledger.delegation.records import (
-    PRINCIPAL_PAYLOAD_TYPE,
-    REVOCATION_PAYLOAD_TYPE,
-    decode_principal,
-    decode_revocation,
-)
-from ledger.errors import (
-    KeyNotAuthorized,
-    KeyNotValidAt,
-    KeyRevoked,
-    MalformedEnvelope,
-    RecordRejected,
-    RecordTooLarge,
-    RecordUnprocessable,
-    SignatureError,
-    UnknownKey,
-    UnsupportedPayloadType,
-)
+from ledger.errors import RecordRejected, RecordUnprocessable
 from ledger.indexes.decisions import IndexRow, index_row
 from ledger.indexes.delegations import AuthorityRow
 from ledger.indexes.replays import (
@@ -64,37 +47,38 @@ from ledger.indexes.replays import (
     replay_row,
 )
 from ledger.keys.keyring import ServiceKey, load_keys
-from ledger.log.entry import to_micros
-from ledger.records import bounds as payload_bounds
 from ledger.records import dsse
-from ledger.records.decision import DECISION_PAYLOAD_TYPE, Decision, decode_decision
-from ledger.records.replay import REPLAY_PAYLOAD_TYPE, ReplayRecord, decode_replay
+from ledger.records.decision import Decision
+from ledger.records.replay import ReplayRecord
 
-DEFAULT_MAX_RECORD_BYTES = 1 << 20
+# Steps 1 to 7 need no database; they live in `ledger.records.signed` for offline use too.
+from ledger.records.signed import (
+    DEFAULT_MAX_RECORD_BYTES,
+    PAYLOAD_DECODERS,
+    Candidate,
+    LoggedRecord,
+    decode_payload,
+    open_envelope,
+    parse_record,
+    verify_signer,
+)
+
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _U = TypeVar("_U")
 
-# Every record kind the log admits.
-LoggedRecord = Record | ReplayRecord
-
-# payloadType -> strict decoder.
-PAYLOAD_DECODERS: dict[str, Callable[[bytes], LoggedRecord]] = {
-    DECISION_PAYLOAD_TYPE: decode_decision,
-    PRINCIPAL_PAYLOAD_TYPE: decode_principal,
-    REVOCATION_PAYLOAD_TYPE: decode_revocation,
-    REPLAY_PAYLOAD_TYPE: decode_replay,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A record that parsed (steps 1 to 4) but is not yet authenticated."""
-
-    raw: bytes
-    envelope: dsse.Envelope
-    payload: bytes
-    decision: LoggedRecord  # a decision, or a principal, revocation or replay record
+__all__ = [
+    "DEFAULT_MAX_RECORD_BYTES",
+    "PAYLOAD_DECODERS",
+    "Admitted",
+    "Candidate",
+    "LoggedRecord",
+    "admit_batch",
+    "authenticate",
+    "decode_payload",
+    "open_envelope",
+    "parse_record",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,104 +103,21 @@ class Admitted:
     replay: ReplayRow | None = None
 
 
-def open_envelope(
-    raw: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES, admitting: bool = False
-) -> dsse.Envelope:
-    """Steps 1 to 3: cheap enough to run for a whole batch before any key is looked up.
-
-    `admitting` applies the bounds of the admission contract; readers re-checking stored
-    records leave it off, so that records stored before a bound existed still read.
-    """
-    # 1.
-    if len(raw) > max_bytes:
-        raise RecordTooLarge(f"envelope is {len(raw)} bytes; the limit is {max_bytes}")
-    # 2.
-    envelope = dsse.decode_envelope(raw)
-    if admitting and len(envelope.signatures) > dsse.MAX_SIGNATURES:
-        raise MalformedEnvelope(
-            f"envelope carries {len(envelope.signatures)} signatures; the limit is "
-            f"{dsse.MAX_SIGNATURES}",
-            pointer="/signatures",
-        )
-    # 3.
-    if envelope.payloadType not in PAYLOAD_DECODERS:
-        raise UnsupportedPayloadType(
-            f"payloadType {envelope.payloadType!r} is not one of {sorted(PAYLOAD_DECODERS)}",
-            pointer="/payloadType",
-        )
-    return envelope
-
-
-def decode_payload(raw: bytes, envelope: dsse.Envelope, *, admitting: bool = False) -> Candidate:
-    # 4. Within the admission contract (`ledger.records.bounds`), then the type's schema.
-    payload = dsse.payload_bytes(envelope)
-    if admitting:
-        payload_bounds.check_json(payload)
-    record = PAYLOAD_DECODERS[envelope.payloadType](payload)
-    if admitting:
-        payload_bounds.check_record(record)
-    return Candidate(raw, envelope, payload, record)
-
-
-def parse_record(raw: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Candidate:
-    """Steps 1 to 4."""
-    return decode_payload(raw, open_envelope(raw, max_bytes=max_bytes))
-
-
 def authenticate(
     candidate: Candidate, keys: dict[str, ServiceKey], *, allow_revoked: bool = False
 ) -> Admitted:
-    """Steps 5 to 7. With several signatures, any one that passes admits the record.
-
-    `allow_revoked` is for re-checking stored records: a key revoked after it signed does
-    not make the signature false, so verification of the log reports it only as status.
-    """
+    """Steps 5 to 7 (`ledger.records.signed.verify_signer`), and the record's index rows."""
+    key = verify_signer(candidate, keys, allow_revoked=allow_revoked)
     decision = candidate.decision
-    occurred_us = to_micros(decision.occurred_at)
-    # Computed once: each signature is checked on its own, at most once, and only when its
-    # keyid is registered, so the cost grows with the number of known signatures, not its
-    # square.
-    message = dsse.pae(candidate.envelope.payloadType, candidate.payload)
-    first_error: RecordRejected | None = None
-    for position, signature in enumerate(candidate.envelope.signatures):
-        pointer = f"/signatures/{position}"
-        key = keys.get(signature.keyid)
-        error: RecordRejected | None
-        # 5.
-        if key is None:
-            error = UnknownKey(f"keyid {signature.keyid!r} is not registered", pointer=pointer)
-        elif (key.tenant, key.service) != (decision.tenant, decision.service):
-            error = KeyNotAuthorized(
-                f"keyid {key.keyid} signs for {key.tenant}/{key.service}, "
-                f"not {decision.tenant}/{decision.service}",
-                pointer=pointer,
-            )
-        # 6.
-        elif key.revoked_us is not None and not allow_revoked:
-            error = KeyRevoked(f"keyid {key.keyid} is revoked", pointer=pointer)
-        elif not key.valid_at(occurred_us):
-            error = KeyNotValidAt(
-                f"keyid {key.keyid} was not valid at occurred_at {decision.occurred_at}",
-                pointer=pointer,
-            )
-        # 7.
-        elif not dsse.verify_signature(candidate.envelope, position, message, key.public_key):
-            error = SignatureError(
-                f"signature by {key.keyid} does not verify", pointer=f"{pointer}/sig"
-            )
-        else:
-            return Admitted(
-                candidate.raw,
-                candidate.envelope.payloadType,
-                decision.tenant,
-                decision.id,
-                key.keyid,
-                index_row(decision) if isinstance(decision, Decision) else None,
-                replay=replay_row(decision) if isinstance(decision, ReplayRecord) else None,
-            )
-        first_error = first_error or error
-    assert first_error is not None  # decode_envelope refuses an envelope without signatures
-    raise first_error
+    return Admitted(
+        candidate.raw,
+        candidate.envelope.payloadType,
+        decision.tenant,
+        decision.id,
+        key.keyid,
+        index_row(decision) if isinstance(decision, Decision) else None,
+        replay=replay_row(decision) if isinstance(decision, ReplayRecord) else None,
+    )
 
 
 def admit_batch(

@@ -1,16 +1,20 @@
-"""The ledger's exception hierarchy.
+"""The project's exception hierarchy: one root, `ProvError`.
 
-Every error the core raises on bad input derives from `LedgerError` and carries a stable
-machine-readable `kind`, a human `detail` and, where a field is at fault, a JSON `pointer`
-(RFC 6901). The HTTP layer maps these one-to-one onto RFC 9457 problem documents and the
-CLI prints them as one line, so neither has to guess what went wrong.
+Everything the project raises on purpose derives from `ProvError` and carries a stable
+machine-readable `kind`, a `title`, a human `detail` and, where a field is at fault, a JSON
+`pointer` (RFC 6901). The HTTP layer maps the root onto RFC 9457 problem documents in one
+place (`httpapi.problems`), the CLI onto one line in one place (`service.cli.common`), so
+neither has to guess what went wrong. `LedgerError` is the root's older name, kept as an
+alias. The errors of the HTTP service itself (authentication, overload, request limits)
+live in `httpapi.errors`, since the core knows nothing of HTTP. This module stays pure
+Python: the SDK imports it without the server's dependencies.
 """
 
 from __future__ import annotations
 
 
-class LedgerError(Exception):
-    """Base class for every error the ledger reports to a caller."""
+class ProvError(Exception):
+    """Root of every error the project raises on purpose; `kind` is stable per class."""
 
     kind = "ledger-error"
     title = "Ledger error"
@@ -25,7 +29,11 @@ class LedgerError(Exception):
         return f"{self.detail}{where}"
 
 
-class RecordRejected(LedgerError):
+# The root's first name; `except LedgerError` catches every purposeful error.
+LedgerError = ProvError
+
+
+class RecordRejected(ProvError):
     """A record was refused at admission; nothing of it is stored."""
 
     kind = "record-rejected"
@@ -114,19 +122,19 @@ class ReplayOfUnknown(RecordRejected):
     title = "Replay of an unknown decision"
 
 
-class KeyRegistryError(LedgerError):
+class KeyRegistryError(ProvError):
     kind = "key-registry"
     title = "Key registry error"
 
 
-class ProofError(LedgerError):
+class ProofError(ProvError):
     """A proof was asked for sizes or indexes the log cannot answer."""
 
     kind = "bad-proof-request"
     title = "Proof cannot be produced"
 
 
-class MissingTreeNodes(LedgerError):
+class MissingTreeNodes(ProvError):
     """Stored perfect-subtree hashes that the tree needs are absent."""
 
     kind = "missing-tree-node"
@@ -137,14 +145,14 @@ class MissingTreeNodes(LedgerError):
         self.nodes = nodes
 
 
-class NoteError(LedgerError):
+class NoteError(ProvError):
     """A signed note or checkpoint does not parse or does not verify."""
 
     kind = "bad-note"
     title = "Signed note invalid"
 
 
-class LedgerNotInitialized(LedgerError):
+class LedgerNotInitialized(ProvError):
     kind = "not-initialized"
     title = "Ledger not initialized"
 
@@ -156,68 +164,28 @@ class TenantMismatch(RecordRejected):
     title = "Record belongs to another tenant"
 
 
-class AccessError(LedgerError):
-    """The caller may not do what it asked; raised by the service edges, never the core."""
-
-
-class Unauthenticated(AccessError):
-    kind = "unauthenticated"
-    title = "Missing or unknown API key"
-
-
-class Forbidden(AccessError):
-    kind = "forbidden"
-    title = "The API key's role does not allow this"
-
-
-class NotFound(LedgerError):
+class NotFound(ProvError):
     """Absent, or belonging to another tenant: the two are indistinguishable on purpose."""
 
     kind = "not-found"
     title = "Not found"
 
 
-class BadRequest(LedgerError):
+class BadRequest(ProvError):
     """A request that is not a record (a batch body, a key registration) is malformed."""
 
     kind = "bad-request"
     title = "Malformed request"
 
 
-class DigestMismatch(LedgerError):
+class DigestMismatch(ProvError):
     kind = "digest-mismatch"
     title = "Content does not match its digest"
 
 
-class BlobErased(LedgerError):
+class BlobErased(ProvError):
     kind = "blob-erased"
     title = "Blob erased"
-
-
-class Overloaded(LedgerError):
-    """More records wait for a commit than the queue may hold; retry after a pause."""
-
-    kind = "overloaded"
-    title = "Too many records waiting"
-
-    def __init__(self, detail: str, *, retry_after: int) -> None:
-        super().__init__(detail)
-        self.retry_after = retry_after
-
-
-class ShuttingDown(LedgerError):
-    kind = "shutting-down"
-    title = "The service is shutting down"
-
-
-class UnsupportedMediaType(BadRequest):
-    kind = "unsupported-media-type"
-    title = "Unsupported Content-Type"
-
-
-class BatchTooLarge(BadRequest):
-    kind = "batch-too-large"
-    title = "Too many records in one batch"
 
 
 class KeyConflict(KeyRegistryError):
@@ -227,7 +195,7 @@ class KeyConflict(KeyRegistryError):
     title = "Key id already registered differently"
 
 
-class AuditFailed(LedgerError):
+class AuditFailed(ProvError):
     """The log a server presents is not an extension of the one an auditor already trusts."""
 
     kind = "audit-failed"
@@ -250,7 +218,7 @@ class RecordUnstorable(RecordRejected):
     title = "Record could not be stored"
 
 
-class DatabaseUnavailable(LedgerError):
+class DatabaseUnavailable(ProvError):
     """The database failed the whole group (unreachable, or refusing every write): nothing
     was acknowledged, so a retry after a pause is safe."""
 
@@ -260,31 +228,3 @@ class DatabaseUnavailable(LedgerError):
     def __init__(self, detail: str, *, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
-
-
-class RequestTimeout(LedgerError):
-    """The client did not send its request's headers or body within the server's timeout;
-    the connection is closed after this answer."""
-
-    kind = "request-timeout"
-    title = "Request not received in time"
-
-
-class HeadersTooLarge(BadRequest):
-    kind = "headers-too-large"
-    title = "Request headers too large"
-
-
-class BodyMemoryBusy(Overloaded):
-    """The request bodies a worker already holds in memory use its whole budget; nothing of
-    this request was read or stored, so a retry after a pause is safe."""
-
-    kind = "body-memory-busy"
-    title = "Too many large requests at once"
-
-
-class TooManyConnections(Overloaded):
-    """The worker holds as many connections as it may; this one is answered and closed."""
-
-    kind = "too-many-connections"
-    title = "Too many open connections"

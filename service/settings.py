@@ -57,7 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     keep_alive_seconds: Positive = 5
     max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 << 10
     max_connections: Positive = 2048
-    # Checkpoints and log metadata readable without an API key.
+    # The log's own reads (checkpoints, /v1/log, entries, proofs, tiles) without an API
+    # key; decisions, blobs, reports and the auditor pages still need one.
     public_reads: bool = False
     # How long a worker trusts an API key lookup; a revocation takes effect within this.
     auth_cache_seconds: Annotated[float, msgspec.Meta(ge=0)] = 5.0

@@ -11,12 +11,10 @@ import asyncio
 import hashlib
 import random
 import socket
-import statistics
 import time
 import uuid
 from collections.abc import Generator, Sequence
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any
 
 import httpx
@@ -36,7 +34,6 @@ from ingest.client import (
     UnexpectedResponse,
     new_decision,
 )
-from ingest.client._backoff import Attempts, RetryPolicy, parse_retry_after, retryable_status
 from ingest.client._buffer import BatchBuffer
 from ingest.client._flows import (
     Action,
@@ -52,6 +49,7 @@ from ingest.client._flows import (
 from ingest.client._receipts import check_receipt, parse_batch, parse_log_verifier
 from ingest.client._records import batch_body, chunks, sign_record
 from ingest.client.errors import parse_problem
+from ledger.backoff import Attempts, RetryPolicy
 from ledger.keys.signing import SigningKey, derive_keyid
 from ledger.log.note import NoteSigner, NoteVerifier
 from ledger.log.receipt import Receipt, issue_receipt
@@ -194,84 +192,6 @@ def test_signed_record_from_envelope_keeps_bytes_and_refuses_other_payloads() ->
     assert caught.value.pointer == "/payloadType"
     with pytest.raises(InvalidDecision):
         SignedRecord.from_envelope(b"{not json")
-
-
-# -- Backoff ------------------------------------------------------------------------------
-
-
-def test_backoff_is_bounded_by_its_window_which_doubles_up_to_the_cap() -> None:
-    policy = RetryPolicy(max_retries=12, base=0.1, cap=2.0)
-    assert [policy.window(n) for n in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
-    rng = random.Random(7)
-    for retry in range(12):
-        delays = [policy.delay(retry, None, rng) for _ in range(300)]
-        assert all(d is not None and 0 <= d <= policy.window(retry) for d in delays)
-    assert policy.window(10_000) == 2.0  # no overflow for absurd retry counts
-
-
-def test_backoff_is_jittered_over_the_whole_window() -> None:
-    policy = RetryPolicy(max_retries=5, base=1.0, cap=8.0)
-    rng = random.Random(11)
-    delays = [d for _ in range(2000) if (d := policy.delay(3, None, rng)) is not None]
-    assert len(set(delays)) == len(delays)
-    # Full jitter is uniform on [0, 8]: mean 4, and both ends of the window are reached.
-    assert 3.6 < statistics.fmean(delays) < 4.4
-    assert min(delays) < 0.5
-    assert max(delays) > 7.5
-
-
-def test_backoff_honours_retry_after_as_a_floor_and_gives_up_past_the_limit() -> None:
-    policy = RetryPolicy(max_retries=5, base=0.1, cap=1.0, max_retry_after=30.0)
-    rng = random.Random(3)
-    for retry in range(5):
-        delay = policy.delay(retry, 7.0, rng)
-        assert delay is not None
-        assert 7.0 <= delay <= 7.0 + policy.window(retry)
-    assert policy.delay(0, 31.0, rng) is None
-    assert policy.delay(5, None, rng) is None  # the budget is spent
-
-
-def test_attempts_spend_the_budget_once_per_retry() -> None:
-    attempts = Attempts(RetryPolicy(max_retries=2), random.Random(1))
-    assert attempts.next_delay() is not None
-    assert attempts.next_delay(0.5) is not None
-    assert attempts.used == 2
-    assert attempts.next_delay() is None
-    assert attempts.used == 2
-
-
-def test_retry_after_header_forms() -> None:
-    now = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
-    assert parse_retry_after("5") == 5.0
-    assert parse_retry_after(" 120 ") == 120.0
-    assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30.0
-    assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0.0
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after("-3") is None
-    assert parse_retry_after(None) is None
-
-
-@pytest.mark.parametrize(
-    ("status", "retry"),
-    [
-        (429, True),
-        (500, True),
-        (502, True),
-        (503, True),
-        (504, True),
-        (400, False),
-        (401, False),
-        (403, False),
-        (404, False),
-        (409, False),
-        (413, False),
-        (422, False),
-        (501, False),
-        (200, False),
-    ],
-)
-def test_which_statuses_are_retried(status: int, retry: bool) -> None:
-    assert retryable_status(status) is retry
 
 
 # -- Receipts -----------------------------------------------------------------------------
@@ -477,7 +397,7 @@ def problem_body(status: int, kind: str = "overloaded") -> bytes:
 
 
 def attempts(max_retries: int = 5) -> Attempts:
-    return Attempts(RetryPolicy(max_retries=max_retries, base=0.01, cap=0.05), random.Random(5))
+    return Attempts(RetryPolicy(max_retries=max_retries, base_s=0.01, cap_s=0.05), random.Random(5))
 
 
 def test_append_retries_transient_answers_resending_the_same_bytes() -> None:

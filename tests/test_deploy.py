@@ -256,6 +256,19 @@ def test_dockerfile_healthcheck_requests_healthz_without_curl() -> None:
     compile(words[2], "HEALTHCHECK", "exec")  # the one-liner is valid Python
 
 
+def test_dockerfile_installs_the_server_extra() -> None:
+    """The base install is the client alone; the image runs the service, so it must ask for
+    the `server` extra, which must exist in pyproject.toml."""
+    _, stages = dockerfile()
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert "sqlalchemy" in " ".join(extras["server"])
+    installs = [r for stage in stages for r in stage.values("RUN") if "pip install" in r]
+    assert installs, "no stage installs the project"
+    assert any("[server]" in run for run in installs), installs
+
+
 def test_dockerfile_copies_only_existing_paths_the_build_context_keeps() -> None:
     _, stages = dockerfile()
     stage_names = {stage.name for stage in stages}

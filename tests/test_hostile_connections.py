@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from httpapi.errors import BatchTooLarge, BodyMemoryBusy
 from ingest.routes.bodies import BodyBudget
 from ingest.routes.records import split_batch
-from ledger.errors import BatchTooLarge, BodyMemoryBusy
 from ledger.storage.db import make_engine
 from service.settings import Settings
 from service.web.http_limits import limits_for

@@ -35,6 +35,8 @@ def fault(response: Any) -> str | None:
     media = media[0] if isinstance(media, list) else media
     if not media.startswith(PROBLEM_MEDIA_TYPE):
         return f"client error as {media!r}, not problem+json"
+    if response.request.method == "HEAD":  # a GET's headers without its body (RFC 9110)
+        return None
     try:
         check_problem_document(response.json(), status)
     except (AssertionError, ValueError) as error:

@@ -12,13 +12,9 @@ import itertools
 import random
 import time
 from collections.abc import Coroutine
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from replay.providers import (
     BreakerState,
@@ -33,10 +29,8 @@ from replay.providers import (
     ProviderUnreachable,
     RateLimited,
     RequestRejected,
-    RetryPolicy,
     ServerError,
     parse_registry,
-    parse_retry_after,
 )
 from tests import replay_support
 from tests.model_servers import ENV, ModelServer, registry_toml, unused_port
@@ -381,51 +375,6 @@ def test_a_backoff_sleep_does_not_hold_a_slot(srv: ModelServer) -> None:
 
 
 # backoff and breaker units --------------------------------------------------------------
-
-
-@given(
-    retry=st.integers(min_value=0, max_value=40),
-    base=st.floats(min_value=0.001, max_value=5),
-    cap=st.floats(min_value=5, max_value=60),
-    retry_after=st.none() | st.floats(min_value=0, max_value=30),
-    seed=st.integers(),
-)
-def test_full_jitter_stays_in_its_window_and_above_retry_after(
-    retry: int, base: float, cap: float, retry_after: float | None, seed: int
-) -> None:
-    policy = RetryPolicy(max_retries=50, base_s=base, cap_s=cap, max_retry_after_s=60)
-    delay = policy.delay(retry, retry_after, random.Random(seed))
-    assert delay is not None
-    window = min(cap, base * 2**retry)
-    if retry_after is None:
-        assert 0 <= delay <= window
-    else:
-        assert retry_after <= delay <= max(retry_after, window)
-
-
-def test_backoff_grows_and_stops() -> None:
-    policy = RetryPolicy(max_retries=3, base_s=0.5, cap_s=3)
-    assert [policy.window(n) for n in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
-    rng = random.Random(1)
-    assert policy.delay(3, None, rng) is None
-    assert policy.delay(0, 61, rng) is None  # past max_retry_after_s
-    samples = [policy.delay(2, None, rng) for _ in range(200)]
-    assert len(set(samples)) > 150  # jittered, not a fixed step
-    with pytest.raises(ValueError, match="base"):
-        RetryPolicy(base_s=2, cap_s=1)
-
-
-def test_parse_retry_after_forms() -> None:
-    now = datetime(2025, 1, 1, tzinfo=UTC)
-    assert parse_retry_after({"retry-after": "7"}) == 7.0
-    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "7"}) == 0.25
-    assert parse_retry_after({"retry-after-ms": "soon", "retry-after": "7"}) == 7.0
-    later = format_datetime(now + timedelta(seconds=90), usegmt=True)
-    assert parse_retry_after({"retry-after": later}, now=now) == 90.0
-    earlier = format_datetime(now - timedelta(seconds=90), usegmt=True)
-    assert parse_retry_after({"retry-after": earlier}, now=now) == 0.0
-    assert parse_retry_after({"retry-after": "tomorrow-ish"}) is None
-    assert parse_retry_after({}) is None
 
 
 def test_breaker_counts_consecutive_failures_only() -> None:

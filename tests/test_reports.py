@@ -31,6 +31,7 @@ from query.analytics.views import connect
 from query.export.exporter import export_ledger
 from query.export.paths import Location, open_location
 from query.routes.reports import report
+from query.services import READ_SERVICES, ReadServices
 from service.demo.scenarios import demo_decisions
 from service.demo.traffic import register_demo_keys
 from service.web.problems import ledger_error_handler
@@ -176,22 +177,29 @@ def test_an_unknown_report_is_not_found(exported: tuple[Ledger, Location]) -> No
         run_report(connect(location), "gossip", ReportQuery())
 
 
-def _client(export_dir: str | None, tenant: str) -> TestClient[Litestar]:
+class _NoKeys:
+    """The route under test takes its caller from a dependency; no key is looked up."""
+
+    async def lookup(self, token: str) -> ApiKey | None:
+        return None
+
+
+def _client(ledger: Ledger, export_dir: str | None, tenant: str) -> TestClient[Litestar]:
     caller = ApiKey("key1", tenant, Role.AUDIT, "auditor", 0, None)
     app = Litestar(
         route_handlers=[Router("/v1/reports", route_handlers=[report])],
         dependencies={"caller": Provide(lambda: caller, sync_to_thread=False)},
         exception_handlers={LedgerError: ledger_error_handler},
     )
-    app.state.export_dir = export_dir
+    app.state[READ_SERVICES] = ReadServices(ledger, _NoKeys(), export_dir=export_dir)
     return TestClient(app)
 
 
 def test_the_http_report_is_scoped_to_the_callers_tenant(
     exported: tuple[Ledger, Location],
 ) -> None:
-    _, location = exported
-    with _client(location.uri, "globex") as client:
+    ledger, location = exported
+    with _client(ledger, location.uri, "globex") as client:
         answer = client.get("/v1/reports/cost", params={"by": "tenant,service"})
         assert answer.status_code == 200, answer.text
         [_, totals] = answer.json()["sections"]
@@ -201,22 +209,22 @@ def test_the_http_report_is_scoped_to_the_callers_tenant(
         assert svg.headers["content-type"].startswith("image/svg+xml")
         png = client.get("/v1/reports/exposure", params={"format": "png", "window": "7d"})
         assert png.content.startswith(b"\x89PNG")
-    with _client(location.uri, "nobody") as client:
+    with _client(ledger, location.uri, "nobody") as client:
         empty = client.get("/v1/reports/cost").json()
         assert all(section["rows"] == [] for section in empty["sections"])
 
 
 def test_http_report_problems(exported: tuple[Ledger, Location], tmp_path: Path) -> None:
-    _, location = exported
-    with _client(location.uri, "acme") as client:
+    ledger, location = exported
+    with _client(ledger, location.uri, "acme") as client:
         assert client.get("/v1/reports/gossip").status_code == 404
         bad = client.get("/v1/reports/exposure", params={"window": "soon"})
         assert bad.status_code == 400
         assert bad.headers["content-type"].startswith("application/problem+json")
         assert client.get("/v1/reports/cost", params={"by": "colour"}).status_code == 400
-    with _client(str(tmp_path / "never-exported"), "acme") as client:
+    with _client(ledger, str(tmp_path / "never-exported"), "acme") as client:
         answer = client.get("/v1/reports/cost")
         assert answer.status_code == 404
         assert "nothing has been exported" in answer.json()["detail"]
-    with _client(None, "acme") as client:
+    with _client(ledger, None, "acme") as client:
         assert client.get("/v1/reports/cost").status_code == 404

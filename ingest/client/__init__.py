@@ -5,11 +5,17 @@ send it, and accept the answer only with a receipt that verifies under the ledge
 covers exactly the bytes sent. `submit` queues records for a background sender that batches
 them. Every error is a `ClientError`. `authorize` attaches a UCAN delegation chain (read
 from a chain file by `read_chain`) and the invocation it proves to a decision.
+`verify_receipt_in_log` (and `Client.verify_receipt`) checks that a saved receipt's record
+is in the log by an inclusion proof against a checkpoint signed by the ledger key.
+
+The SDK and the offline verifiers import none of the server's dependencies (SQLAlchemy,
+Litestar, DuckDB, ...): `pip install provenance-ledger` without the `server` extra is enough.
 """
+
+from typing import TYPE_CHECKING
 
 from ingest.client._receipts import BatchItemResult, verify_receipt
 from ingest.client._records import SignedRecord
-from ingest.client.aio import AsyncClient
 from ingest.client.builder import DecisionParts, digest_of, new_decision, new_id, utc_now
 from ingest.client.delegation import authorize, read_chain
 from ingest.client.errors import (
@@ -23,8 +29,12 @@ from ingest.client.errors import (
     ReceiptInvalid,
     UnexpectedResponse,
 )
+from ingest.client.inclusion import ReceiptInLog, verify_receipt_in_log
 from ingest.client.sync import Client
 from ledger.log.receipt import Receipt
+
+if TYPE_CHECKING:
+    from ingest.client.aio import AsyncClient
 
 __all__ = [
     "AsyncClient",
@@ -39,6 +49,7 @@ __all__ = [
     "ProblemError",
     "QueueFull",
     "Receipt",
+    "ReceiptInLog",
     "ReceiptInvalid",
     "SignedRecord",
     "UnexpectedResponse",
@@ -49,4 +60,14 @@ __all__ = [
     "read_chain",
     "utc_now",
     "verify_receipt",
+    "verify_receipt_in_log",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # asyncio is about a fifth of this package's import time: only async callers pay for it.
+    if name == "AsyncClient":
+        from ingest.client.aio import AsyncClient  # noqa: PLC0415
+
+        return AsyncClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

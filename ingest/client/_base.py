@@ -14,11 +14,11 @@ from typing import Any, Generic, TypeVar, Unpack
 
 import httpx
 
-from ingest.client._backoff import Attempts, RetryPolicy
 from ingest.client._buffer import BatchBuffer
 from ingest.client._records import SignedRecord, chunks, sign_record
 from ingest.client.builder import DecisionParts, new_decision
 from ingest.client.errors import ClientClosed
+from ledger.backoff import Attempts, RetryPolicy
 from ledger.keys.signing import SigningKey
 from ledger.log.note import NoteVerifier
 from ledger.records.decision import Decision

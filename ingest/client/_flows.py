@@ -16,7 +16,6 @@ from typing import TypeVar
 
 import httpx
 
-from ingest.client._backoff import Attempts, parse_retry_after, retryable_status
 from ingest.client._receipts import (
     BatchItemResult,
     check_receipt,
@@ -26,6 +25,7 @@ from ingest.client._receipts import (
 )
 from ingest.client._records import SignedRecord, batch_body
 from ingest.client.errors import ConnectionFailed, ProblemError, parse_problem
+from ledger.backoff import Attempts, parse_retry_after, retryable_status
 from ledger.log.note import NoteVerifier
 from ledger.log.receipt import Receipt
 

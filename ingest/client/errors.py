@@ -3,7 +3,8 @@
 `ProblemError` is the server saying no (an RFC 9457 problem document); the others are the
 SDK's own findings: a receipt that does not verify, a response outside the HTTP contract,
 a network that stayed down through every retry, a record that fails the schema before it
-is sent, and the local queue's limits.
+is sent, and the local queue's limits. `ClientError` derives from the project's root,
+`ProvError` (pure Python, so the SDK still imports without the server's dependencies).
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ from dataclasses import dataclass
 
 import msgspec
 
+from ledger.errors import ProvError
+
 PROBLEM_PREFIX = "urn:prov:problem:"
 _MAX_DETAIL_CHARS = 300  # of a non-problem error body, e.g. a proxy's HTML page
 
 
-class ClientError(Exception):
+class ClientError(ProvError):
     """Base class of every error the SDK raises or reports for a record."""
+
+    kind = "client-error"
+    title = "Client error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +35,13 @@ class ProblemDetail:
 
 
 class ProblemError(ClientError):
-    """The server refused a request or a record with an RFC 9457 problem document."""
+    """The server refused a request or a record with an RFC 9457 problem document.
+
+    Its `kind` is the server's (the problem type's last part), not one of its own.
+    """
+
+    # RFC 9457 makes every member optional: a problem may come without a detail.
+    detail: str | None  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -48,10 +60,11 @@ class ProblemError(ClientError):
         self.errors = errors
         # Seconds the server asked to wait (429/503), when the SDK stopped retrying anyway.
         self.retry_after = retry_after
-        super().__init__(str(self))
+        self.pointer = None
+        Exception.__init__(self, str(self))
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> str:  # type: ignore[override]
         """The stable problem kind (``invalid-payload``), or the type URI if not ours."""
         return self.type.removeprefix(PROBLEM_PREFIX)
 
@@ -130,9 +143,15 @@ class ReceiptInvalid(ClientError):
     says it is. Treat this as an incident: the server or something in between misbehaves.
     """
 
+    kind = "receipt-invalid"
+    title = "Receipt does not verify"
+
 
 class UnexpectedResponse(ClientError):
     """A response does not follow the HTTP contract (wrong shape, wrong number of results)."""
+
+    kind = "unexpected-response"
+    title = "Response outside the HTTP contract"
 
 
 class ConnectionFailed(ClientError):
@@ -142,20 +161,29 @@ class ConnectionFailed(ClientError):
     idempotent: the same envelope bytes are answered with the same receipt.
     """
 
+    kind = "connection-failed"
+    title = "Server unreachable"
+
 
 class InvalidDecision(ClientError):
     """A decision does not satisfy the record schema; nothing was sent."""
 
+    kind = "invalid-decision"
+    title = "Decision does not satisfy the schema"
+
     def __init__(self, detail: str, pointer: str | None = None) -> None:
-        self.detail = detail
-        self.pointer = pointer
-        where = f" (at {pointer})" if pointer else ""
-        super().__init__(f"{detail}{where}")
+        super().__init__(detail, pointer=pointer)
 
 
 class QueueFull(ClientError):
     """`submit` did not find room in the background queue in time (or was told not to wait)."""
 
+    kind = "queue-full"
+    title = "Background queue full"
+
 
 class ClientClosed(ClientError):
     """The client was closed; it accepts no more records."""
+
+    kind = "client-closed"
+    title = "Client closed"

@@ -28,10 +28,11 @@ from ingest.client._flows import (
     unreachable,
     verifier_flow,
 )
-from ingest.client._receipts import BatchItemResult
+from ingest.client._receipts import BatchItemResult, parse_receipt
 from ingest.client._records import SignedRecord
 from ingest.client.errors import ClientClosed, QueueFull
-from ledger.log.note import NoteVerifier
+from ingest.client.inclusion import ReceiptInLog, receipt_in_log_flow
+from ledger.log.note import Checkpoint, NoteVerifier
 from ledger.log.receipt import Receipt
 from ledger.records.decision import Decision
 
@@ -109,6 +110,19 @@ class Client(ClientBase[Future[Receipt]]):
                 if self._verifier is None:
                     self._verifier = self._run(verifier_flow(self._attempts()))
         return self._verifier
+
+    def verify_receipt(
+        self, receipt: Receipt | bytes, *, trusted: Checkpoint | None = None
+    ) -> ReceiptInLog:
+        """Check that a (saved) receipt's record is in the log: its signature, the server's
+        latest checkpoint, and an inclusion proof of its leaf (`ingest.client.inclusion`).
+
+        `trusted` is a checkpoint trusted before, which the server's must extend. Raises
+        `ReceiptInvalid` when the record is not shown to be in the log.
+        """
+        parsed = parse_receipt(receipt) if isinstance(receipt, bytes) else receipt
+        verifier = self.verifier()
+        return self._run(receipt_in_log_flow(parsed, verifier, self._attempts(), trusted))
 
     # -- Direct appends -------------------------------------------------------------------
 

@@ -25,14 +25,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from httpapi.errors import Overloaded, ShuttingDown
 from ingest.commit import metrics
 from ledger.admission import Admitted
 from ledger.errors import (
     DatabaseUnavailable,
     LedgerError,
-    Overloaded,
     RecordRejected,
-    ShuttingDown,
     TenantMismatch,
 )
 from ledger.ledger import Ledger

@@ -26,7 +26,9 @@ from typing import IO, Any
 from litestar import Request
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
-from ledger.errors import BadRequest, BodyMemoryBusy
+from httpapi.errors import BodyMemoryBusy
+from ingest.routes.request_state import write_services
+from ledger.errors import BadRequest
 
 # Uploads up to this size stay in memory while spooled; larger ones go to a file.
 SPOOL_IN_MEMORY_BYTES = 256 << 10
@@ -96,13 +98,11 @@ class BodyBudget:
 
 
 def budget_of(request: Request[Any, Any, Any]) -> BodyBudget:
-    budget: BodyBudget = request.app.state.body_budget
-    return budget
+    return write_services(request.app.state).body_budget
 
 
 def spool_budget_of(request: Request[Any, Any, Any]) -> BodyBudget:
-    budget: BodyBudget = request.app.state.spool_budget
-    return budget
+    return write_services(request.app.state).spool_budget
 
 
 def body_limit_of(request: Request[Any, Any, Any]) -> int:

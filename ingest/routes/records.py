@@ -10,11 +10,12 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.openapi.datastructures import ResponseSpec
 
+from httpapi.errors import BatchTooLarge, UnsupportedMediaType
 from httpapi.problems import Problem, problem_for, problem_spec
 from ingest.routes.bodies import body_limit_of, held_body
 from ingest.routes.openapi import EnvelopeBatch, OneEnvelope
 from ingest.routes.request_state import batch_limit_of, caller_of, committer_of
-from ledger.errors import BadRequest, BatchTooLarge, RecordRejected, UnsupportedMediaType
+from ledger.errors import BadRequest, RecordRejected
 from ledger.keys.apikeys import WRITERS
 from ledger.log.receipt import Receipt
 

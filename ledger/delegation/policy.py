@@ -39,6 +39,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from ledger.delegation.policy_selector import MISSING, Selector, SelectorError, parse_selector
+from ledger.errors import ProvError
 
 _MAX_DEPTH = 32  # policies are shallow; this bounds recursion on hostile input
 _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
@@ -49,8 +50,11 @@ _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-class PolicyError(ValueError):
+class PolicyError(ProvError, ValueError):
     """A value that is not a policy; the message names the statement at fault."""
+
+    kind = "bad-policy"
+    title = "Malformed UCAN policy"
 
 
 class Outcome(Enum):

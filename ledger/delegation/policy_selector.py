@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ledger.errors import ProvError
+
 MISSING: Final = object()  # what a selector that does not resolve gives
 
 _FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)")
@@ -43,8 +45,11 @@ _BRACKET = re.compile(
 _MAX_INDEX = 2**53 - 1  # the integers UCAN payloads hold exactly
 
 
-class SelectorError(ValueError):
+class SelectorError(ProvError, ValueError):
     """Text that is not a selector."""
+
+    kind = "bad-selector"
+    title = "Malformed policy selector"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ import msgspec
 from msgspec import Meta
 
 from ledger.delegation import ucan
-from ledger.keys.keyring import derive_keyid
+from ledger.keys.ed25519 import derive_keyid
 from ledger.keys.signing import SigningKey
 from ledger.records import dsse
 from ledger.records._pointer import decode_payload

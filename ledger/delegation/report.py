@@ -3,8 +3,8 @@
 `chain_view` turns a decision payload (as JSON), the time T and the report's delegation
 evidence into the report's verdict: the principal at the root, each hop with its command,
 policy, expiry and the state of each rule, and the state of every rule over the whole chain.
-It reads nothing else, so the server (`chain_evidence` gathers the evidence from the
-database) and `prov verify-report` (offline, from the saved report) compute the same value,
+It reads nothing else, so the server (`ledger.delegation.evidence` gathers the evidence from
+the database) and `prov verify-report` (offline, from the saved report) compute the same value,
 and a report whose verdict was edited no longer matches it.
 
 The evidence holds what rule 3 needs as a proof: the principal record that enrolled the root
@@ -22,9 +22,7 @@ from typing import Any
 
 import libipld
 import msgspec
-from sqlalchemy import Connection, select
 
-from ledger.admission import authenticate, parse_record
 from ledger.delegation import ucan
 from ledger.delegation.chain import (
     INVALID,
@@ -36,15 +34,13 @@ from ledger.delegation.chain import (
     Principal,
     verify_chain,
 )
-from ledger.delegation.principals import principal_before
 from ledger.delegation.records import PrincipalRecord
 from ledger.errors import RecordRejected
-from ledger.indexes.delegations import replay_state, revocations_before
-from ledger.keys.keyring import ServiceKey, get_key
+from ledger.keys.service_key import ServiceKey
 from ledger.log.entry import rfc3339, to_micros
 from ledger.records import dsse
 from ledger.records.decision import DelegationLink
-from ledger.storage.schema import log_entries
+from ledger.records.signed import parse_record, verify_signer
 
 # The evidence's word on rule 10, and what it makes of the rule.
 _REPLAYED = {"unique": False, "replay": True, "unchecked": None}
@@ -101,33 +97,6 @@ def chain_view(
     }
 
 
-def chain_evidence(
-    connection: Connection, tenant: str, index: int, decision: dict[str, Any] | None
-) -> dict[str, Any] | None:
-    """What the ledger knows that bears on entry `index`'s chain, for `chain_view`."""
-    if decision is None or decision.get("invocation") is None:
-        return None
-    links = msgspec.convert(decision.get("delegation", []), list[DelegationLink])
-    try:
-        root = ucan.decode_delegation(links[0].token).iss if links else None
-        invoked = ucan.decode_invocation(base64.b64decode(decision["invocation"]))
-    except ucan.TokenInvalid:
-        root = invoked = None
-    enrolled = None if root is None else principal_before(connection, tenant, root, index)
-    revoked = revocations_before(
-        connection, tenant, (ucan.cid_of(link.token) for link in links), index
-    )
-    return {
-        "principal": None if enrolled is None else _principal_evidence(connection, enrolled[0]),
-        "revoked": [
-            {"cid": ucan.cid_text(cid), "index": at} for cid, at in sorted(revoked.items())
-        ],
-        "uniqueness": "unchecked"
-        if invoked is None
-        else replay_state(connection, index, invoked.cid, invoked.iss, invoked.nonce),
-    }
-
-
 def server_claims(evidence: dict[str, Any] | None) -> list[str]:
     """The evidence's statements that only the server can vouch for."""
     if evidence is None:
@@ -139,20 +108,6 @@ def server_claims(evidence: dict[str, Any] | None) -> list[str]:
         "before the decision",
         f"delegation: the invocation's uniqueness in the ledger is {evidence['uniqueness']}",
     ]
-
-
-def _principal_evidence(connection: Connection, index: int) -> dict[str, Any]:
-    envelope = connection.execute(
-        select(log_entries.c.envelope).where(log_entries.c.idx == index)
-    ).scalar_one()
-    candidate = parse_record(bytes(envelope), max_bytes=len(envelope))
-    keyids = [signature.keyid for signature in candidate.envelope.signatures]
-    key = next(key for keyid in keyids if (key := get_key(connection, keyid)) is not None)
-    public_key = base64.b64encode(key.public_key).decode()
-    return {
-        "envelope": base64.b64encode(bytes(envelope)).decode(),
-        "signing_key": key.to_json() | {"public_key": public_key},
-    }
 
 
 def _enrolled(evidence: dict[str, Any] | None, tenant: str) -> dict[str, Principal]:
@@ -167,7 +122,7 @@ def _enrolled(evidence: dict[str, Any] | None, tenant: str) -> dict[str, Princip
         if not isinstance(record, PrincipalRecord) or record.tenant != tenant:
             return {}
         key = _key(evidence["signing_key"])
-        authenticate(candidate, {key.keyid: key}, allow_revoked=True)
+        verify_signer(candidate, {key.keyid: key}, allow_revoked=True)
     except RecordRejected:
         return {}
     if key.revoked_us is not None and key.revoked_us <= to_micros(record.occurred_at):

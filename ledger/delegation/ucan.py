@@ -37,6 +37,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.delegation.policy import parse_policy
+from ledger.errors import ProvError
 from ledger.keys import ed25519 as _ed25519
 
 DELEGATION_TAG = "ucan/dlg@1.0.0"
@@ -66,8 +67,11 @@ UnixTime = Annotated[int, msgspec.Meta(ge=-(2**53 - 1), le=2**53 - 1)]
 Nonce = Annotated[bytes, msgspec.Meta(max_length=MAX_NONCE_SIZE)]
 
 
-class TokenInvalid(ValueError):
+class TokenInvalid(ProvError, ValueError):
     """Bytes that are not a well-formed token of this profile."""
+
+    kind = "bad-token"
+    title = "Malformed UCAN token"
 
 
 class DelegationPayload(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -20,8 +20,27 @@ from ledger.errors import ReplayOfUnknown
 from ledger.log.entry import to_micros
 from ledger.log.store import backfill_index, bulk_insert
 from ledger.records.decision import DECISION_PAYLOAD_TYPE
-from ledger.records.replay import REPLAY_PAYLOAD_TYPE, ReplayRecord, decode_replay
+from ledger.records.replay import (
+    REPLAY_PAYLOAD_TYPE,
+    ReplayRecord,
+    decode_replay,
+    leaf_reference,
+)
 from ledger.storage.schema import log_entries, replays
+
+# leaf_reference moved to the record module (the client needs it); importers keep this path.
+__all__ = [
+    "REPLAY_COLUMNS",
+    "DecisionLeaves",
+    "ReplayRow",
+    "backfill",
+    "check_target",
+    "decision_leaves",
+    "insert_replay_rows",
+    "leaf_reference",
+    "replay_row",
+    "replays_of",
+]
 
 REPLAY_COLUMNS = (
     "idx",
@@ -132,11 +151,6 @@ def check_target(tenant: str, row: ReplayRow, found: DecisionLeaves) -> None:
             f"not {row.replay_of_leaf}",
             pointer="/payload/replay_of_leaf",
         )
-
-
-def leaf_reference(leaf: bytes) -> str:
-    """How a replay names its decision's entry: `sha256:` and the leaf hash in hex."""
-    return "sha256:" + leaf.hex()
 
 
 def insert_replay_rows(connection: Connection, rows: Sequence[tuple[int, str, ReplayRow]]) -> None:

@@ -7,6 +7,7 @@ so a thread pool spreads a batch over every core.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -17,6 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
+
+
+def derive_keyid(public_key: bytes) -> str:
+    """The default DSSE keyid of a service key: lowercase hex SHA-256 of the raw key."""
+    return hashlib.sha256(public_key).hexdigest()
 
 
 class SigningKey:

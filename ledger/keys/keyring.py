@@ -7,50 +7,29 @@ record's `occurred_at`, and is not revoked.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from ledger.errors import KeyConflict, KeyRegistryError
-from ledger.keys.ed25519 import PUBLIC_KEY_SIZE
-from ledger.log.entry import rfc3339, to_micros
+
+# derive_keyid and ServiceKey live in pure modules so clients use them without SQLAlchemy.
+from ledger.keys.ed25519 import PUBLIC_KEY_SIZE, derive_keyid
+from ledger.keys.service_key import ServiceKey
+from ledger.log.entry import to_micros
 from ledger.records.replay import REPLAY_SERVICE
 from ledger.storage.schema import service_keys
 
-
-def derive_keyid(public_key: bytes) -> str:
-    """The default DSSE keyid of a service key: lowercase hex SHA-256 of the raw key."""
-    return hashlib.sha256(public_key).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceKey:
-    keyid: str
-    tenant: str
-    service: str
-    public_key: bytes
-    valid_from_us: int
-    valid_until_us: int | None
-    revoked_us: int | None
-
-    def valid_at(self, moment_us: int) -> bool:
-        if moment_us < self.valid_from_us:
-            return False
-        return self.valid_until_us is None or moment_us < self.valid_until_us
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "keyid": self.keyid,
-            "tenant": self.tenant,
-            "service": self.service,
-            "public_key": self.public_key.hex(),
-            "valid_from": rfc3339(self.valid_from_us),
-            "valid_until": None if self.valid_until_us is None else rfc3339(self.valid_until_us),
-            "revoked_at": None if self.revoked_us is None else rfc3339(self.revoked_us),
-        }
+__all__ = [
+    "ServiceKey",
+    "derive_keyid",
+    "get_key",
+    "list_keys",
+    "load_keys",
+    "register_key",
+    "revoke_key",
+]
 
 
 def _from_row(row: object) -> ServiceKey:

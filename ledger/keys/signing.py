@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from ledger.keys.ed25519 import (
     SigningKey,
+    derive_keyid,
     load_signing_key,
     public_key_from_pem,
     save_signing_key,
 )
-from ledger.keys.keyring import derive_keyid
 from ledger.records import dsse
 from ledger.records.decision import DECISION_PAYLOAD_TYPE, Decision, encode_decision
 

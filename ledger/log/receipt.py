@@ -9,13 +9,17 @@ verifier key, so a client holding that key can check receipts and checkpoints al
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from ledger.log.entry import rfc3339
 from ledger.log.note import NoteSigner, NoteVerifier
-from ledger.log.sequencer import Appended
 from ledger.records import dsse
+
+if TYPE_CHECKING:
+    # Only a type here: the sequencer needs SQLAlchemy, and clients open receipts without it.
+    from ledger.log.sequencer import Appended
 
 RECEIPT_PAYLOAD_TYPE = "application/vnd.prov.receipt.v1+json"
 

@@ -127,9 +127,11 @@ def append_isolated(
     frontier = frontier or Frontier()
     try:
         return append(engine, records, signer, origin, frontier)
-    except _FAILS_THE_GROUP:
-        raise
     except Exception as error:
+        # The root error also covers malformed input (a token, a policy: the `ValueError`
+        # ones), which is one record's fault like any other refusal, not the log's state.
+        if isinstance(error, _FAILS_THE_GROUP) and not isinstance(error, ValueError):
+            raise
         if len(records) == 1:
             _log.warning("record could not be stored", exc_info=error)
             return [

@@ -218,3 +218,8 @@ def decode_replay(data: bytes) -> ReplayRecord:
 
 def encode_replay(record: ReplayRecord) -> bytes:
     return _encoder.encode(record)
+
+
+def leaf_reference(leaf: bytes) -> str:
+    """How a replay names its decision's entry: `sha256:` and the leaf hash in hex."""
+    return "sha256:" + leaf.hex()

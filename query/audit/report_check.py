@@ -38,16 +38,16 @@ from typing import Any
 
 import msgspec
 
-from ledger.admission import Candidate, parse_record
 from ledger.delegation.report import server_claims
-from ledger.errors import LedgerError, NoteError
+from ledger.errors import LedgerError, NoteError, ProvError
 from ledger.log import merkle
 from ledger.log.entry import entry_bytes, rfc3339, to_micros
 from ledger.log.note import Checkpoint, NoteVerifier, open_checkpoint
 from ledger.records import dsse
 from ledger.records.replay import REPLAY_PAYLOAD_TYPE
+from ledger.records.signed import Candidate, parse_record
 from query.audit.auditor import TrustedState
-from query.audit.why import (
+from query.audit.report_format import (
     REPORT_FORMAT,
     analyze,
     delegation_status,
@@ -59,8 +59,11 @@ from query.audit.why import (
 _PARTS = ("decision", "analysis", "verification", "evidence")
 
 
-class ReportInvalid(Exception):
+class ReportInvalid(ProvError):
     """A step failed; the message names what is wrong."""
+
+    kind = "report-invalid"
+    title = "Why-report does not verify"
 
 
 @dataclass

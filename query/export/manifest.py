@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from ledger.errors import ProvError
 from ledger.log import merkle
 from query.export.paths import (
     MANIFEST_DIR,
@@ -39,8 +40,11 @@ from query.export.paths import (
 from query.export.schema import FORMAT
 
 
-class ManifestError(Exception):
+class ManifestError(ProvError):
     """A manifest, or the chain of manifests, is malformed."""
+
+    kind = "bad-manifest"
+    title = "Export manifest invalid"
 
 
 class ExportedFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from ledger.errors import ProvError
 from ledger.log.entry import from_micros, to_micros
 from ledger.records.decision import DECISION_PAYLOAD_TYPE
 from ledger.records.dsse import b64decode
@@ -35,8 +36,11 @@ from ledger.records.replay import REPLAY_PAYLOAD_TYPE
 from query.export.schema import TABLES
 
 
-class ExportError(Exception):
+class ExportError(ProvError):
     """A log entry that cannot be exported; the message names the entry."""
+
+    kind = "export-error"
+    title = "Log entry cannot be exported"
 
 
 # --- the partial payload schema -----------------------------------------------------------

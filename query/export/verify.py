@@ -34,7 +34,7 @@ from typing import Any
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-from ledger.errors import NoteError
+from ledger.errors import NoteError, ProvError
 from ledger.log import merkle
 from ledger.log.entry import ENTRY_HEAD, MAGIC
 from ledger.log.note import NoteVerifier, open_checkpoint
@@ -58,8 +58,11 @@ REQUIRED = {
 }
 
 
-class ExportFault(Exception):
+class ExportFault(ProvError):
     """Why an export does not verify."""
+
+    kind = "export-invalid"
+    title = "Export does not verify"
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """`GET /v1/reports/{name}`: a canned report over the Parquet export, as JSON or a chart.
 
 The report reads the export location the service was configured with
-(`app.state.export_dir`), and only the caller's tenant's partitions of it: the views are
+(`ReadServices.export_dir`), and only the caller's tenant's partitions of it: the views are
 built from that tenant's files alone, so no report can count another tenant's rows.
 """
 
@@ -21,6 +21,7 @@ from query.analytics.charts import FORMATS, render_chart
 from query.analytics.reports import DEFAULT_BY, REPORTS, ReportQuery, parse_window, run_report
 from query.analytics.views import connect
 from query.export.paths import open_location
+from query.services import read_services
 
 Text = Annotated[str | None, QueryParameter(max_length=256)]
 
@@ -71,7 +72,7 @@ def report(
         at=at,
         limit=limit,
     )
-    export_dir: str | None = getattr(request.app.state, "export_dir", None)
+    export_dir = read_services(request.app.state).export_dir
     if not export_dir:
         raise NotFound("this service has no export location (PROV_EXPORT_DIR)")
     with connect(open_location(export_dir), tenant=caller.tenant) as connection:

@@ -17,7 +17,6 @@ redirects included, carries the same security headers (`secure_page_headers`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any, Final
 from urllib.parse import urlencode, urlsplit
@@ -37,6 +36,7 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.types import ExceptionHandler, ExceptionHandlersMap, Message, Scope
 
+from httpapi.errors import Unauthenticated
 from httpapi.problems import problem_for
 from ledger.errors import BadRequest, LedgerError
 from ledger.keys import ui_sessions
@@ -45,6 +45,7 @@ from ledger.ledger import Ledger
 from ledger.log.sequencer import now_micros
 from query.audit.search import QUERY_FIELDS, DecisionFilter, search
 from query.audit.why import why_report
+from query.services import SessionPolicy, read_services
 from query.ui.view import STATIC_DIR, checkpoint_size, timeline_bars
 
 log = structlog.get_logger("prov.http")
@@ -93,34 +94,20 @@ async def secure_page_headers(message: Message, scope: Scope) -> None:
     message["headers"] = [*kept, *SECURITY_HEADERS]
 
 
-@dataclass(frozen=True, slots=True)
-class SessionPolicy:
-    """How the pages' sessions behave; the application factory builds it from settings."""
-
-    ttl_s: float = 8 * 3600
-    idle_s: float = 3600
-    # Whether `X-Forwarded-Proto` is believed: only behind a proxy that always sets it.
-    trust_proxy_headers: bool = False
-
-    def secure(self, connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
-        """Whether the browser reached us over HTTPS, so the cookie must be Secure. Over
-        plain HTTP (a loopback port) a Secure cookie would never come back."""
-        if connection.url.scheme == "https":
-            return True
-        if not self.trust_proxy_headers:
-            return False
-        # The first value is what the proxy nearest the client saw.
-        forwarded = connection.headers.get("x-forwarded-proto", "").split(",")[0]
-        return forwarded.strip().lower() == "https"
-
-
 def session_policy(connection: ASGIConnection[Any, Any, Any, Any]) -> SessionPolicy:
-    policy: SessionPolicy | None = connection.app.state.get("ui_sessions")
-    return policy or SessionPolicy()
+    return read_services(connection.app.state).ui_sessions
 
 
-class SignInRequired(Exception):
-    """The request has no session, or one that has ended or whose key no longer reads."""
+class SignInRequired(Unauthenticated):
+    """The request has no session, or one that has ended or whose key no longer reads.
+
+    The pages answer it with a redirect to the sign-in page, not a problem document."""
+
+    kind = "sign-in-required"
+    title = "Sign-in required"
+
+    def __init__(self, detail: str = "sign in to see this page") -> None:
+        super().__init__(detail)
 
 
 def _resolve(ledger: Ledger, session_id: str, idle_s: float) -> ApiKey | None:
@@ -141,7 +128,7 @@ async def require_sign_in(
     if session_id:
         policy = session_policy(connection)
         key = await anyio.to_thread.run_sync(
-            _resolve, connection.app.state.ledger, session_id, policy.idle_s
+            _resolve, read_services(connection.app.state).ledger, session_id, policy.idle_s
         )
     if key is None or key.role not in READERS:
         raise SignInRequired
@@ -193,7 +180,7 @@ async def login(
     if not same_origin(request):
         return cross_site_refusal()
     token = data.api_key.strip()
-    key: ApiKey | None = await request.app.state.api_keys.lookup(token)
+    key: ApiKey | None = await read_services(request.app.state).api_keys.lookup(token)
     if key is None:
         return page(
             "login.html", None, status=401, error="This API key is unknown or has been revoked."
@@ -207,7 +194,7 @@ async def login(
             "sign in with an audit or admin key.",
         )
     policy = session_policy(request)
-    ledger: Ledger = request.app.state.ledger
+    ledger = read_services(request.app.state).ledger
     session_id = await anyio.to_thread.run_sync(
         _start_session, ledger, key, request.cookies.get(COOKIE), policy
     )
@@ -257,7 +244,9 @@ async def logout(request: Request[Any, Any, State]) -> Response[Any]:
         return cross_site_refusal()
     session_id = request.cookies.get(COOKIE)
     if session_id:
-        await anyio.to_thread.run_sync(_end_session, request.app.state.ledger, session_id)
+        await anyio.to_thread.run_sync(
+            _end_session, read_services(request.app.state).ledger, session_id
+        )
     signed_out = Redirect(LOGIN_PATH, status_code=SEE_OTHER)
     signed_out.delete_cookie(COOKIE, path=COOKIE_PATH)
     forget_legacy_cookie(request, signed_out)

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from ledger.errors import ProvError
 from ledger.indexes.replays import leaf_reference
 from ledger.records.decision import Decision, Output
 from ledger.records.replay import REPLAY_SERVICE, Mode, ModelRef, ReplayRecord
@@ -53,8 +54,11 @@ from replay.providers import ChatRequest, ChatResponse, ProviderPool, UnknownMod
 UNROUTED = "unrouted"
 
 
-class ReplayPlanError(ValueError):
+class ReplayPlanError(ProvError, ValueError):
     """A plan that cannot run: raised before anything is called."""
+
+    kind = "bad-replay-plan"
+    title = "Replay plan cannot run"
 
 
 class ReplayPlan(msgspec.Struct, frozen=True, kw_only=True):

@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from ledger.errors import ProvError
 from ledger.records._pointer import explain
 from ledger.records.decision import Decision, LlmCall, Message, StepError, ToolCall, Usage
 from replay.providers import ChatMessage, ChatRequest, ToolDefinition
@@ -106,8 +107,11 @@ def recorded_run(decision: Decision) -> RecordedRun:
     return RecordedRun(tuple(built), tuple(tool for call in built for tool in call.tools))
 
 
-class BlobUnavailable(Exception):
+class BlobUnavailable(ProvError):
     """A blob the request needs is missing, erased, or not what its digest says."""
+
+    kind = "blob-unavailable"
+    title = "Blob unavailable for replay"
 
     def __init__(self, error: StepError) -> None:
         super().__init__(error.message)

@@ -9,8 +9,8 @@ The replay engine needs only `load_registry`, `ProviderPool`, `ChatRequest` and
 
 from __future__ import annotations
 
+from ledger.backoff import RetryPolicy, retry_after_from_headers
 from replay.providers.anthropic_messages import AnthropicProvider
-from replay.providers.backoff import RetryPolicy, parse_retry_after
 from replay.providers.breaker import BreakerState, CircuitBreaker, Outcome
 from replay.providers.entrypoint import EntryPointProvider
 from replay.providers.errors import (
@@ -75,5 +75,5 @@ __all__ = [
     "UnknownModel",
     "load_registry",
     "parse_registry",
-    "parse_retry_after",
+    "retry_after_from_headers",
 ]

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
-from replay.providers.backoff import parse_retry_after
+from ledger.backoff import retry_after_from_headers
 from replay.providers.errors import (
     BadResponse,
     ProviderError,
@@ -86,7 +86,7 @@ def status_error(provider: str, response: httpx.Response, body: bytes) -> Provid
     reason = _error_message(body)
     detail = f"{what}: {reason}" if reason else what
     if status == 429:
-        return RateLimited(provider, detail, parse_retry_after(response.headers))
+        return RateLimited(provider, detail, retry_after_from_headers(response.headers))
     if status == 408:
         return ProviderTimeout(provider, detail)
     if status >= 500:

@@ -58,7 +58,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
-from replay.providers.backoff import RetryPolicy
+from ledger.backoff import RetryPolicy
 from replay.providers.errors import RegistryError, UnknownModel
 from replay.providers.pricing import Price, PriceTable
 

@@ -26,7 +26,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from replay.providers.backoff import RetryPolicy
+from ledger.backoff import RetryPolicy
 from replay.providers.breaker import CircuitBreaker, Outcome
 from replay.providers.errors import (
     CircuitOpen,

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -44,22 +44,12 @@ from query.export.rows import ExportError
 from query.export.verify import verify_export
 from query.export.writer import FileLimits
 from service.cli.common import Failed, emit, ledger_options, open_ledger
+from service.cli.times import TIME, TIME_HELP
 from service.settings import Settings
 
 EXPORT_DIR_ENV = "PROV_EXPORT_DIR"
 _json = msgspec.json.Encoder()
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    """An ISO 8601 time option; one without an offset is UTC."""
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _location(uri: str | None) -> Location:
@@ -187,14 +177,9 @@ def sql(query: str, uri: str | None, fmt: str, output: Path | None) -> None:
 @_location_option("--dir")
 @click.option("--tenant", help="Only this tenant's decisions (default: all)")
 @click.option(
-    "--since",
-    callback=_moment,
-    metavar="TIME",
-    help="Decisions that occurred at or after this time",
+    "--since", type=TIME, help=f"Decisions that occurred at or after this time ({TIME_HELP})"
 )
-@click.option(
-    "--until", callback=_moment, metavar="TIME", help="Decisions that occurred before this time"
-)
+@click.option("--until", type=TIME, help="Decisions that occurred before this time")
 @click.option("--service")
 @click.option("--decision-type")
 @click.option("--bucket", type=click.Choice(BUCKETS), default="day", show_default=True)
@@ -205,9 +190,7 @@ def sql(query: str, uri: str | None, fmt: str, output: Path | None) -> None:
     help="cost: the columns to group by, comma-separated",
 )
 @click.option("--window", default="24h", show_default=True, help="exposure: 90s, 30m, 24h, 7d")
-@click.option(
-    "--at", callback=_moment, metavar="TIME", help="freshness: expired by this time (default: now)"
-)
+@click.option("--at", type=TIME, help="freshness: expired by this time (default: now)")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option(
     "--format",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -27,6 +28,7 @@ from query.audit.report_check import verify_report
 from query.audit.search import DecisionFilter, search
 from query.audit.why import why_report
 from service.cli.common import Failed, emit, ledger_options, open_ledger
+from service.cli.times import TIME, TIME_HELP, format_time
 from service.cli.why_view import render_search, render_why
 from service.settings import Settings
 
@@ -111,8 +113,8 @@ def why(
 @click.option("--type", "decision_type", help="decision_type, e.g. loan.approve")
 @click.option("--model", help="Model name")
 @click.option("--model-version")
-@click.option("--from", "occurred_from", help="occurred_at >= this RFC 3339 time (UTC if bare)")
-@click.option("--to", "occurred_to", help="occurred_at < this RFC 3339 time")
+@click.option("--from", "occurred_from", type=TIME, help=f"occurred_at >= this time ({TIME_HELP})")
+@click.option("--to", "occurred_to", type=TIME, help="occurred_at < this time")
 @click.option("--subject")
 @click.option("--delegator", help="The root delegator's DID")
 @click.option(
@@ -134,8 +136,8 @@ def search_command(
     decision_type: str | None,
     model: str | None,
     model_version: str | None,
-    occurred_from: str | None,
-    occurred_to: str | None,
+    occurred_from: datetime | None,
+    occurred_to: datetime | None,
     subject: str | None,
     delegator: str | None,
     root_principal: str | None,
@@ -149,8 +151,9 @@ def search_command(
         "decision_type": decision_type,
         "model": model,
         "model_version": model_version,
-        "from": occurred_from,
-        "to": occurred_to,
+        # One spelling for the local filter and the server: UTC with `Z`.
+        "from": None if occurred_from is None else format_time(occurred_from),
+        "to": None if occurred_to is None else format_time(occurred_to),
         "subject": subject,
         "delegator": delegator,
         "root_principal": root_principal,

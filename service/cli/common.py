@@ -12,6 +12,7 @@ from typing import IO, Any, TypeVar
 import click
 import msgspec
 
+from ledger.errors import ProvError
 from ledger.ledger import Ledger
 from ledger.storage.db import make_engine
 from service.settings import Settings
@@ -31,6 +32,26 @@ class BadSettings(Failed):
     exit_code = 2
 
 
+class BadInput(Failed):
+    """A one-line failure of input the command refused before doing anything."""
+
+    exit_code = 2
+
+
+# Kinds that say the command's input was wrong before anything was done: exit status 2, as
+# for a usage error. Every other purposeful error exits 1.
+USAGE_KINDS = frozenset({"bad-registry", "bad-replay-plan", "bad-policy", "bad-selector"})
+
+
+def failure_for(error: ProvError) -> Failed:
+    """The one place a purposeful error becomes the CLI's one line: ``prov: KIND: DETAIL``
+    (an SDK `ProblemError` already ends with its ``[kind]``, so it is not repeated)."""
+    text = " ".join(str(error).split())  # one line, whatever the detail holds
+    if not text.endswith(f"[{error.kind}]"):
+        text = f"{error.kind}: {text}"
+    return BadInput(text) if error.kind in USAGE_KINDS else Failed(text)
+
+
 def settings_from_env() -> Settings:
     try:
         return Settings.from_env()
@@ -38,22 +59,50 @@ def settings_from_env() -> Settings:
         raise BadSettings(str(error)) from None
 
 
-def ledger_options(command: F) -> F:
-    """`--db` and `--key-file` on every subcommand, defaulting to the environment."""
+# Where the group's `--db` and `--key-file` wait for the subcommand (ctx.meta is shared by
+# every context of one invocation).
+_GLOBAL_LEDGER = "prov.ledger_options"
 
-    @click.option(
-        "--db", "db_url", metavar="URL", help="Database URL or SQLite path [PROV_DATABASE_URL]"
-    )
-    @click.option(
-        "--key-file", type=click.Path(path_type=Path), help="Ledger key [PROV_LEDGER_KEY_FILE]"
-    )
+_db_option = click.option(
+    "--db", "db_url", metavar="URL", help="Database URL or SQLite path [PROV_DATABASE_URL]"
+)
+_key_file_option = click.option(
+    "--key-file",
+    metavar="PATH",
+    type=click.Path(path_type=Path),
+    help="Ledger key [PROV_LEDGER_KEY_FILE]",
+)
+
+
+def global_ledger_options(group: F) -> F:
+    """`--db` and `--key-file` before the subcommand (`prov --db URL init`)."""
+
+    @_db_option
+    @_key_file_option
+    @functools.wraps(group)
+    def wrapper(db_url: str | None, key_file: Path | None, **kwargs: Any) -> Any:
+        click.get_current_context().meta[_GLOBAL_LEDGER] = (db_url, key_file)
+        return group(**kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def ledger_options(command: F) -> F:
+    """`--db` and `--key-file` after a subcommand that opens the ledger; they win over the
+    same options before it, which win over the environment."""
+
+    @_db_option
+    @_key_file_option
     @functools.wraps(command)
     def wrapper(db_url: str | None, key_file: Path | None, **kwargs: Any) -> Any:
+        global_db, global_key_file = click.get_current_context().meta.get(
+            _GLOBAL_LEDGER, (None, None)
+        )
         settings = settings_from_env()
         kwargs["settings"] = msgspec.structs.replace(
             settings,
-            database_url=db_url or settings.database_url,
-            ledger_key_file=key_file or settings.ledger_key_file,
+            database_url=db_url or global_db or settings.database_url,
+            ledger_key_file=key_file or global_key_file or settings.ledger_key_file,
         )
         return command(**kwargs)
 

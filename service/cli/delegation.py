@@ -39,6 +39,7 @@ from ledger.errors import RecordRejected
 from ledger.keys.signing import SigningKey, load_signing_key, public_key_from_pem
 from ledger.log.sequencer import now_micros
 from service.cli.common import Failed, emit, ledger_options, open_ledger
+from service.cli.times import TIME, TIME_HELP
 from service.settings import Settings
 
 _KEY_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -63,8 +64,8 @@ def _append(settings: Settings, raw: bytes) -> None:
 
 
 def _seconds(moment: datetime | None) -> int | None:
-    """A click datetime as Unix seconds; a time without an offset is UTC."""
-    return None if moment is None else int(moment.replace(tzinfo=moment.tzinfo or UTC).timestamp())
+    """An aware time option (service.cli.times) as Unix seconds."""
+    return None if moment is None else int(moment.timestamp())
 
 
 def _json(text: str | None, what: str) -> Any:
@@ -163,11 +164,11 @@ def principal_did(key_file: Path) -> None:
 @click.option("--audience", required=True, help="The did:key the authority goes to")
 @click.option("--command", "command", required=True, help="e.g. /loan or /loan/approve")
 @click.option("--policy", default="[]", show_default=True, help="UCAN policy, as JSON")
-@click.option("--expires", type=click.DateTime(), help="UTC unless it has an offset")
+@click.option("--expires", type=TIME, help=TIME_HELP)
 @click.option(
     "--never-expires", is_flag=True, help="exp null (refused under a parent that expires)"
 )
-@click.option("--not-before", type=click.DateTime(), help="UTC unless it has an offset")
+@click.option("--not-before", type=TIME, help=TIME_HELP)
 @click.option("--meta", help="Metadata, as a JSON object")
 @click.option(
     "--chain",

@@ -19,7 +19,7 @@ import httpx
 import msgspec
 import sqlalchemy.exc
 
-from ledger.errors import LedgerError, RecordRejected
+from ledger.errors import ProvError, RecordRejected
 from ledger.keys.apikeys import Role, create_api_key, list_api_keys, revoke_api_key
 from ledger.keys.keyring import list_keys, register_key, revoke_key
 from ledger.keys.signing import public_key_from_pem
@@ -32,10 +32,19 @@ from query.audit.auditor import audit as audit_log
 from query.audit.entry_view import show_entry
 from service.cli.analytics import COMMANDS as ANALYTICS_COMMANDS
 from service.cli.audit import COMMANDS as AUDIT_COMMANDS
-from service.cli.common import Failed, emit, ledger_options, open_ledger
+from service.cli.common import (
+    Failed,
+    emit,
+    failure_for,
+    global_ledger_options,
+    ledger_options,
+    open_ledger,
+)
 from service.cli.delegation import COMMANDS as DELEGATION_COMMANDS
 from service.cli.models import COMMANDS as MODELS_COMMANDS
+from service.cli.receipts import COMMANDS as RECEIPT_COMMANDS
 from service.cli.replay import COMMANDS as REPLAY_COMMANDS
+from service.cli.times import TIME, TIME_HELP
 from service.demo.traffic import demo_envelopes, prepare_demo
 from service.settings import Settings
 
@@ -43,8 +52,13 @@ APPEND_CHUNK = 1_000
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@global_ledger_options
 def cli() -> None:
-    """Provenance Ledger: signed, append-only records of AI decisions."""
+    """Provenance Ledger: signed, append-only records of AI decisions.
+
+    --db and --key-file go before the subcommand (prov --db URL init) or, on the
+    subcommands that open the ledger, after it (prov init --db URL); after wins.
+    """
 
 
 @cli.command()
@@ -64,7 +78,15 @@ def init(settings: Settings, origin: str | None) -> None:
 
 
 @cli.command()
-@click.option("--records", "count", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--records",
+    "count",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    metavar="N",
+    help="How many decisions to append",
+)
 @click.option("--seed", type=int, help="Seed for the generated decisions (default: random)")
 @click.option("--tenant", default="acme", show_default=True)
 @click.option(
@@ -76,7 +98,7 @@ def init(settings: Settings, origin: str | None) -> None:
 def demo(
     settings: Settings, count: int, seed: int | None, tenant: str, emit: IO[bytes] | None
 ) -> None:
-    """Append COUNT signed demo decisions, registering the demo service keys first."""
+    """Append N (--records) signed demo decisions, registering the demo service keys first."""
     ledger = open_ledger(settings)
     shape = prepare_demo(ledger, tenant)
     started = time.perf_counter()
@@ -171,6 +193,7 @@ def api_key_create(settings: Settings, tenant: str, role: str, name: str) -> Non
 @click.option("--tenant", required=True)
 @ledger_options
 def api_key_list(settings: Settings, tenant: str) -> None:
+    """List a tenant's API keys, one JSON line each: id, role, name, created and revoked."""
     with open_ledger(settings).engine.connect() as connection:
         for key in list_api_keys(connection, tenant):
             emit(key.to_json())
@@ -181,6 +204,8 @@ def api_key_list(settings: Settings, tenant: str) -> None:
 @click.argument("key_id")
 @ledger_options
 def api_key_revoke(settings: Settings, tenant: str, key_id: str) -> None:
+    """Revoke the API key KEY_ID; each server stops accepting it within
+    PROV_AUTH_CACHE_SECONDS."""
     with write_transaction(open_ledger(settings).engine) as connection:
         emit(revoke_api_key(connection, tenant, key_id, now_us=now_micros()).to_json())
 
@@ -262,6 +287,7 @@ def proof() -> None:
 @click.option("--size", type=click.IntRange(min=1), help="Tree size (default: current)")
 @ledger_options
 def proof_inclusion(settings: Settings, index: int, size: int | None) -> None:
+    """The inclusion proof of entry INDEX in the tree of --size entries."""
     with open_ledger(settings).engine.connect() as connection:
         emit(inclusion_proof(connection, index, size).to_json())
 
@@ -271,6 +297,7 @@ def proof_inclusion(settings: Settings, index: int, size: int | None) -> None:
 @click.argument("new", type=click.IntRange(min=1))
 @ledger_options
 def proof_consistency(settings: Settings, old: int, new: int) -> None:
+    """The consistency proof from the tree of OLD entries to the tree of NEW entries."""
     with open_ledger(settings).engine.connect() as connection:
         emit(consistency_proof(connection, old, new).to_json())
 
@@ -298,8 +325,8 @@ def keys() -> None:
     required=True,
     help="PEM file of the Ed25519 public key",
 )
-@click.option("--valid-from", type=click.DateTime(), help="UTC; default now")
-@click.option("--valid-until", type=click.DateTime(), help="UTC; default open-ended")
+@click.option("--valid-from", type=TIME, help=f"{TIME_HELP}; default now")
+@click.option("--valid-until", type=TIME, help=f"{TIME_HELP}; default open-ended")
 @click.option("--keyid", help="DSSE keyid (default: hex SHA-256 of the key)")
 @ledger_options
 def keys_add(
@@ -324,8 +351,8 @@ def keys_add(
             tenant=tenant,
             service=service,
             public_key=public_key,
-            valid_from=_utc(valid_from) or now,
-            valid_until=_utc(valid_until),
+            valid_from=valid_from or now,
+            valid_until=valid_until,
             keyid=keyid,
             now=now,
         )
@@ -336,6 +363,7 @@ def keys_add(
 @click.option("--tenant")
 @ledger_options
 def keys_list(settings: Settings, tenant: str | None) -> None:
+    """List registered service keys (all tenants' unless --tenant), one JSON line each."""
     with open_ledger(settings).engine.connect() as connection:
         for key in list_keys(connection, tenant):
             emit(key.to_json())
@@ -345,12 +373,9 @@ def keys_list(settings: Settings, tenant: str | None) -> None:
 @click.argument("keyid")
 @ledger_options
 def keys_revoke(settings: Settings, keyid: str) -> None:
+    """Revoke the service key KEYID as of now: new records signed with it are refused."""
     with open_ledger(settings).engine.begin() as connection:
         emit(revoke_key(connection, keyid, at=datetime.now(UTC)).to_json())
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.replace(tzinfo=UTC)
 
 
 def _numbered_lines(source: IO[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -380,6 +405,7 @@ for _command in (
     *ANALYTICS_COMMANDS,
     *REPLAY_COMMANDS,
     *MODELS_COMMANDS,
+    *RECEIPT_COMMANDS,
 ):
     cli.add_command(_command)
 
@@ -399,9 +425,10 @@ def main() -> None:
             sys.exit(2 if isinstance(error, click.UsageError) else error.exit_code)
         error.show()
         sys.exit(error.exit_code)
-    except LedgerError as error:
-        click.echo(f"prov: {error.kind}: {error}", err=True)
-        sys.exit(1)
+    except ProvError as error:
+        failed = failure_for(error)
+        failed.show()
+        sys.exit(failed.exit_code)
     except sqlalchemy.exc.SQLAlchemyError as error:
         first_line = str(error.orig if hasattr(error, "orig") else error).strip().splitlines()
         click.echo(f"prov: database error: {first_line[0] if first_line else error}", err=True)

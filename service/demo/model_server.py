@@ -36,6 +36,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from ledger.errors import ProvError
 from replay.providers.types import ChatMessage, ChatRequest, ToolCall, ToolDefinition
 
 Wire = Literal["openai", "anthropic"]
@@ -84,8 +85,11 @@ def count_words(text: str) -> int:
     return len(text.split())
 
 
-class ModelNotFound(LookupError):
+class ModelNotFound(ProvError, LookupError):
     """The model function does not know the model name it was asked for (HTTP 404)."""
+
+    kind = "demo-model-not-found"
+    title = "Demo model not found"
 
     def __init__(self, name: str) -> None:
         super().__init__(name)

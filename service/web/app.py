@@ -26,6 +26,7 @@ from ingest.routes import blobs as routes_blobs
 from ingest.routes import keys as routes_keys
 from ingest.routes import records as routes_records
 from ingest.routes.bodies import SMALL_BODY_BYTES, BodyBudget
+from ingest.routes.request_state import WRITE_SERVICES, WriteServices
 from ledger.errors import LedgerError
 from ledger.keys.apikeys import ApiKey
 from ledger.ledger import Ledger
@@ -34,6 +35,7 @@ from query.routes import decisions as routes_decisions
 from query.routes import log as routes_log
 from query.routes import proofs as routes_proofs
 from query.routes import reports as routes_reports
+from query.services import READ_SERVICES, ReadServices, SessionPolicy, read_services
 from query.ui import pages
 from query.ui.view import template_config
 from service.settings import Settings
@@ -73,23 +75,27 @@ def create_app(settings: Settings | None = None) -> Litestar:
             max_records=settings.commit_max_records,
             queue_limit=settings.queue_max_records,
         )
-        app.state.ledger = ledger
-        app.state.committer = committer
-        app.state.api_keys = ApiKeyCache(ledger.engine, settings.auth_cache_seconds)
-        app.state.ui_sessions = pages.SessionPolicy(
-            ttl_s=settings.ui_session_ttl_seconds,
-            idle_s=settings.ui_session_idle_seconds,
-            trust_proxy_headers=settings.trust_proxy_headers,
+        app.state[READ_SERVICES] = ReadServices(
+            ledger=ledger,
+            api_keys=ApiKeyCache(ledger.engine, settings.auth_cache_seconds),
+            public_reads=settings.public_reads,
+            export_dir=settings.export_dir,
+            ui_sessions=SessionPolicy(
+                ttl_s=settings.ui_session_ttl_seconds,
+                idle_s=settings.ui_session_idle_seconds,
+                trust_proxy_headers=settings.trust_proxy_headers,
+            ),
         )
-        app.state.public_reads = settings.public_reads
-        app.state.batch_limit = settings.batch_max_records
-        app.state.body_budget = BodyBudget(
-            settings.body_memory_bytes, settings.body_memory_wait_seconds
+        app.state[WRITE_SERVICES] = WriteServices(
+            committer=committer,
+            batch_limit=settings.batch_max_records,
+            body_budget=BodyBudget(settings.body_memory_bytes, settings.body_memory_wait_seconds),
+            spool_budget=BodyBudget(
+                settings.blob_spool_bytes,
+                settings.body_memory_wait_seconds,
+                "blob uploads in flight",
+            ),
         )
-        app.state.spool_budget = BodyBudget(
-            settings.blob_spool_bytes, settings.body_memory_wait_seconds, "blob uploads in flight"
-        )
-        app.state.export_dir = settings.export_dir
         committer.start()
         try:
             yield
@@ -103,8 +109,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         return caller
 
     def provide_ledger(state: State) -> Ledger:
-        ledger: Ledger = state.ledger
-        return ledger
+        return read_services(state).ledger
 
     def provide_engine(state: State) -> Engine:
         return provide_ledger(state).engine

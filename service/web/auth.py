@@ -22,8 +22,9 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from sqlalchemy import Engine
 
-from ledger.errors import Forbidden, Unauthenticated
+from httpapi.errors import Forbidden, Unauthenticated
 from ledger.keys.apikeys import ApiKey, Role, find_api_key, token_hash
+from query.services import KeyLookup, read_services
 
 # Live keys: far more than any deployment issues, so that the least recently used of them
 # is evicted only by other live keys.
@@ -85,18 +86,18 @@ async def require_api_key(
     roles = handler.opt.get("roles")
     if roles is None:
         return
-    state = connection.app.state
+    services = read_services(connection.app.state)
     connection.state.caller = await authenticate(
         connection,
-        state.api_keys,
+        services.api_keys,
         roles,
-        public=state.public_reads and handler.opt.get("public_read", False),
+        public=services.public_reads and handler.opt.get("public_read", False),
     )
 
 
 async def authenticate(
     connection: ASGIConnection[Any, Any, Any, Any],
-    keys: ApiKeyCache,
+    keys: KeyLookup,
     roles: frozenset[Role],
     *,
     public: bool,

@@ -33,13 +33,9 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from httpapi.errors import HeadersTooLarge, RequestTimeout, TooManyConnections
 from httpapi.problems import PROBLEM_MEDIA_TYPE, problem_for
-from ledger.errors import (
-    HeadersTooLarge,
-    LedgerError,
-    RequestTimeout,
-    TooManyConnections,
-)
+from ledger.errors import LedgerError
 from service.settings import Settings
 
 CUT_OFF = Counter(

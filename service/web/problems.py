@@ -14,6 +14,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from httpapi.errors import Overloaded, Unauthenticated
 from httpapi.problems import (
     PROBLEM_MEDIA_TYPE,
     TYPE_PREFIX,
@@ -21,7 +22,7 @@ from httpapi.problems import (
     Problem,
     problem_for,
 )
-from ledger.errors import DatabaseUnavailable, LedgerError, Overloaded, Unauthenticated
+from ledger.errors import DatabaseUnavailable, ProvError
 
 log = structlog.get_logger("prov.http")
 
@@ -47,7 +48,7 @@ def problem_response(
 
 
 def ledger_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Problem]:
-    assert isinstance(error, LedgerError)
+    assert isinstance(error, ProvError)
     headers: dict[str, str] = {}
     if isinstance(error, Overloaded | DatabaseUnavailable):
         headers["Retry-After"] = str(error.retry_after)
@@ -99,13 +100,12 @@ def database_error_handler(request: Request[Any, Any, Any], error: Exception) ->
     """The database cannot be reached or is overloaded: nothing was acknowledged, and a
     retry after a pause is the right answer."""
     log.warning("database unavailable", path=request.url.path, error=str(error).splitlines()[0])
-    problem = Problem(
-        type=TYPE_PREFIX + "database-unavailable",
-        title="Database unavailable",
-        status=503,
-        detail="the database did not answer; nothing was acknowledged, so retrying is safe",
+    unavailable = DatabaseUnavailable(
+        "the database did not answer; nothing was acknowledged, so retrying is safe"
     )
-    return problem_response(problem, request, {"Retry-After": "1"})
+    return problem_response(
+        problem_for(unavailable), request, {"Retry-After": str(unavailable.retry_after)}
+    )
 
 
 def internal_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Problem]:

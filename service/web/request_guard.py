@@ -20,7 +20,8 @@ from litestar.types import (
     Send,
 )
 
-from httpapi.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX, FieldError, Problem
+from httpapi.problems import PROBLEM_MEDIA_TYPE, problem_for
+from ledger.errors import BadRequest, NotFound, ProvError
 
 
 def refuse_nul(app: ASGIApp) -> ASGIApp:
@@ -28,28 +29,22 @@ def refuse_nul(app: ASGIApp) -> ASGIApp:
         if scope["type"] == ScopeType.HTTP and not scope["path"].startswith("/ui"):
             query = scope.get("query_string", b"")
             if "\x00" in scope["path"]:
-                await _refuse(scope, send, 404, "not-found", "Not found", "path")
+                await _refuse(scope, send, NotFound, "path")
                 return
             if b"%00" in query or b"\x00" in query:
-                await _refuse(scope, send, 400, "bad-request", "Malformed request", "query")
+                await _refuse(scope, send, BadRequest, "query")
                 return
         await app(scope, receive, send)
 
     return middleware
 
 
-async def _refuse(scope: Scope, send: Send, status: int, kind: str, title: str, where: str) -> None:
+async def _refuse(scope: Scope, send: Send, error: type[ProvError], where: str) -> None:
     detail = f"the request {where} holds a NUL character, which no identifier or filter may"
-    body = msgspec.json.encode(
-        Problem(
-            type=TYPE_PREFIX + kind,
-            title=title,
-            status=status,
-            detail=detail,
-            instance=scope["path"].replace("\x00", "%00"),
-            errors=[FieldError("", detail)],
-        )
-    )
+    problem = problem_for(error(detail, pointer=""))  # the pointer "" is the whole request
+    problem.instance = scope["path"].replace("\x00", "%00")
+    body = msgspec.json.encode(problem)
+    status = problem.status
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": status,

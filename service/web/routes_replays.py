@@ -35,6 +35,7 @@ from ledger.log.sequencer import now_micros
 from ledger.records.decision import Id, Label
 from ledger.records.replay import Mode
 from query.audit.why import find_decision_index
+from query.services import read_services
 from replay.batch.batch import load_recorded
 from replay.batch.jobs import Job, JobRequest, JobRunner, JobView, create_job, job_view, read_job
 from replay.providers import ProviderPool, RegistryError, load_registry
@@ -73,7 +74,7 @@ class Replays:
 
 
 def replays_lifespan(settings: Settings) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
-    """The worker's job runner and provider pool, after the ledger (`app.state.ledger`) is
+    """The worker's job runner and provider pool, after the ledger (`ReadServices.ledger`) is
     open and stopped before it closes. A registry that does not load is logged and leaves
     the rest of the service up: only the replays that call models answer 503."""
 
@@ -87,7 +88,7 @@ def replays_lifespan(settings: Settings) -> Callable[[Litestar], AbstractAsyncCo
             except RegistryError as error:
                 problem = f"the model registry does not load: {error}"
                 log.warning("replays that call models are unavailable", error=str(error))
-        runner = JobRunner(app.state.ledger, pool)
+        runner = JobRunner(read_services(app.state).ledger, pool)
         app.state.replays = Replays(runner, pool, problem)
         try:
             yield
@@ -166,7 +167,7 @@ async def start_replay(request: Request[Any, Any, Any], data: ReplayRequest) -> 
     """Replay one decision, or a batch selected by a decision filter, in the background.
     Poll the job at `Location` for its progress and, when it is done, its report."""
     replays: Replays = request.app.state.replays
-    ledger: Ledger = request.app.state.ledger
+    ledger = read_services(request.app.state).ledger
     job, indexes = await anyio.to_thread.run_sync(
         _prepare, ledger, replays, caller_of(request).tenant, data
     )
