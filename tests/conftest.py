@@ -59,7 +59,7 @@ def postgres_url(postgres_available: None) -> Iterator[str]:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        return str(tmp_path / "ledger.storage.db")
+        return str(tmp_path / "ledger.db")
     return str(request.getfixturevalue("postgres_url"))
 
 

@@ -49,7 +49,7 @@ def _audit(server: Server, state: Path, *extra: str) -> Run:
 
 def _copy_of(origin: Server, directory: Path) -> Server:
     directory.mkdir()
-    database = directory / "ledger.storage.db"
+    database = directory / "ledger.db"
     with sqlite3.connect(origin.db_url) as source:
         source.execute(f"VACUUM INTO '{database}'")
     shutil.copy(origin.key_file, directory / "ledger.key")

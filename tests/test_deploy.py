@@ -119,7 +119,7 @@ def documented_settings() -> set[str]:
 def server_routes() -> set[str]:
     return {
         path
-        for value in vars(service.ops).values()
+        for value in vars(service.web.ops).values()
         if isinstance(value, HTTPRouteHandler)
         for path in value.paths
     }

@@ -177,7 +177,7 @@ def site(
     directory = tmp_path_factory.mktemp(f"hostile-{request.param}")
     database: str | None = None
     if request.param == "sqlite":
-        db_url = str(directory / "ledger.storage.db")
+        db_url = str(directory / "ledger.db")
     else:
         request.getfixturevalue("postgres_available")
         database = f"prov_test_{uuid.uuid4().hex[:16]}"

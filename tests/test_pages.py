@@ -57,7 +57,7 @@ def browser() -> Iterator[Browser]:
 def site(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A served ledger with 30 demo decisions of tenant acme (order, loan and payment)."""
     directory = tmp_path_factory.mktemp("pages")
-    server = prepared_server(str(directory / "ledger.storage.db"), directory)
+    server = prepared_server(str(directory / "ledger.db"), directory)
     server.start()
     try:
         demo = prov(

@@ -64,7 +64,7 @@ def test_the_ledger_key_is_private_and_kept_across_inits(ledger: Ledger, key_pat
     [
         ("postgresql://u@h/db", "postgresql+psycopg://u@h/db"),
         ("postgres://u@h/db", "postgresql+psycopg://u@h/db"),
-        ("ledger.storage.db", "sqlite:///ledger.db"),
+        ("ledger.db", "sqlite:///ledger.db"),
         ("sqlite:///x.db", "sqlite:///x.db"),
     ],
 )
