@@ -12,10 +12,10 @@ from __future__ import annotations
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
 
-from ledger.errors import InvalidPayload, ProvError
+from ledger.errors import PROBLEM_TYPE_PREFIX, InvalidPayload, ProvError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-TYPE_PREFIX = "urn:prov:problem:"
+TYPE_PREFIX = PROBLEM_TYPE_PREFIX
 
 
 class FieldError(msgspec.Struct):

@@ -137,10 +137,8 @@ def admit_batch(
     for raw in raws:
         try:
             opened.append((raw, open_envelope(raw, max_bytes=max_bytes, admitting=True)))
-        except RecordRejected as error:
-            opened.append(error)
         except Exception as error:  # one record's fault stays its own
-            opened.append(_unprocessable(error))
+            opened.append(_refusal(error))
     keys = load_keys(
         engine,
         (
@@ -164,10 +162,8 @@ def admit_batch(
             # 8., as far as it goes without the batch's principals and replayed decisions.
             record = candidate.decision
             authority = None if isinstance(record, ReplayRecord) else authorize(record, modes)
-        except RecordRejected as error:
-            return error
         except Exception as error:  # one record's fault stays its own
-            return _unprocessable(error)
+            return _refusal(error)
         if isinstance(authority, PendingChain):
             return admitted, authority
         return admitted if authority is None else replace(admitted, authority=authority)
@@ -189,17 +185,18 @@ def admit_batch(
                 check_target(admitted.tenant, admitted.replay, replayed)
             if chain is not None:
                 return replace(admitted, authority=verify_pending(chain, principals, at_us))
-        except RecordRejected as error:
-            return error
         except Exception as error:  # one record's fault stays its own
-            return _unprocessable(error)
+            return _refusal(error)
         return admitted
 
     return _map(pool, finish, first) if pending else [finish(item) for item in first]
 
 
-def _unprocessable(error: Exception) -> RecordUnprocessable:
-    """A record whose check failed unexpectedly: logged for the operator, refused alone."""
+def _refusal(error: Exception) -> RecordRejected:
+    """The refusal of a record whose check raised `error`: a rule's own refusal as it is,
+    anything else logged for the operator and refused alone."""
+    if isinstance(error, RecordRejected):
+        return error
     _log.warning("record could not be checked", exc_info=error)
     return RecordUnprocessable(
         f"the record could not be checked ({type(error).__name__}); it was not stored"

@@ -12,6 +12,9 @@ Python: the SDK imports it without the server's dependencies.
 
 from __future__ import annotations
 
+# Every problem document's `type` is this followed by the error's `kind`.
+PROBLEM_TYPE_PREFIX = "urn:prov:problem:"
+
 
 class ProvError(Exception):
     """Root of every error the project raises on purpose; `kind` is stable per class."""

@@ -35,6 +35,14 @@ class SessionPolicy:
     # Whether `X-Forwarded-Proto` is believed: only behind a proxy that always sets it.
     trust_proxy_headers: bool = False
 
+    @property
+    def ttl_us(self) -> int:
+        return int(self.ttl_s * 1_000_000)
+
+    @property
+    def idle_us(self) -> int:
+        return int(self.idle_s * 1_000_000)
+
     def secure(self, connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
         """Whether the browser reached us over HTTPS, so the cookie must be Secure. Over
         plain HTTP (a loopback port) a Secure cookie would never come back."""

@@ -10,6 +10,7 @@ record's signed bytes, so a retry can never change what is sent.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -76,6 +77,30 @@ def unreachable(error: httpx.TransportError) -> Unreachable:
 
 def request_headers(request: Request) -> dict[str, str]:
     return {"Content-Type": request.content_type} if request.content_type else {}
+
+
+def run_blocking(http: httpx.Client, flow: Flow[T]) -> T:
+    """Drive `flow` to its result over a blocking HTTP client: the one I/O loop of the
+    synchronous client and of the offline receipt check."""
+    reply: Response | Unreachable | None = None
+    while True:
+        try:
+            action = flow.send(reply)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        if isinstance(action, Sleep):
+            time.sleep(action.seconds)
+            reply = None
+            continue
+        try:
+            answer = http.request(
+                action.method, action.path, content=action.body, headers=request_headers(action)
+            )
+        except httpx.TransportError as error:
+            reply = unreachable(error)
+            continue
+        reply = Response(answer.status_code, answer.reason_phrase, answer.headers, answer.content)
 
 
 def response_problem(response: Response) -> ProblemError:

@@ -45,10 +45,12 @@ def _check(envelope: bytes) -> tuple[str, str]:
     try:
         parsed = dsse.decode_envelope(envelope)
         if parsed.payloadType != DECISION_PAYLOAD_TYPE:
-            raise InvalidDecision(f"payloadType is not {DECISION_PAYLOAD_TYPE}", "/payloadType")
+            raise InvalidDecision(
+                f"payloadType is not {DECISION_PAYLOAD_TYPE}", pointer="/payloadType"
+            )
         decision = decode_decision(dsse.payload_bytes(parsed))
     except RecordRejected as error:
-        raise InvalidDecision(error.detail, error.pointer) from error
+        raise InvalidDecision(error.detail, pointer=error.pointer) from error
     return decision.id, decision.tenant
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ledger.errors import ProvError
+from ledger.errors import PROBLEM_TYPE_PREFIX, ProvError
 
-PROBLEM_PREFIX = "urn:prov:problem:"
+PROBLEM_PREFIX = PROBLEM_TYPE_PREFIX
 _MAX_DETAIL_CHARS = 300  # of a non-problem error body, e.g. a proxy's HTML page
 
 
@@ -170,9 +170,6 @@ class InvalidDecision(ClientError):
 
     kind = "invalid-decision"
     title = "Decision does not satisfy the schema"
-
-    def __init__(self, detail: str, pointer: str | None = None) -> None:
-        super().__init__(detail, pointer=pointer)
 
 
 class QueueFull(ClientError):

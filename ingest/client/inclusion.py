@@ -20,7 +20,6 @@ the blocking and async clients and by `verify_receipt_in_log`, which needs no si
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
 
 import httpx
@@ -30,12 +29,9 @@ from ingest.client._flows import (
     Flow,
     Request,
     Response,
-    Sleep,
-    Unreachable,
     exchange,
-    request_headers,
     response_problem,
-    unreachable,
+    run_blocking,
 )
 from ingest.client._receipts import parse_receipt
 from ingest.client.errors import ReceiptInvalid, UnexpectedResponse
@@ -213,27 +209,4 @@ def verify_receipt_in_log(
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     flow = receipt_in_log_flow(parsed, verifier, _attempts(retry), trusted)
     with httpx.Client(base_url=base_url, headers=headers, timeout=timeout) as http:
-        reply: Response | Unreachable | None = None
-        while True:
-            try:
-                action = flow.send(reply)
-            except StopIteration as done:
-                result: ReceiptInLog = done.value
-                return result
-            if isinstance(action, Sleep):
-                time.sleep(action.seconds)
-                reply = None
-                continue
-            try:
-                answer = http.request(
-                    action.method,
-                    action.path,
-                    content=action.body,
-                    headers=request_headers(action),
-                )
-            except httpx.TransportError as error:
-                reply = unreachable(error)
-                continue
-            reply = Response(
-                answer.status_code, answer.reason_phrase, answer.headers, answer.content
-            )
+        return run_blocking(http, flow)

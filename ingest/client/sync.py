@@ -18,14 +18,9 @@ from ingest.client._base import ClientBase
 from ingest.client._buffer import Pending
 from ingest.client._flows import (
     Flow,
-    Request,
-    Response,
-    Sleep,
-    Unreachable,
     append_flow,
     batch_flow,
-    request_headers,
-    unreachable,
+    run_blocking,
     verifier_flow,
 )
 from ingest.client._receipts import BatchItemResult, parse_receipt
@@ -80,28 +75,7 @@ class Client(ClientBase[Future[Receipt]]):
     # -- I/O: the only part that differs from AsyncClient ---------------------------------
 
     def _run(self, flow: Flow[T]) -> T:
-        reply: Response | Unreachable | None = None
-        while True:
-            try:
-                action = flow.send(reply)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            if isinstance(action, Sleep):
-                time.sleep(action.seconds)
-                reply = None
-            else:
-                reply = self._exchange(action)
-
-    def _exchange(self, request: Request) -> Response | Unreachable:
-        try:
-            response = self._http.request(
-                request.method, request.path, content=request.body, headers=request_headers(request)
-            )
-        except httpx.TransportError as error:
-            return unreachable(error)
-        return Response(
-            response.status_code, response.reason_phrase, response.headers, response.content
-        )
+        return run_blocking(self._http, flow)
 
     def verifier(self) -> NoteVerifier:
         """The ledger's verifier key: the configured one, or fetched once from the server."""

@@ -56,7 +56,8 @@ class BodyBudget:
         With `jump`, bytes that fit now are taken even while larger requests wait."""
         if size > self.limit:
             raise BodyMemoryBusy(
-                f"{size} bytes is more than the worker's room for {self.what}", retry_after=1
+                f"{size} bytes is more than the worker's room for {self.what}",
+                retry_after=RETRY_AFTER_SECONDS,
             )
         if (jump or not self._waiters) and self.used + size <= self.limit:
             self.used += size
@@ -125,6 +126,14 @@ def announced_length(request: Request[Any, Any, Any], limit: int) -> int | None:
     return size
 
 
+async def _grow(budget: BodyBudget, held: int, size: int, limit: int) -> int:
+    """Take more of `budget` for a body that outgrew what it holds, in steps of at least
+    `GROW_STEP` and never past `limit`; returns what is held now."""
+    grow = min(limit, max(size, held + GROW_STEP)) - held
+    await budget.acquire(grow)
+    return held + grow
+
+
 @asynccontextmanager
 async def held_body(request: Request[Any, Any, Any], limit: int) -> AsyncIterator[bytearray]:
     """The request body, read within `limit` and the worker's budget; the budget stays
@@ -142,9 +151,7 @@ async def held_body(request: Request[Any, Any, Any], limit: int) -> AsyncIterato
             if size > limit:
                 raise RequestEntityTooLarge(f"the body is over the limit of {limit} bytes")
             if size > max(held, SMALL_BODY_BYTES):  # no Content-Length, or a wrong one
-                grow = min(limit, max(size, held + GROW_STEP)) - held
-                await budget.acquire(grow)
-                held += grow
+                held = await _grow(budget, held, size, limit)
             body += chunk
         if len(body) > held:
             # A small body is taken once read (a client trickling it holds nothing), so
@@ -195,9 +202,7 @@ async def spooled_body(request: Request[Any, Any, Any], limit: int) -> AsyncIter
                 if size > limit:
                     raise RequestEntityTooLarge(f"the body is over the limit of {limit} bytes")
                 if size > on_disk:  # no Content-Length, or a wrong one
-                    grow = min(limit, max(size, on_disk + GROW_STEP)) - on_disk
-                    await spool.acquire(grow)
-                    on_disk += grow
+                    on_disk = await _grow(spool, on_disk, size, limit)
                 hasher.update(chunk)
                 file.write(chunk)
             yield SpooledBody(file, size, "sha256:" + hasher.hexdigest())

@@ -14,7 +14,7 @@ from httpapi.errors import BatchTooLarge, UnsupportedMediaType
 from httpapi.problems import Problem, problem_for, problem_spec
 from ingest.routes.bodies import body_limit_of, held_body
 from ingest.routes.openapi import EnvelopeBatch, OneEnvelope
-from ingest.routes.request_state import batch_limit_of, caller_of, committer_of
+from ingest.routes.request_state import caller_of, write_services
 from ledger.errors import BadRequest, RecordRejected
 from ledger.keys.apikeys import WRITERS
 from ledger.log.receipt import Receipt
@@ -74,7 +74,7 @@ async def append_record(request: Request[Any, Any, Any]) -> Response[Receipt]:
     """Append one DSSE envelope. 201 with the ledger's signed receipt; 200 with the same
     receipt when these exact bytes were stored before."""
     require_json(request)
-    committer = committer_of(request)
+    committer = write_services(request.app.state).committer
     async with held_body(request, body_limit_of(request)) as body:
         [outcome] = await committer.append([bytes(body)], caller_of(request).tenant)
     if isinstance(outcome, RecordRejected):
@@ -111,14 +111,15 @@ def _ndjson_lines(body: bytes | bytearray, limit: int) -> list[bytes]:
     """The non-blank lines, stopping at the first one over `limit`."""
     lines: list[bytes] = []
     start = 0
-    while start < len(body):
-        end = body.find(b"\n", start)
-        end = len(body) if end < 0 else end
-        line = bytes(body[start:end]).strip()
-        if line:
-            _check_count(len(lines) + 1, limit)
-            lines.append(line)
-        start = end + 1
+    with memoryview(body) as view:  # released before the caller frees the body
+        while start < len(body):
+            end = body.find(b"\n", start)
+            end = len(body) if end < 0 else end
+            line = bytes(view[start:end]).strip()  # one copy: the view slices in place
+            if line:
+                _check_count(len(lines) + 1, limit)
+                lines.append(line)
+            start = end + 1
     return lines
 
 
@@ -139,18 +140,21 @@ def _check_count(count: int, limit: int) -> None:
 async def append_batch(request: Request[Any, Any, Any]) -> BatchResult:
     """Append up to the configured number of envelopes in one transaction. Each item gets
     its receipt, or the problem that refused it; nothing of a refused item is stored."""
+    services = write_services(request.app.state)
     async with held_body(request, body_limit_of(request)) as body:
-        raws = split_batch(body, media_type(request), batch_limit_of(request))
+        raws = split_batch(body, media_type(request), services.batch_limit)
         del body[:]  # the items are copies; the body's memory goes back now
-        outcomes = await committer_of(request).append(raws, caller_of(request).tenant)
+        outcomes = await services.committer.append(raws, caller_of(request).tenant)
     results = []
+    created = existing = 0
     for position, outcome in enumerate(outcomes):
         if isinstance(outcome, RecordRejected):
             problem = problem_for(outcome)
             results.append(ItemResult(position, problem.status, problem=problem))
+        elif outcome.status == "created":
+            created += 1
+            results.append(ItemResult(position, 201, receipt=outcome))
         else:
-            status = 201 if outcome.status == "created" else 200
-            results.append(ItemResult(position, status, receipt=outcome))
-    created = sum(1 for item in results if item.status == 201)
-    existing = sum(1 for item in results if item.status == 200)
+            existing += 1
+            results.append(ItemResult(position, 200, receipt=outcome))
     return BatchResult(created, existing, len(results) - created - existing, results)

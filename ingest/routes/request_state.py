@@ -46,11 +46,3 @@ def caller_of(request: Request[Any, Any, Any]) -> ApiKey:
     caller = request.state.caller
     assert isinstance(caller, ApiKey), "the API key guard runs before every /v1 route"
     return caller
-
-
-def committer_of(request: Request[Any, Any, Any]) -> GroupCommitter:
-    return write_services(request.app.state).committer
-
-
-def batch_limit_of(request: Request[Any, Any, Any]) -> int:
-    return write_services(request.app.state).batch_limit

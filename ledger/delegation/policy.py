@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -93,13 +94,13 @@ def ipld_equal(left: Any, right: Any) -> bool:
     return bool(left == right)
 
 
-class _Holds:
+class _Holds(ABC):
     """`holds` for every statement: only a resolved true holds."""
 
     __slots__ = ()
 
-    def outcome(self, value: Any) -> Outcome:
-        raise NotImplementedError
+    @abstractmethod
+    def outcome(self, value: Any) -> Outcome: ...
 
     def holds(self, value: Any) -> bool:
         return self.outcome(value) is Outcome.TRUE

@@ -13,11 +13,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, insert, select, update
 
 from ledger.errors import NotFound
 from ledger.log.entry import rfc3339
-from ledger.storage.schema import api_keys, ui_sessions
+from ledger.storage.schema import api_keys
 
 TOKEN_PREFIX = "prov_"  # noqa: S105 - a marker, not a secret
 
@@ -48,7 +48,7 @@ class ApiKey:
         }
 
 
-_COLUMNS = (
+KEY_COLUMNS = (
     api_keys.c.id,
     api_keys.c.tenant,
     api_keys.c.role,
@@ -58,7 +58,7 @@ _COLUMNS = (
 )
 
 
-def _from_row(row: Row[Any, Any, Any, Any, Any, Any]) -> ApiKey:
+def key_from_row(row: Row[*tuple[Any, ...]]) -> ApiKey:
     return ApiKey(row.id, row.tenant, Role(row.role), row.name, row.created_us, row.revoked_us)
 
 
@@ -90,29 +90,31 @@ def find_api_key(connection: Connection, token: str) -> ApiKey | None:
     if not token.startswith(TOKEN_PREFIX):
         return None
     row = connection.execute(
-        select(*_COLUMNS).where(
+        select(*KEY_COLUMNS).where(
             api_keys.c.key_hash == token_hash(token), api_keys.c.revoked_us.is_(None)
         )
     ).first()
-    return None if row is None else _from_row(row)
+    return None if row is None else key_from_row(row)
 
 
 def list_api_keys(connection: Connection, tenant: str) -> list[ApiKey]:
     rows = connection.execute(
-        select(*_COLUMNS).where(api_keys.c.tenant == tenant).order_by(api_keys.c.created_us)
+        select(*KEY_COLUMNS).where(api_keys.c.tenant == tenant).order_by(api_keys.c.created_us)
     )
-    return [_from_row(row) for row in rows]
+    return [key_from_row(row) for row in rows]
 
 
 def revoke_api_key(connection: Connection, tenant: str, key_id: str, *, now_us: int) -> ApiKey:
     row = connection.execute(
-        select(*_COLUMNS).where(api_keys.c.id == key_id, api_keys.c.tenant == tenant)
+        select(*KEY_COLUMNS).where(api_keys.c.id == key_id, api_keys.c.tenant == tenant)
     ).first()
     if row is None:
         raise NotFound(f"no API key {key_id!r}")
     # The key's auditor-page sessions end with it (they also stop resolving through it).
-    connection.execute(delete(ui_sessions).where(ui_sessions.c.api_key_id == key_id))
-    key = _from_row(row)
+    from ledger.keys.ui_sessions import end_for_key  # noqa: PLC0415 - it imports this module
+
+    end_for_key(connection, key_id)
+    key = key_from_row(row)
     if key.revoked_us is not None:
         return key
     connection.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_us=now_us))

@@ -12,13 +12,12 @@ None of this takes the log's write lock: a sign-in never waits on a group commit
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from typing import Final
 
 from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 
-from ledger.keys.apikeys import ApiKey, Role
+from ledger.keys.apikeys import KEY_COLUMNS, ApiKey, key_from_row, token_hash
 from ledger.storage.schema import api_keys, ui_sessions
 
 # Seeing a session again moves its idle deadline; more often than this is not worth a write.
@@ -28,8 +27,8 @@ TOUCH_EVERY_US: Final = 60_000_000
 MAX_SESSIONS_PER_KEY: Final = 32
 
 
-def session_hash(session_id: str) -> bytes:
-    return hashlib.sha256(session_id.encode()).digest()
+# A session id is stored as an API key's token is: only its SHA-256.
+session_hash = token_hash
 
 
 def create(connection: Connection, key: ApiKey, *, now_us: int, ttl_us: int) -> str:
@@ -64,19 +63,13 @@ def create(connection: Connection, key: ApiKey, *, now_us: int, ttl_us: int) -> 
 def resolve(engine: Engine, session_id: str, *, now_us: int, idle_us: int) -> ApiKey | None:
     """The live key behind a session, or None: unknown, expired, idle too long, or its key
     revoked. A session seen again has its idle deadline moved (at most once a minute)."""
+    digest = session_hash(session_id)
     with engine.connect() as connection:
         row = connection.execute(
-            select(
-                ui_sessions.c.last_seen_us,
-                api_keys.c.id,
-                api_keys.c.tenant,
-                api_keys.c.role,
-                api_keys.c.name,
-                api_keys.c.created_us,
-            )
+            select(ui_sessions.c.last_seen_us, *KEY_COLUMNS)
             .join(api_keys, api_keys.c.id == ui_sessions.c.api_key_id)
             .where(
-                ui_sessions.c.id_hash == session_hash(session_id),
+                ui_sessions.c.id_hash == digest,
                 ui_sessions.c.expires_us > now_us,
                 ui_sessions.c.last_seen_us > now_us - idle_us,
                 api_keys.c.revoked_us.is_(None),
@@ -92,10 +85,10 @@ def resolve(engine: Engine, session_id: str, *, now_us: int, idle_us: int) -> Ap
         with engine.begin() as connection:
             connection.execute(
                 update(ui_sessions)
-                .where(ui_sessions.c.id_hash == session_hash(session_id))
+                .where(ui_sessions.c.id_hash == digest)
                 .values(last_seen_us=now_us)
             )
-    return ApiKey(row.id, row.tenant, Role(row.role), row.name, row.created_us, None)
+    return key_from_row(row)
 
 
 def end(connection: Connection, session_id: str) -> bool:

@@ -30,7 +30,6 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from ledger._parallel import WorkerPool
-from ledger.admission import authenticate, parse_record
 from ledger.errors import MissingTreeNodes, NoteError, RecordRejected
 from ledger.keys.keyring import ServiceKey, list_keys
 from ledger.log import merkle
@@ -43,6 +42,7 @@ from ledger.log.store import (
     read_tree,
     stream_entries,
 )
+from ledger.records.signed import parse_record, verify_signer
 from ledger.storage.db import make_engine
 
 # Below this many entries, starting worker processes costs more than it saves.
@@ -392,7 +392,7 @@ def _first_signature_fault(
     def check(row: tuple[Any, ...]) -> Fault | None:
         index, envelope = row[0], bytes(row[2])
         try:
-            authenticate(parse_record(envelope, max_bytes=len(envelope)), keys, allow_revoked=True)
+            verify_signer(parse_record(envelope, max_bytes=len(envelope)), keys, allow_revoked=True)
         except RecordRejected as error:
             return Fault(index, "bad-signature", str(error))
         return None

@@ -88,7 +88,7 @@ def check_json(data: bytes) -> None:
         return  # not JSON: the strict decoder that runs next names the fault
     if names and max(map(len, names)) > MAX_MEMBER_NAME:
         _exact_check(data)
-    if _too_deep_within(document, 0):
+    if type(document) in (dict, list) and _too_deep_within(document, 0):
         raise _too_deep(_deep_path(data))
     # U+0000 and lone surrogates can only arrive escaped, or (surrogates) as the UTF-8
     # lead byte 0xED that `json` lets through.

@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from ledger.admission import Candidate, authenticate, parse_record
 from ledger.errors import NoteError, ProofError, RecordRejected
 from ledger.keys.keyring import get_key
 from ledger.log import merkle
@@ -18,6 +17,7 @@ from ledger.log.entry import rfc3339, to_micros
 from ledger.log.note import NoteVerifier, open_checkpoint
 from ledger.log.proofs import inclusion_proof
 from ledger.log.store import StoredCheckpoint, latest_checkpoint
+from ledger.records.signed import Candidate, parse_record, verify_signer
 
 
 def parse_stored(envelope: bytes) -> Candidate | RecordRejected:
@@ -44,10 +44,9 @@ def signature_status(
         if (key := get_key(connection, signature.keyid))
     }
     try:
-        admitted = authenticate(candidate, keys, allow_revoked=True)
+        key = verify_signer(candidate, keys, allow_revoked=True)
     except RecordRejected as error:
         return {"status": "invalid", "kind": error.kind, "detail": str(error)}
-    key = keys[admitted.keyid]
     occurred_us = to_micros(candidate.decision.occurred_at)
     if key.revoked_us is not None and key.revoked_us <= occurred_us:
         return {

@@ -28,7 +28,7 @@ import msgspec
 from sqlalchemy import Connection, select
 
 from ledger.delegation.evidence import chain_evidence
-from ledger.errors import NotFound, RecordRejected
+from ledger.errors import BadRequest, NotFound, RecordRejected
 from ledger.indexes.replays import replays_of
 from ledger.keys.keyring import get_key
 from ledger.log.entry import rfc3339
@@ -50,6 +50,7 @@ from query.audit.report_format import (
     replay_summary,
     replays_status,
 )
+from query.audit.search import MAX_TEXT, check_text
 
 __all__ = [
     "REPORT_FORMAT",
@@ -88,11 +89,9 @@ def find_decision_index(connection: Connection, tenant: str, record_id: str) -> 
 def _could_be_stored(record_id: str) -> bool:
     """False for an id no record can have (over 256 characters, NUL, a lone surrogate),
     which PostgreSQL would refuse as a parameter rather than find nothing."""
-    if len(record_id) > 256 or "\x00" in record_id:
-        return False
     try:
-        record_id.encode()
-    except UnicodeEncodeError:
+        check_text("id", record_id, MAX_TEXT)
+    except BadRequest:
         return False
     return True
 

@@ -258,6 +258,8 @@ MISSING: BlobState = ("missing", None, None)
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _LATEST = datetime.max.replace(tzinfo=UTC)
+_EARLIEST_US = to_micros(_EARLIEST)
+_LATEST_US = to_micros(_LATEST)
 _INT64 = (-(2**63), 2**63 - 1)
 _INT32 = (-(2**31), 2**31 - 1)
 
@@ -266,9 +268,9 @@ def utc_time(moment: datetime) -> datetime:
     """`moment` in UTC, clamped to the years 1 to 9999 that a timestamp column and Python
     both hold (an offset can carry a stored time a few hours past either end)."""
     micros = to_micros(moment)
-    if micros < to_micros(_EARLIEST):
+    if micros < _EARLIEST_US:
         return _EARLIEST
-    if micros > to_micros(_LATEST):
+    if micros > _LATEST_US:
         return _LATEST
     return moment.astimezone(UTC)
 
@@ -365,13 +367,14 @@ def _append_decision(
 ) -> None:
     index, record_id = entry.index, d.id
     usage, prompt, policy, cost = d.usage, d.prompt, d.policy, _cost(d.usage)
+    occurred = utc_time(d.occurred_at)
     rows["decisions"].append(
         (
             index,
             record_id,
             d.service,
             d.decision_type,
-            utc_time(d.occurred_at),
+            occurred,
             from_micros(entry.integrated_us),
             d.model.provider,
             d.model.name,
@@ -398,6 +401,7 @@ def _append_decision(
     steps, tool_calls = rows["steps"], rows["tool_calls"]
     for position, step in enumerate(d.steps):
         step_usage, step_cost, error = step.usage, _cost(step.usage), step.error
+        started, ended = utc_time(step.started_at), utc_time(step.ended_at)
         steps.append(
             (
                 index,
@@ -405,8 +409,8 @@ def _append_decision(
                 position,
                 step.kind,
                 step.name or step.source or step.approver or step.kind,
-                utc_time(step.started_at),
-                utc_time(step.ended_at),
+                started,
+                ended,
                 None if step_usage is None else _int(step_usage.input_tokens),
                 None if step_usage is None else _int(step_usage.output_tokens),
                 step_cost and step_cost.amount,
@@ -423,8 +427,8 @@ def _append_decision(
                     position,
                     step.name,
                     step.call_id,
-                    utc_time(step.started_at),
-                    utc_time(step.ended_at),
+                    started,
+                    ended,
                     bytes(step.arguments) or b"{}",
                     bytes(step.result) or None,
                     error and error.type,
@@ -438,7 +442,7 @@ def _append_decision(
                 index,
                 record_id,
                 position,
-                utc_time(d.occurred_at),
+                occurred,
                 exposure.group,
                 exposure.amount,
                 exposure.unit,

@@ -18,11 +18,12 @@ from ledger.errors import LedgerNotInitialized, NotFound
 from ledger.log.entry import rfc3339
 from ledger.log.proofs import consistency_proof, inclusion_proof
 from ledger.log.store import latest_checkpoint, rebuild_entries
+from query.audit.search import BIGINT_MAX
 from query.routes.log import GET_AND_HEAD, LOG_READ
 from query.routes.tiles import parse_tile_path, read_tile
 
-Index = Annotated[int, Parameter(ge=0, le=2**63 - 1)]
-Size = Annotated[int, Parameter(ge=1, le=2**63 - 1)]
+Index = Annotated[int, Parameter(ge=0, le=BIGINT_MAX)]
+Size = Annotated[int, Parameter(ge=1, le=BIGINT_MAX)]
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
@@ -47,7 +48,7 @@ def entry(index: Index, engine: Engine) -> EntryView:
     found = []
     # A tree size is a BIGINT, so the last possible index is one less than its maximum;
     # asking the database for the range past it would overflow the column's type.
-    if index < 2**63 - 1:
+    if index < BIGINT_MAX:
         with engine.connect() as connection:
             found = rebuild_entries(connection, index, index + 1)
     if not found:
@@ -85,8 +86,8 @@ def inclusion(index: Index, engine: Engine, size: Size | None = None) -> dict[st
 )
 def consistency(
     engine: Engine,
-    old: Annotated[int, Parameter(query="from", ge=1, le=2**63 - 1)],
-    new: Annotated[int, Parameter(query="to", ge=1, le=2**63 - 1)],
+    old: Annotated[int, Parameter(query="from", ge=1, le=BIGINT_MAX)],
+    new: Annotated[int, Parameter(query="to", ge=1, le=BIGINT_MAX)],
 ) -> dict[str, Any]:
     """RFC 9162 consistency proof from tree size `from` to tree size `to`."""
     with engine.connect() as connection:

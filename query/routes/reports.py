@@ -20,10 +20,11 @@ from ledger.keys.apikeys import READERS, ApiKey
 from query.analytics.charts import FORMATS, render_chart
 from query.analytics.reports import DEFAULT_BY, REPORTS, ReportQuery, parse_window, run_report
 from query.analytics.views import connect
+from query.audit.search import MAX_TEXT
 from query.export.paths import open_location
 from query.services import read_services
 
-Text = Annotated[str | None, QueryParameter(max_length=256)]
+Text = Annotated[str | None, QueryParameter(max_length=MAX_TEXT)]
 
 
 @get(

@@ -94,10 +94,6 @@ async def secure_page_headers(message: Message, scope: Scope) -> None:
     message["headers"] = [*kept, *SECURITY_HEADERS]
 
 
-def session_policy(connection: ASGIConnection[Any, Any, Any, Any]) -> SessionPolicy:
-    return read_services(connection.app.state).ui_sessions
-
-
 class SignInRequired(Unauthenticated):
     """The request has no session, or one that has ended or whose key no longer reads.
 
@@ -110,9 +106,9 @@ class SignInRequired(Unauthenticated):
         super().__init__(detail)
 
 
-def _resolve(ledger: Ledger, session_id: str, idle_s: float) -> ApiKey | None:
+def _resolve(ledger: Ledger, session_id: str, policy: SessionPolicy) -> ApiKey | None:
     return ui_sessions.resolve(
-        ledger.engine, session_id, now_us=now_micros(), idle_us=int(idle_s * 1_000_000)
+        ledger.engine, session_id, now_us=now_micros(), idle_us=policy.idle_us
     )
 
 
@@ -126,9 +122,9 @@ async def require_sign_in(
     session_id = connection.cookies.get(COOKIE)
     key = None
     if session_id:
-        policy = session_policy(connection)
+        services = read_services(connection.app.state)
         key = await anyio.to_thread.run_sync(
-            _resolve, read_services(connection.app.state).ledger, session_id, policy.idle_s
+            _resolve, services.ledger, session_id, services.ui_sessions
         )
     if key is None or key.role not in READERS:
         raise SignInRequired
@@ -193,10 +189,10 @@ async def login(
             error=f"An {key.role.value} key cannot read decisions: "
             "sign in with an audit or admin key.",
         )
-    policy = session_policy(request)
-    ledger = read_services(request.app.state).ledger
+    services = read_services(request.app.state)
+    policy = services.ui_sessions
     session_id = await anyio.to_thread.run_sync(
-        _start_session, ledger, key, request.cookies.get(COOKIE), policy
+        _start_session, services.ledger, key, request.cookies.get(COOKIE), policy
     )
     signed_in = Redirect(SEARCH_PATH, status_code=SEE_OTHER)
     # No Max-Age: the browser forgets the id when it closes; the server ends it at the TTL.
@@ -217,12 +213,10 @@ def _start_session(ledger: Ledger, key: ApiKey, previous: str | None, policy: Se
     session past its time, so that the table holds only live ones."""
     now_us = now_micros()
     with ledger.engine.begin() as connection:
-        session_id = ui_sessions.create(
-            connection, key, now_us=now_us, ttl_us=int(policy.ttl_s * 1_000_000)
-        )
+        session_id = ui_sessions.create(connection, key, now_us=now_us, ttl_us=policy.ttl_us)
         if previous:
             ui_sessions.end(connection, previous)
-        ui_sessions.purge_expired(connection, now_us=now_us, idle_us=int(policy.idle_s * 1e6))
+        ui_sessions.purge_expired(connection, now_us=now_us, idle_us=policy.idle_us)
     return session_id
 
 

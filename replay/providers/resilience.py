@@ -26,7 +26,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ledger.backoff import RetryPolicy
+from ledger.backoff import Attempts, RetryPolicy
 from replay.providers.breaker import CircuitBreaker, Outcome
 from replay.providers.errors import (
     CircuitOpen,
@@ -74,29 +74,28 @@ class Resilience:
     async def call(self, attempt: Callable[[], Awaitable[T]]) -> tuple[T, int]:
         """Run `attempt` until it succeeds or may not be retried; return its result and
         the number of attempts made."""
-        retries = 0
+        attempts = Attempts(self.retry, self._rng)
         last: ProviderError | None = None
         while True:
             try:
                 result = await self._once(attempt)
             except CircuitOpen as refused:
-                refused.attempts = max(retries, 1)
+                refused.attempts = max(attempts.used, 1)
                 if last is not None:
                     raise refused from last
                 raise
             except ProviderError as error:
-                error.attempts = retries + 1
+                error.attempts = attempts.used + 1
                 if not error.retryable:
                     raise
                 retry_after = error.retry_after if isinstance(error, RateLimited) else None
-                delay = self.retry.delay(retries, retry_after, self._rng)
+                delay = attempts.next_delay(retry_after)
                 if delay is None:
                     raise
                 last = error
-                retries += 1
                 await self._sleep(delay)
             else:
-                return result, retries + 1
+                return result, attempts.used + 1
 
     async def _once(self, attempt: Callable[[], Awaitable[T]]) -> T:
         self.breaker.check()

@@ -77,12 +77,16 @@ def limits_for(settings: Settings, soft_descriptors: int) -> Limits:
     )
 
 
+# What an unlimited descriptor limit is taken to be.
+UNLIMITED_DESCRIPTORS = 1 << 20
+
+
 @functools.cache
 def worker_limits() -> Limits:
     """Read once per worker: workers see the settings `prov serve` exported."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
-        soft = 1 << 20
+        soft = UNLIMITED_DESCRIPTORS
     return limits_for(Settings.from_env(), soft)
 
 

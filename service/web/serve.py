@@ -21,6 +21,7 @@ from ledger.ledger import Ledger
 from ledger.storage.db import make_engine
 from replay.batch.jobs import fail_interrupted
 from service.settings import Settings
+from service.web.http_limits import UNLIMITED_DESCRIPTORS
 
 # glibc's mallopt parameter, and the size from which allocations get their own mapping.
 M_MMAP_THRESHOLD = -3
@@ -47,12 +48,12 @@ def raise_descriptor_limit() -> int:
     usual soft default of 1,024 is a connection flood away from failing every append."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, UNLIMITED_DESCRIPTORS)
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
         except (ValueError, OSError):
-            pass  # a lower soft limit only lowers the connection cap (service.http_limits)
+            pass  # a lower soft limit only lowers the connection cap (service.web.http_limits)
     return soft
 
 
