@@ -16,8 +16,9 @@ what is wrong, and nothing of a rejected record is ever written.
    A replay names a decision of its own tenant's log by its id and the leaf hash of its
    entry (`ledger.indexes.replays`).
 
-Steps 1 to 7 apply to every payload type: decisions, principal, revocation and replay
-records all name a tenant, a service, an id and an `occurred_at`.
+Steps 1 to 7 apply to every payload type: decisions, principal, revocation, replay and
+context-change records all name a tenant, a service, an id and a time (`occurred_at`, or a
+change's `changed_at`).
 
 One record never fails another: in a batch, any error while checking one record (even one
 no rule names) refuses that record alone, as `RecordUnprocessable`.
@@ -39,6 +40,7 @@ from ledger.delegation.mode import load_modes
 from ledger.errors import RecordRejected, RecordUnprocessable
 from ledger.indexes.decisions import IndexRow, index_row
 from ledger.indexes.delegations import AuthorityRow
+from ledger.indexes.freshness import ChangeRow, DecisionFreshness, change_row, decision_freshness
 from ledger.indexes.replays import (
     DecisionLeaves,
     ReplayRow,
@@ -48,6 +50,7 @@ from ledger.indexes.replays import (
 )
 from ledger.keys.keyring import ServiceKey, load_keys
 from ledger.records import dsse
+from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
 from ledger.records.replay import ReplayRecord
 
@@ -101,6 +104,10 @@ class Admitted:
     authority: AuthorityRow | None = None
     # A replay's index row, with the decision it names (checked in step 8).
     replay: ReplayRow | None = None
+    # What a decision relied on and until when (`ledger.indexes.freshness`).
+    freshness: DecisionFreshness | None = None
+    # A context change's index row.
+    change: ChangeRow | None = None
 
 
 def authenticate(
@@ -117,6 +124,8 @@ def authenticate(
         key.keyid,
         index_row(decision) if isinstance(decision, Decision) else None,
         replay=replay_row(decision) if isinstance(decision, ReplayRecord) else None,
+        freshness=decision_freshness(decision) if isinstance(decision, Decision) else None,
+        change=change_row(decision) if isinstance(decision, ContextChange) else None,
     )
 
 
@@ -161,7 +170,11 @@ def admit_batch(
             admitted = authenticate(candidate, keys)
             # 8., as far as it goes without the batch's principals and replayed decisions.
             record = candidate.decision
-            authority = None if isinstance(record, ReplayRecord) else authorize(record, modes)
+            authority = (
+                None
+                if isinstance(record, ReplayRecord | ContextChange)
+                else authorize(record, modes)
+            )
         except Exception as error:  # one record's fault stays its own
             return _refusal(error)
         if isinstance(authority, PendingChain):

@@ -80,3 +80,45 @@ def _payload(envelope: bytes) -> bytes:
         return binascii.a2b_base64(text, strict_mode=True)
     except binascii.Error:
         return base64.b64decode(text)
+
+
+def backfill_rows(
+    connection: sa.Connection,
+    payload_type: str,
+    tables: dict[str, Sequence[str]],
+    rows_of: Callable[[int, str, dict[str, Any]], dict[str, list[tuple[Any, ...]]]],
+) -> int:
+    """Index every entry of `payload_type` into several tables at once, any number of rows
+    per entry (`rows_of` gives them by table); for tables that start empty. Returns how many
+    entries it read. An entry whose stored bytes no longer decode is skipped."""
+    indexes = {
+        name: sa.table(name, *(sa.column(column) for column in columns))
+        for name, columns in tables.items()
+    }
+    after = -1
+    read = 0
+    while True:
+        entries = connection.execute(
+            sa.select(_entries.c.idx, _entries.c.tenant, _entries.c.envelope)
+            .where(_entries.c.idx > after, _entries.c.payload_type == payload_type)
+            .order_by(_entries.c.idx)
+            .limit(_BATCH)
+        ).all()
+        if not entries:
+            return read
+        pending: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
+        for idx, tenant, envelope in entries:
+            try:
+                payload = msgspec.json.decode(_payload(bytes(envelope)))
+                produced = rows_of(idx, tenant, payload)
+            except (ValueError, KeyError, TypeError, AttributeError, msgspec.DecodeError):
+                continue
+            for name, produced_rows in produced.items():
+                pending[name] += [
+                    dict(zip(tables[name], row, strict=True)) for row in produced_rows
+                ]
+        for name, mapped in pending.items():
+            if mapped:
+                connection.execute(sa.insert(indexes[name]), mapped)
+        read += len(entries)
+        after = entries[-1].idx

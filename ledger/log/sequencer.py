@@ -4,7 +4,8 @@ Under the log's write lock it reads the head, drops idempotent retries, refuses 
 delegation chain was revoked or whose invocation is replayed (rules 9 and 10, which depend on
 what the log holds), gives each new record the next index, chains its leaf to the previous
 one, stores the perfect subtree hashes the batch completes and the index rows of its
-records, and signs a checkpoint of the new tree, all in one commit. Nothing is acknowledged
+records, marks the decisions its context changes made stale (`ledger.indexes.freshness`),
+and signs a checkpoint of the new tree, all in one commit. Nothing is acknowledged
 before that commit, and a batch that fails leaves nothing behind.
 """
 
@@ -14,7 +15,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, String, any_, bindparam, insert, select
@@ -24,11 +25,13 @@ from ledger.admission import Admitted
 from ledger.errors import IdConflict, LedgerError, RecordRejected, RecordUnstorable
 from ledger.indexes.decisions import insert_index_rows
 from ledger.indexes.delegations import AuthorityGuard, AuthorityRow, insert_authority_rows
+from ledger.indexes.freshness import FreshnessBatch, write_batch
 from ledger.indexes.replays import ReplayRow, insert_replay_rows
 from ledger.log.entry import entry_leaf_hash
 from ledger.log.merkle import CompactRange
 from ledger.log.note import Checkpoint, NoteSigner
 from ledger.log.store import Head, bulk_insert, read_head, read_tree
+from ledger.notify.outbox import enqueue_stale
 from ledger.storage.db import write_transaction
 from ledger.storage.schema import checkpoints, log_entries
 
@@ -44,6 +47,8 @@ class Appended:
     record_id: str
     envelope_digest: bytes
     created: bool
+    # For a context change appended now: how many decisions it made stale.
+    invalidated: int | None = None
 
 
 ENTRY_COLUMNS = (
@@ -162,11 +167,7 @@ def _append_locked(
     tree = frontier.tree_at(connection, head)
     prev_leaf = head.last_leaf
     results: list[Appended | RecordRejected] = []
-    entry_rows: list[tuple[object, ...]] = []
-    node_rows: list[tuple[int, int, bytes]] = []
-    index_rows: list[tuple[object, ...]] = []
-    authority_rows: list[tuple[int, str, AuthorityRow]] = []
-    replay_rows: list[tuple[int, str, ReplayRow]] = []
+    rows = _BatchRows(integrated_us)
     for record in records:
         digest = hashlib.sha256(record.raw).digest()
         key = (record.tenant, record.record_id)
@@ -185,34 +186,76 @@ def _append_locked(
         )
         # A second copy of the same id later in this batch is a retry of this one.
         existing[key] = (appended, record.raw)
-        entry_rows.append(
+        rows.add(index, record, leaf)
+        rows.nodes.extend(
+            (level, node, node_hash) for (level, node), node_hash in tree.append(leaf)
+        )
+        prev_leaf = leaf
+        results.append(appended)
+    if rows.entries:
+        invalidated = rows.write(connection)
+        if invalidated:
+            results = [_with_invalidated(result, invalidated) for result in results]
+        store_checkpoint(connection, tree, signer, origin, integrated_us)
+    return results, tree, prev_leaf
+
+
+@dataclass
+class _BatchRows:
+    """The rows a batch adds to the log and to each index, written together."""
+
+    integrated_us: int
+    entries: list[tuple[object, ...]] = field(default_factory=list)
+    nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
+    decisions: list[tuple[object, ...]] = field(default_factory=list)
+    authority: list[tuple[int, str, AuthorityRow]] = field(default_factory=list)
+    replays: list[tuple[int, str, ReplayRow]] = field(default_factory=list)
+    freshness: FreshnessBatch = field(default_factory=FreshnessBatch.empty)
+
+    def add(self, index: int, record: Admitted, leaf: bytes) -> None:
+        self.entries.append(
             (
                 index,
                 record.tenant,
                 record.record_id,
                 record.payload_type,
                 record.raw,
-                integrated_us,
+                self.integrated_us,
                 leaf,
             )
         )
         if record.index is not None:
-            index_rows.append((index, *record.index))
+            self.decisions.append((index, *record.index))
         if record.authority is not None:
-            authority_rows.append((index, record.tenant, record.authority))
+            self.authority.append((index, record.tenant, record.authority))
         if record.replay is not None:
-            replay_rows.append((index, record.tenant, record.replay))
-        node_rows.extend((level, node, node_hash) for (level, node), node_hash in tree.append(leaf))
-        prev_leaf = leaf
-        results.append(appended)
-    if entry_rows:
-        bulk_insert(connection, "log_entries", ENTRY_COLUMNS, entry_rows)
-        bulk_insert(connection, "tree_nodes", ("level", "idx", "hash"), node_rows)
-        insert_index_rows(connection, index_rows)
-        insert_authority_rows(connection, authority_rows)
-        insert_replay_rows(connection, replay_rows)
-        store_checkpoint(connection, tree, signer, origin, integrated_us)
-    return results, tree, prev_leaf
+            self.replays.append((index, record.tenant, record.replay))
+        if record.freshness is not None:
+            self.freshness.add_decision(index, record.tenant, record.freshness)
+        if record.change is not None:
+            self.freshness.add_change(index, record.tenant, record.change)
+
+    def write(self, connection: Connection) -> dict[int, int]:
+        """Insert every row; returns how many decisions each context change invalidated,
+        by its log index, having queued the notifications that follow
+        (`ledger.notify.outbox`)."""
+        bulk_insert(connection, "log_entries", ENTRY_COLUMNS, self.entries)
+        bulk_insert(connection, "tree_nodes", ("level", "idx", "hash"), self.nodes)
+        insert_index_rows(connection, self.decisions)
+        insert_authority_rows(connection, self.authority)
+        insert_replay_rows(connection, self.replays)
+        outcome = write_batch(connection, self.freshness, self.integrated_us)
+        enqueue_stale(connection, outcome.events, self.integrated_us)
+        return outcome.invalidated
+
+
+def _with_invalidated(
+    result: Appended | RecordRejected, invalidated: dict[int, int]
+) -> Appended | RecordRejected:
+    if isinstance(result, RecordRejected) or not result.created:
+        return result
+    count = invalidated.get(result.index)
+    return result if count is None else replace(result, invalidated=count)
 
 
 def store_checkpoint(

@@ -32,6 +32,7 @@ from decimal import Decimal
 from typing import Any
 
 from ledger.errors import InvalidPayload
+from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
 
 MAX_DEPTH = 64
@@ -260,6 +261,9 @@ def check_record(record: object) -> None:
 
 
 def _timestamps(record: object) -> Iterator[tuple[str, datetime]]:
+    if isinstance(record, ContextChange):
+        yield "/changed_at", record.changed_at
+        return
     yield "/occurred_at", record.occurred_at  # type: ignore[attr-defined]
     if not isinstance(record, Decision):
         return

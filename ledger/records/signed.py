@@ -33,13 +33,18 @@ from ledger.keys.service_key import ServiceKey
 from ledger.log.entry import to_micros
 from ledger.records import bounds as payload_bounds
 from ledger.records import dsse
+from ledger.records.context_change import (
+    CONTEXT_CHANGE_PAYLOAD_TYPE,
+    ContextChange,
+    decode_context_change,
+)
 from ledger.records.decision import DECISION_PAYLOAD_TYPE, Decision, decode_decision
 from ledger.records.replay import REPLAY_PAYLOAD_TYPE, ReplayRecord, decode_replay
 
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
 
 # Every record kind the log admits.
-LoggedRecord = Decision | PrincipalRecord | RevocationRecord | ReplayRecord
+LoggedRecord = Decision | PrincipalRecord | RevocationRecord | ReplayRecord | ContextChange
 
 # payloadType -> strict decoder.
 PAYLOAD_DECODERS: dict[str, Callable[[bytes], LoggedRecord]] = {
@@ -47,6 +52,7 @@ PAYLOAD_DECODERS: dict[str, Callable[[bytes], LoggedRecord]] = {
     PRINCIPAL_PAYLOAD_TYPE: decode_principal,
     REVOCATION_PAYLOAD_TYPE: decode_revocation,
     REPLAY_PAYLOAD_TYPE: decode_replay,
+    CONTEXT_CHANGE_PAYLOAD_TYPE: decode_context_change,
 }
 
 
@@ -57,7 +63,7 @@ class Candidate:
     raw: bytes
     envelope: dsse.Envelope
     payload: bytes
-    decision: LoggedRecord  # a decision, or a principal, revocation or replay record
+    decision: LoggedRecord  # a decision, or another kind of record the log admits
 
 
 def open_envelope(

@@ -257,3 +257,98 @@ ui_sessions = Table(
     Index("ix_ui_sessions_api_key_id", "api_key_id", "created_us"),
     Index("ix_ui_sessions_expires_us", "expires_us"),
 )
+
+# Freshness (ledger/indexes/freshness.py, docs/freshness.md): derived from decision and
+# context-change records and written with their log entries. `context_dependencies` is the
+# dependency index: (tenant, key, version) -> decisions, so that invalidating a key is one
+# indexed range, never a scan of the log.
+context_dependencies = Table(
+    "context_dependencies",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("key", String(256), primary_key=True),
+    Column("version", String(256), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Index("ix_context_dependencies_tenant_key", "tenant", "key", "version", "idx"),
+)
+
+# A decision that declares freshness, with the earliest `valid_until` it or its snapshots
+# name (NULL: no expiry). A decision without a row declares nothing: `unknown`.
+decision_freshness = Table(
+    "decision_freshness",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("valid_until_us", BigInteger, nullable=True),
+    Index("ix_decision_freshness_tenant_valid_until", "tenant", "valid_until_us"),
+)
+
+context_changes = Table(
+    "context_changes",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("record_id", String(256), nullable=False),
+    Column("key", String(256), nullable=False),
+    Column("version", String(256), nullable=False),
+    Column("changed_us", BigInteger, nullable=False),
+    Index("ix_context_changes_tenant_key", "tenant", "key", "idx"),
+    Index("ix_context_changes_tenant_key_version", "tenant", "key", "version", "idx"),
+)
+
+# One row per dependency a change superseded: decision `idx` relied on `key` at `version`,
+# and change `change_idx` replaced it; `stale_us` is when the ledger marked it.
+stale_marks = Table(
+    "stale_marks",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("key", String(256), primary_key=True),
+    Column("version", String(256), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("change_idx", BigInteger, nullable=False),
+    Column("stale_us", BigInteger, nullable=False),
+    Index("ix_stale_marks_tenant_stale", "tenant", "stale_us", "idx"),
+    Index("ix_stale_marks_change", "change_idx", "idx"),
+)
+
+# Webhook subscriptions (operational state, not evidence): where a tenant's events go.
+# `events` is a space-separated list of event types.
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("events", String(256), nullable=False),
+    Column("description", String(256), nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("deleted_us", BigInteger, nullable=True),
+    Index("ix_subscriptions_tenant", "tenant", "created_us"),
+)
+
+# The transactional outbox (ledger/notify/outbox.py): one row per event and subscription,
+# written in the transaction of the record that caused it, delivered at least once after.
+# A `decision.stale` row covers the decisions change `subject_idx` marked among log indexes
+# `first_idx` to `last_idx`; delivery sends them in chunks and moves `cursor_idx` on.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("subscription_id", String(32), nullable=False),
+    Column("tenant", String(64), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("subject_idx", BigInteger, nullable=False),
+    Column("first_idx", BigInteger, nullable=False),
+    Column("last_idx", BigInteger, nullable=False),
+    Column("cursor_idx", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_us", BigInteger, nullable=False),
+    Column("lease_until_us", BigInteger, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("delivered_us", BigInteger, nullable=True),
+    Index("ix_outbox_state_next", "state", "next_attempt_us"),
+    Index("ix_outbox_subscription", "subscription_id", "id"),
+)

@@ -1,0 +1,1 @@
+"""Telling others: the transactional outbox of notifications (docs/webhooks.md)."""
