@@ -40,6 +40,7 @@ STATUS_BY_KIND: dict[str, int] = {
     "record-rejected": 422,
     "bad-note": 422,
     "audit-failed": 409,
+    "entry-altered": 409,
     "missing-tree-node": 500,
     "ledger-error": 500,
     "malformed-envelope": 422,
@@ -55,6 +56,14 @@ STATUS_BY_KIND: dict[str, int] = {
     "key-not-authorized": 422,
     "delegation-invalid": 422,
     "replay-of-unknown": 422,
+    "unknown-policy-engine": 422,
+    "policy-unparsable": 422,
+    "policy-digest-mismatch": 422,
+    "policy-document-unavailable": 422,
+    "policy-version-conflict": 409,
+    "policy-check-of-unknown": 422,
+    "policy-inputs-invalid": 422,
+    "policy-evaluation-failed": 422,
     "record-unprocessable": 422,
     "record-unstorable": 422,
     "key-registry": 422,
@@ -102,15 +111,18 @@ STATUS_BY_KIND: dict[str, int] = {
     "bad-manifest": 422,
     "report-invalid": 422,
     "demo-model-not-found": 404,
+    "not-dead-letter": 409,
     # The SDK's own findings, raised in the client, never answered by the server; the
     # status is what a service relaying one would answer.
     "client-error": 500,
     "receipt-invalid": 502,
+    "answer-invalid": 502,
     "unexpected-response": 502,
     "connection-failed": 502,
     "invalid-decision": 422,
     "queue-full": 503,
     "client-closed": 500,
+    "webhook-invalid": 400,
 }
 
 

@@ -14,11 +14,13 @@ what is wrong, and nothing of a rejected record is ever written.
 8. The record's authority holds (`ledger.delegation.admission`): a decision's delegation chain
    verifies as its tenant's mode asks, and a revocation is signed by the delegation's issuer.
    A replay names a decision of its own tenant's log by its id and the leaf hash of its
-   entry (`ledger.indexes.replays`).
+   entry (`ledger.indexes.replays`), and so does a policy check (`ledger.indexes.policies`).
+   A policy record's engine is known, its digest is its document's and the document parses
+   (`ledger.records.policy.check_policy`; a document stored as a blob is read first).
 
-Steps 1 to 7 apply to every payload type: decisions, principal, revocation, replay and
-context-change records all name a tenant, a service, an id and a time (`occurred_at`, or a
-change's `changed_at`).
+Steps 1 to 7 apply to every payload type: decisions, principal, revocation, replay,
+context-change, policy and policy-check records all name a tenant, a service, an id and a
+time (`occurred_at`, or a change's `changed_at`, or a policy's `registered_at`).
 
 One record never fails another: in a batch, any error while checking one record (even one
 no rule names) refuses that record alone, as `RecordUnprocessable`.
@@ -41,6 +43,15 @@ from ledger.errors import RecordRejected, RecordUnprocessable
 from ledger.indexes.decisions import IndexRow, index_row
 from ledger.indexes.delegations import AuthorityRow
 from ledger.indexes.freshness import ChangeRow, DecisionFreshness, change_row, decision_freshness
+from ledger.indexes.policies import (
+    PolicyCheckRow,
+    PolicyRow,
+    check_decision_link,
+    check_document,
+    document_blobs,
+    policy_check_row,
+    policy_row,
+)
 from ledger.indexes.replays import (
     DecisionLeaves,
     ReplayRow,
@@ -52,6 +63,7 @@ from ledger.keys.keyring import ServiceKey, load_keys
 from ledger.records import dsse
 from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
+from ledger.records.policy import PolicyCheckRecord, PolicyRecord
 from ledger.records.replay import ReplayRecord
 
 # Steps 1 to 7 need no database; they live in `ledger.records.signed` for offline use too.
@@ -108,6 +120,9 @@ class Admitted:
     freshness: DecisionFreshness | None = None
     # A context change's index row.
     change: ChangeRow | None = None
+    # A policy record's registry row, and a policy check's row with the decision it names.
+    policy: PolicyRow | None = None
+    policy_check: PolicyCheckRow | None = None
 
 
 def authenticate(
@@ -126,6 +141,10 @@ def authenticate(
         replay=replay_row(decision) if isinstance(decision, ReplayRecord) else None,
         freshness=decision_freshness(decision) if isinstance(decision, Decision) else None,
         change=change_row(decision) if isinstance(decision, ContextChange) else None,
+        policy=policy_row(decision) if isinstance(decision, PolicyRecord) else None,
+        policy_check=policy_check_row(decision)
+        if isinstance(decision, PolicyCheckRecord)
+        else None,
     )
 
 
@@ -172,7 +191,9 @@ def admit_batch(
             record = candidate.decision
             authority = (
                 None
-                if isinstance(record, ReplayRecord | ContextChange)
+                if isinstance(
+                    record, ReplayRecord | ContextChange | PolicyRecord | PolicyCheckRecord
+                )
                 else authorize(record, modes)
             )
         except Exception as error:  # one record's fault stays its own
@@ -185,6 +206,14 @@ def admit_batch(
     pending = [item[1] for item in first if isinstance(item, tuple)]
     principals = load_roots(engine, pending) if pending else {}
     replayed = _replayed_decisions(engine, first)
+    documents = document_blobs(
+        engine,
+        (
+            (item.tenant, item.policy)
+            for item in first
+            if isinstance(item, Admitted) and item.policy is not None
+        ),
+    )
     at_us = time.time_ns() // 1000
 
     def finish(
@@ -196,6 +225,12 @@ def admit_batch(
         try:
             if admitted.replay is not None:
                 check_target(admitted.tenant, admitted.replay, replayed)
+            if admitted.policy_check is not None:
+                check_decision_link(admitted.tenant, admitted.policy_check, replayed)
+            if admitted.policy is not None and admitted.policy.pending is not None:
+                admitted = replace(
+                    admitted, policy=check_document(admitted.tenant, admitted.policy, documents)
+                )
             if chain is not None:
                 return replace(admitted, authority=verify_pending(chain, principals, at_us))
         except Exception as error:  # one record's fault stays its own
@@ -219,11 +254,15 @@ def _refusal(error: Exception) -> RecordRejected:
 def _replayed_decisions(
     engine: Engine, first: Sequence[Admitted | RecordRejected | tuple[Admitted, PendingChain]]
 ) -> DecisionLeaves:
-    """The decisions the batch's replays name, as stored, in one query."""
+    """The decisions the batch's replays and policy checks name, as stored, in one query."""
     targets = {
         (item.tenant, item.replay.replay_of)
         for item in first
         if isinstance(item, Admitted) and item.replay is not None
+    } | {
+        (item.tenant, item.policy_check.decision_id)
+        for item in first
+        if isinstance(item, Admitted) and item.policy_check is not None
     }
     if not targets:
         return {}

@@ -125,6 +125,49 @@ class ReplayOfUnknown(RecordRejected):
     title = "Replay of an unknown decision"
 
 
+class UnknownPolicyEngine(RecordRejected):
+    """A policy record names an engine the ledger cannot evaluate (docs/policy.md)."""
+
+    kind = "unknown-policy-engine"
+    title = "Unknown policy engine"
+
+
+class PolicyUnparsable(RecordRejected):
+    """A policy record's document, schema or entry point does not parse for its engine."""
+
+    kind = "policy-unparsable"
+    title = "Policy document does not parse"
+
+
+class PolicyDigestMismatch(RecordRejected):
+    """A policy record's `digest` is not the SHA-256 of its document's bytes."""
+
+    kind = "policy-digest-mismatch"
+    title = "Policy document does not match its digest"
+
+
+class PolicyDocumentUnavailable(RecordRejected):
+    """A policy record names its document by a blob the tenant's store does not hold."""
+
+    kind = "policy-document-unavailable"
+    title = "Policy document blob not stored"
+
+
+class PolicyVersionConflict(RecordRejected):
+    """The tenant registered this policy id and version already, with another document."""
+
+    kind = "policy-version-conflict"
+    title = "Policy version already registered with another document"
+
+
+class PolicyCheckOfUnknown(RecordRejected):
+    """A policy check names a decision its tenant's log does not hold, or names it by
+    another leaf hash than the decision's entry has."""
+
+    kind = "policy-check-of-unknown"
+    title = "Policy check of an unknown decision"
+
+
 class KeyRegistryError(ProvError):
     kind = "key-registry"
     title = "Key registry error"
@@ -196,6 +239,14 @@ class KeyConflict(KeyRegistryError):
 
     kind = "key-conflict"
     title = "Key id already registered differently"
+
+
+class EntryAltered(ProvError):
+    """A stored entry no longer verifies from its bytes, so nothing may be said about it
+    (`prov verify` names every such entry)."""
+
+    kind = "entry-altered"
+    title = "Stored entry no longer verifies"
 
 
 class AuditFailed(ProvError):

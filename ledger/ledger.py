@@ -27,6 +27,7 @@ from ledger.log.receipt import Receipt, issue_receipt
 from ledger.log.sequencer import Appended, Frontier, append_isolated, now_micros, store_checkpoint
 from ledger.log.store import StoredCheckpoint, latest_checkpoint, read_info
 from ledger.log.verify import VerifyReport, verify_log
+from ledger.records.policy import PolicyCheckRecord
 from ledger.records.replay import ReplayRecord
 from ledger.storage.db import write_transaction
 from ledger.storage.migrate import migrate
@@ -157,13 +158,25 @@ class Ledger:
         """Sign replays with the replay key and append them like any record, in one
         transaction; results line up with `records`. The key is registered for each
         tenant first, if it is not already."""
+        signer = self._replay_signer_for(record.tenant for record in records)
+        return self.append(self.pool.map(signer.sign, records))
+
+    def append_policy_checks(
+        self, records: Sequence[PolicyCheckRecord]
+    ) -> list[Receipt | RecordRejected]:
+        """Sign policy checks with the replay key, as replays are, and append them in one
+        transaction; results line up with `records`."""
+        signer = self._replay_signer_for(record.tenant for record in records)
+        return self.append(self.pool.map(signer.sign_policy_check, records))
+
+    def _replay_signer_for(self, tenants: Iterable[str]) -> ReplaySigner:
+        """The replay key, registered for each of `tenants` first if it is not already."""
         if self.replay_signer is None:
             raise LedgerNotInitialized(
                 f"replay key {self.replay_key_path} is missing; run `prov init`"
             )
-        signer = self.replay_signer
-        signer.register(self.engine, (record.tenant for record in records))
-        return self.append(self.pool.map(signer.sign, records))
+        self.replay_signer.register(self.engine, tenants)
+        return self.replay_signer
 
     def append_replay(self, record: ReplayRecord) -> Receipt:
         """Sign and append one replay; its `RecordRejected` is raised."""

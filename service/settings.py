@@ -75,6 +75,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The model registry (TOML) that pinned and counterfactual replays call models through;
     # `prov replay --registry` overrides it. Unset: only deterministic replays run.
     replay_registry: Path | None = None
+    # Webhooks (docs/webhooks.md): each POST's timeout; attempts before a delivery is
+    # dead-lettered; the backoff between attempts (full jitter, doubling from the base up to
+    # the cap); how often an idle worker looks for due deliveries; how long a worker holds a
+    # delivery it claimed before another may take it (longer than the timeout).
+    webhook_timeout_seconds: PositiveFloat = 10.0
+    webhook_max_attempts: Positive = 16
+    webhook_backoff_base_seconds: PositiveFloat = 5.0
+    webhook_backoff_cap_seconds: PositiveFloat = 3600.0
+    webhook_poll_seconds: PositiveFloat = 1.0
+    webhook_lease_seconds: PositiveFloat = 60.0
 
     def __post_init__(self) -> None:
         if self.batch_max_records > self.queue_max_records:
@@ -88,6 +98,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "PROV_BODY_MEMORY_BYTES must be at least the largest of PROV_MAX_BODY_BYTES, "
                 "PROV_MAX_BLOB_BYTES and PROV_MAX_RECORD_BYTES"
             )
+        if self.webhook_backoff_base_seconds > self.webhook_backoff_cap_seconds:
+            raise ValueError(
+                "PROV_WEBHOOK_BACKOFF_BASE_SECONDS must not exceed PROV_WEBHOOK_BACKOFF_CAP_SECONDS"
+            )
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
+            # Else a slow receiver's delivery could be claimed again while still under way.
+            raise ValueError("PROV_WEBHOOK_LEASE_SECONDS must exceed PROV_WEBHOOK_TIMEOUT_SECONDS")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

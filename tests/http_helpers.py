@@ -26,7 +26,12 @@ from tests.support import sign
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
 # A value for each path parameter, of the form the route expects but naming nothing stored.
-PATH_SAMPLES = {"digest": "sha256:" + "0" * 64, "index": "0", "path": "0/000"}
+PATH_SAMPLES = {
+    "digest": "sha256:" + "0" * 64,
+    "index": "0",
+    "path": "0/000",
+    "delivery_id": "1",
+}
 
 
 def check_problem_document(body: object, status: int) -> None:

@@ -24,8 +24,9 @@ def test_the_cli_contract_end_to_end(db_url: str, key_path: Path, tmp_path: Path
     assert "ledger ready" in run("init")  # again: a no-op
     assert "appended 25 demo decisions" in run("demo", "--records", "25", "--seed", "7")
 
-    # The demo enrolls its three named principals first, as ledger records.
-    size = 25 + 3
+    # The demo enrolls its three named principals and registers the two versions of its
+    # lending policy first, as ledger records.
+    size = 25 + 3 + 2
     verified = run("verify")
     assert verified.startswith(f"ok: size {size}, root ")
     root_hex = verified.split("root ")[1].split(",")[0]

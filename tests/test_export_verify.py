@@ -222,7 +222,15 @@ def test_a_missing_file_is_found(copy: Path, ledger: Ledger) -> None:
 
 
 def test_a_file_dropped_with_its_listing_leaves_entries_missing(copy: Path, ledger: Ledger) -> None:
-    for table in ("decisions", "steps", "tool_calls", "exposures", "blobs", "envelopes"):
+    for table in (
+        "decisions",
+        "dependencies",
+        "steps",
+        "tool_calls",
+        "exposures",
+        "blobs",
+        "envelopes",
+    ):
         for relative in files_of(copy, table)[-1:]:
             (copy / relative).unlink()
     last = copy / manifest_path(2)

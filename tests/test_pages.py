@@ -31,7 +31,7 @@ from tests.support import PROV, prov
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("pages")]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PASSES = {"valid", "present"}
+PASSES = {"valid", "present", "registered"}
 
 
 def chromium_path() -> str | None:
@@ -117,6 +117,8 @@ def expected_badges(report: dict[str, Any]) -> dict[str, tuple[str, bool]]:
         "inclusion": verification["inclusion"]["status"],
         "delegation": verification["delegation"]["status"],
         "replays": verification["replays"]["status"],
+        "policy": verification["policy"]["status"],
+        "policy_checks": verification["policy_checks"]["status"],
     } | {f"blob:{blob['pointer']}": blob["status"] for blob in verification["blobs"]}
     return {check: (status, status in PASSES) for check, status in statuses.items()}
 
@@ -313,6 +315,7 @@ def test_a_record_that_no_longer_decodes_shows_no_pass(site: Server) -> None:
         "inclusion": {"status": "invalid"},
         "blobs": [],
         "delegation": {"status": "none", "detail": "the record carries no delegation chain"},
+        "freshness": None,  # as why_report gives it for a payload that does not decode
     }
     html = (
         environment()

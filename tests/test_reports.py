@@ -152,9 +152,11 @@ def test_exposure_over_a_window_longer_than_the_data(exported: tuple[Ledger, Loc
 
 def test_freshness_at_two_moments(exported: tuple[Ledger, Location]) -> None:
     ledger, location = exported
-    long_ago, _ = _report(location, "freshness", tenant="acme", at=datetime(2000, 1, 1, tzinfo=UTC))
+    long_ago, *_ = _report(
+        location, "freshness", tenant="acme", at=datetime(2000, 1, 1, tzinfo=UTC)
+    )
     assert all(row["expired"] == 0 for row in long_ago)
-    summary, listed = _report(
+    summary, listed, *_ = _report(
         location, "freshness", tenant="acme", at=datetime(2100, 1, 1, tzinfo=UTC), limit=1000
     )
     expiring = [d for d in _acme(ledger) if d.freshness and d.freshness.valid_until]

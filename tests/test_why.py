@@ -33,6 +33,9 @@ SERVER_CLAIMS = (
     "/verification/blobs/",  # the status of each blob; its pointer and digest are checked
     "/evidence/signing_key/valid_from",
     "/evidence/signing_key/valid_until",
+    # Which changes superseded the decision, and which decisions of its trace disagree: the
+    # server's word in a report (a freshness answer proves them; test_freshness_answers.py).
+    "/verification/freshness/inconsistent",
 )
 
 
@@ -110,6 +113,8 @@ def test_a_report_verifies_offline_and_says_what_it_cannot_check(filled: Ledger)
         "signature",
         "analysis",
         "verdicts",
+        "policy",
+        "policy checks",
         "replays",
     ]
     assert any("generated at" in claim for claim in result.unverifiable)

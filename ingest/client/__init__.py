@@ -7,6 +7,9 @@ them. Every error is a `ClientError`. `authorize` attaches a UCAN delegation cha
 from a chain file by `read_chain`) and the invocation it proves to a decision.
 `verify_receipt_in_log` (and `Client.verify_receipt`) checks that a saved receipt's record
 is in the log by an inclusion proof against a checkpoint signed by the ledger key.
+`Client.freshness` and `Client.is_fresh` ask whether a decision may still be relied on, and
+`new_context_change` reports that a context key changed (docs/freshness.md).
+`verify_webhook` checks a webhook's signature by the ledger key before a receiver acts on it.
 
 The SDK and the offline verifiers import none of the server's dependencies (SQLAlchemy,
 Litestar, DuckDB, ...): `pip install provenance-ledger` without the `server` extra is enough.
@@ -19,6 +22,7 @@ from ingest.client._records import SignedRecord
 from ingest.client.builder import DecisionParts, digest_of, new_decision, new_id, utc_now
 from ingest.client.delegation import authorize, read_chain
 from ingest.client.errors import (
+    AnswerInvalid,
     ClientClosed,
     ClientError,
     ConnectionFailed,
@@ -31,12 +35,14 @@ from ingest.client.errors import (
 )
 from ingest.client.inclusion import ReceiptInLog, verify_receipt_in_log
 from ingest.client.sync import Client
+from ingest.client.webhooks import WebhookInvalid, verify_webhook
 from ledger.log.receipt import Receipt
 
 if TYPE_CHECKING:
     from ingest.client.aio import AsyncClient
 
 __all__ = [
+    "AnswerInvalid",
     "AsyncClient",
     "BatchItemResult",
     "Client",
@@ -53,6 +59,7 @@ __all__ = [
     "ReceiptInvalid",
     "SignedRecord",
     "UnexpectedResponse",
+    "WebhookInvalid",
     "authorize",
     "digest_of",
     "new_decision",
@@ -61,6 +68,7 @@ __all__ = [
     "utc_now",
     "verify_receipt",
     "verify_receipt_in_log",
+    "verify_webhook",
 ]
 
 

@@ -16,11 +16,13 @@ import httpx
 
 from ingest.client._buffer import BatchBuffer
 from ingest.client._records import SignedRecord, chunks, sign_record
-from ingest.client.builder import DecisionParts, new_decision
+from ingest.client.builder import DecisionParts, new_decision, new_id, utc_now
 from ingest.client.errors import ClientClosed
+from ingest.client.freshness import FreshnessCache
 from ledger.backoff import Attempts, RetryPolicy
 from ledger.keys.signing import SigningKey
 from ledger.log.note import NoteVerifier
+from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
 
 F = TypeVar("F")
@@ -48,6 +50,7 @@ class ClientBase(ABC, Generic[F]):
         max_batch_bytes: int = 4 * 1024 * 1024,
         flush_interval: float = 0.2,
         queue_bound: int = 10_000,
+        freshness_ttl: float = 5.0,
     ) -> None:
         """See `Client` for every parameter."""
         if not api_key:
@@ -80,6 +83,7 @@ class ClientBase(ABC, Generic[F]):
             max_batch_bytes=max_batch_bytes,
             flush_interval=flush_interval,
         )
+        self._freshness = FreshnessCache(freshness_ttl)
         self._closed = False
         self._http_options: dict[str, Any] = {
             "base_url": self.base_url,
@@ -138,14 +142,38 @@ class ClientBase(ABC, Generic[F]):
             **parts,
         )
 
-    def sign(self, decision: Decision | SignedRecord) -> SignedRecord:
-        """The decision signed with the service key, checked against the schema first
+    def new_context_change(
+        self,
+        key: str,
+        version: str,
+        *,
+        id: str | None = None,
+        changed_at: datetime | None = None,
+        reason: str | None = None,
+    ) -> ContextChange:
+        """A context change of this client's tenant and service: `key` is now at `version`.
+        Appending it makes stale every decision of the tenant that relied on another version
+        of `key` (docs/freshness.md); its receipt says how many."""
+        return ContextChange(
+            id=id or new_id(),
+            tenant=self.tenant,
+            service=self.service,
+            key=key,
+            version=version,
+            changed_at=changed_at or utc_now(),
+            reason=reason,
+        )
+
+    def sign(self, decision: Decision | ContextChange | SignedRecord) -> SignedRecord:
+        """The record signed with the service key, checked against its schema first
         (`InvalidDecision`). A `SignedRecord` is returned as it is."""
         if isinstance(decision, SignedRecord):
             return decision
         return sign_record(decision, self._key, self._keyid)
 
-    def _sign_all(self, decisions: Iterable[Decision | SignedRecord]) -> list[SignedRecord]:
+    def _sign_all(
+        self, decisions: Iterable[Decision | ContextChange | SignedRecord]
+    ) -> list[SignedRecord]:
         return [self.sign(decision) for decision in decisions]
 
     def _chunks(self, records: list[SignedRecord]) -> list[list[SignedRecord]]:

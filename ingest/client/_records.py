@@ -8,19 +8,25 @@ answers with the same receipt) and what a receipt's `envelope_sha256` is checked
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ingest.client.errors import InvalidDecision
 from ledger.errors import RecordRejected
-from ledger.keys.signing import SigningKey, sign_decision
+from ledger.keys.signing import SigningKey, sign_context_change, sign_decision
 from ledger.records import dsse
+from ledger.records.context_change import (
+    CONTEXT_CHANGE_PAYLOAD_TYPE,
+    ContextChange,
+    decode_context_change,
+)
 from ledger.records.decision import DECISION_PAYLOAD_TYPE, Decision, decode_decision
 
 
 @dataclass(frozen=True, slots=True)
 class SignedRecord:
-    """A decision's signed envelope bytes, with the id and tenant they carry."""
+    """A record's signed envelope bytes (a decision, or a context change), with the id and
+    tenant they carry."""
 
     id: str
     tenant: str
@@ -34,29 +40,43 @@ class SignedRecord:
     @classmethod
     def from_envelope(cls, envelope: bytes) -> SignedRecord:
         """Wrap envelope bytes signed elsewhere (say, kept in an outbox), checking that they
-        hold a decision that satisfies the schema. The bytes are kept as they are."""
+        hold a decision or a context change that satisfies its schema. The bytes are kept as
+        they are."""
         return cls(*_check(envelope), envelope)
 
 
+# What a service signs and sends: its decisions, and the context changes of state it owns.
+_DECODERS: dict[str, Callable[[bytes], Decision | ContextChange]] = {
+    DECISION_PAYLOAD_TYPE: decode_decision,
+    CONTEXT_CHANGE_PAYLOAD_TYPE: decode_context_change,
+}
+
+
 def _check(envelope: bytes) -> tuple[str, str]:
-    """The id and tenant of a decision envelope; `InvalidDecision` if it would be refused
-    for its shape. Decoding what will be sent, not the Struct, checks the real bytes, and
-    Struct constructors do not enforce the schema's constraints."""
+    """The id and tenant of a decision or context-change envelope; `InvalidDecision` if it
+    would be refused for its shape. Decoding what will be sent, not the Struct, checks the
+    real bytes, and Struct constructors do not enforce the schema's constraints."""
     try:
         parsed = dsse.decode_envelope(envelope)
-        if parsed.payloadType != DECISION_PAYLOAD_TYPE:
+        decode = _DECODERS.get(parsed.payloadType)
+        if decode is None:
             raise InvalidDecision(
-                f"payloadType is not {DECISION_PAYLOAD_TYPE}", pointer="/payloadType"
+                f"payloadType is not one of {sorted(_DECODERS)}", pointer="/payloadType"
             )
-        decision = decode_decision(dsse.payload_bytes(parsed))
+        record = decode(dsse.payload_bytes(parsed))
     except RecordRejected as error:
         raise InvalidDecision(error.detail, pointer=error.pointer) from error
-    return decision.id, decision.tenant
+    return record.id, record.tenant
 
 
-def sign_record(decision: Decision, key: SigningKey, keyid: str | None = None) -> SignedRecord:
-    """Sign `decision` once with the service key; `InvalidDecision` if it breaks the schema."""
-    envelope = sign_decision(decision, key, keyid)
+def sign_record(
+    record: Decision | ContextChange, key: SigningKey, keyid: str | None = None
+) -> SignedRecord:
+    """Sign `record` once with the service key; `InvalidDecision` if it breaks its schema."""
+    if isinstance(record, ContextChange):
+        envelope = sign_context_change(record, key, keyid)
+    else:
+        envelope = sign_decision(record, key, keyid)
     record_id, tenant = _check(envelope)
     return SignedRecord(record_id, tenant, envelope)
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -27,9 +27,11 @@ from ingest.client._flows import (
 from ingest.client._receipts import BatchItemResult, parse_receipt
 from ingest.client._records import SignedRecord
 from ingest.client.errors import ClientClosed, QueueFull
+from ingest.client.freshness import freshness_flow, reusable
 from ingest.client.inclusion import ReceiptInLog, receipt_in_log_flow
 from ledger.log.note import Checkpoint, NoteVerifier
 from ledger.log.receipt import Receipt
+from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
 
 T = TypeVar("T")
@@ -95,16 +97,39 @@ class AsyncClient(ClientBase[asyncio.Future[Receipt]]):
         verifier = await self.verifier()
         return await self._run(receipt_in_log_flow(parsed, verifier, self._attempts(), trusted))
 
+    # -- Freshness ------------------------------------------------------------------------
+
+    async def freshness(self, record_id: str, *, evidence: bool = True) -> dict[str, Any]:
+        """The ledger's freshness answer for decision `record_id` (docs/freshness.md), its
+        signed verdict checked against the ledger's key (`AnswerInvalid` otherwise). Save it
+        with its evidence and check it offline with `prov verify-freshness`."""
+        self._check_open()
+        verifier = await self.verifier()
+        answer = await self._run(
+            freshness_flow(record_id, verifier, self._attempts(), evidence=evidence)
+        )
+        self._freshness.put(record_id, answer["state"])
+        return answer
+
+    async def is_fresh(self, record_id: str, *, unknown_is_fresh: bool = True) -> bool:
+        """Whether decision `record_id` may still be relied on: not stale by an expiry or a
+        context change. Verdicts are cached for `freshness_ttl` seconds. A decision that
+        declares no freshness is `unknown`: fresh unless `unknown_is_fresh` is False."""
+        state = self._freshness.get(record_id)
+        if state is None:
+            state = (await self.freshness(record_id, evidence=False))["state"]
+        return reusable(state, unknown_is_fresh=unknown_is_fresh)
+
     # -- Direct appends -------------------------------------------------------------------
 
-    async def append(self, decision: Decision | SignedRecord) -> Receipt:
+    async def append(self, decision: Decision | ContextChange | SignedRecord) -> Receipt:
         """Sign, send and wait for one record; its verified receipt (see `Client.append`)."""
         self._check_open()
         record = self.sign(decision)
         return await self._run(append_flow(record, await self.verifier(), self._attempts()))
 
     async def append_batch(
-        self, decisions: Iterable[Decision | SignedRecord]
+        self, decisions: Iterable[Decision | ContextChange | SignedRecord]
     ) -> list[BatchItemResult]:
         """One verified receipt or error per record, in order (see `Client.append_batch`)."""
         self._check_open()
@@ -118,7 +143,11 @@ class AsyncClient(ClientBase[asyncio.Future[Receipt]]):
     # -- Background batching --------------------------------------------------------------
 
     async def submit(
-        self, decision: Decision | SignedRecord, *, block: bool = True, timeout: float | None = None
+        self,
+        decision: Decision | ContextChange | SignedRecord,
+        *,
+        block: bool = True,
+        timeout: float | None = None,
     ) -> asyncio.Future[Receipt]:
         """Sign now, queue for the worker task, and return a future of the verified receipt.
 

@@ -147,6 +147,15 @@ class ReceiptInvalid(ClientError):
     title = "Receipt does not verify"
 
 
+class AnswerInvalid(ClientError):
+    """A signed answer other than a receipt (a freshness verdict) does not verify under the
+    ledger's key, or its clear fields differ from what the ledger signed. Treat it as an
+    incident, as `ReceiptInvalid`."""
+
+    kind = "answer-invalid"
+    title = "Signed answer does not verify"
+
+
 class UnexpectedResponse(ClientError):
     """A response does not follow the HTTP contract (wrong shape, wrong number of results)."""
 

@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Iterable
 from concurrent.futures import Future
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -26,9 +26,11 @@ from ingest.client._flows import (
 from ingest.client._receipts import BatchItemResult, parse_receipt
 from ingest.client._records import SignedRecord
 from ingest.client.errors import ClientClosed, QueueFull
+from ingest.client.freshness import freshness_flow, reusable
 from ingest.client.inclusion import ReceiptInLog, receipt_in_log_flow
 from ledger.log.note import Checkpoint, NoteVerifier
 from ledger.log.receipt import Receipt
+from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
 
 T = TypeVar("T")
@@ -98,9 +100,30 @@ class Client(ClientBase[Future[Receipt]]):
         verifier = self.verifier()
         return self._run(receipt_in_log_flow(parsed, verifier, self._attempts(), trusted))
 
+    # -- Freshness ------------------------------------------------------------------------
+
+    def freshness(self, record_id: str, *, evidence: bool = True) -> dict[str, Any]:
+        """The ledger's freshness answer for decision `record_id` (docs/freshness.md), its
+        signed verdict checked against the ledger's key (`AnswerInvalid` otherwise). Save it
+        with its evidence and check it offline with `prov verify-freshness`."""
+        self._check_open()
+        verifier = self.verifier()
+        answer = self._run(freshness_flow(record_id, verifier, self._attempts(), evidence=evidence))
+        self._freshness.put(record_id, answer["state"])
+        return answer
+
+    def is_fresh(self, record_id: str, *, unknown_is_fresh: bool = True) -> bool:
+        """Whether decision `record_id` may still be relied on: not stale by an expiry or a
+        context change. Verdicts are cached for `freshness_ttl` seconds. A decision that
+        declares no freshness is `unknown`: fresh unless `unknown_is_fresh` is False."""
+        state = self._freshness.get(record_id)
+        if state is None:
+            state = (self.freshness(record_id, evidence=False))["state"]
+        return reusable(state, unknown_is_fresh=unknown_is_fresh)
+
     # -- Direct appends -------------------------------------------------------------------
 
-    def append(self, decision: Decision | SignedRecord) -> Receipt:
+    def append(self, decision: Decision | ContextChange | SignedRecord) -> Receipt:
         """Sign, send and wait for one record; its verified receipt.
 
         Raises `InvalidDecision` before sending, `ProblemError` when refused,
@@ -110,7 +133,9 @@ class Client(ClientBase[Future[Receipt]]):
         record = self.sign(decision)
         return self._run(append_flow(record, self.verifier(), self._attempts()))
 
-    def append_batch(self, decisions: Iterable[Decision | SignedRecord]) -> list[BatchItemResult]:
+    def append_batch(
+        self, decisions: Iterable[Decision | ContextChange | SignedRecord]
+    ) -> list[BatchItemResult]:
         """Send records in batches of at most `batch_size`; one result per record, in order:
         its verified `Receipt`, or the `ClientError` that kept it out (`ProblemError`,
         `ReceiptInvalid`). Raises when a whole batch request fails; earlier batches stay
@@ -125,7 +150,11 @@ class Client(ClientBase[Future[Receipt]]):
     # -- Background batching --------------------------------------------------------------
 
     def submit(
-        self, decision: Decision | SignedRecord, *, block: bool = True, timeout: float | None = None
+        self,
+        decision: Decision | ContextChange | SignedRecord,
+        *,
+        block: bool = True,
+        timeout: float | None = None,
     ) -> Future[Receipt]:
         """Sign now, queue for the background sender, and return a future of its receipt.
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import anyio.to_thread
@@ -11,7 +9,7 @@ import msgspec
 import sqlalchemy.exc
 from litestar import Request, Response, delete, get, put
 from litestar.openapi.datastructures import ResponseSpec
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from httpapi.problems import problem_spec
 from ingest.routes.bodies import body_limit_of, budget_of, spooled_body
@@ -27,19 +25,7 @@ from ledger.storage.blobs import (
     get_blob,
     put_blob_file,
 )
-from ledger.storage.db import is_sqlite, write_transaction
-
-
-@contextmanager
-def blob_transaction(engine: Engine) -> Iterator[Connection]:
-    """SQLite's single writer for SQLite; on PostgreSQL a plain transaction, so that a
-    large upload never holds the log's write lock that appends wait on."""
-    if is_sqlite(engine):
-        with write_transaction(engine) as connection:
-            yield connection
-    else:
-        with engine.begin() as connection:
-            yield connection
+from ledger.storage.db import is_sqlite, side_write_transaction, write_transaction
 
 
 class BlobStored(msgspec.Struct):
@@ -82,7 +68,8 @@ async def upload_blob(
                 return store_once()  # the same blob, stored concurrently: now it is found
 
         def store_once() -> StoredBlob:
-            with blob_transaction(engine) as connection:
+            # Never the log's write lock: a large upload must not hold up appends.
+            with side_write_transaction(engine) as connection:
                 return put_blob_file(
                     connection,
                     caller.tenant,

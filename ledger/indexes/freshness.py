@@ -1,6 +1,6 @@
 """The freshness index: what each decision depended on, what changed, and what went stale.
 
-Four tables, all derived from signed records and written in the transaction that appends
+Five tables, all derived from signed records and written in the transaction that appends
 them (docs/freshness.md):
 
 - `context_dependencies`: one row per (decision, key, version) the decision relied on, from
@@ -9,6 +9,8 @@ them (docs/freshness.md):
   `valid_until` among the decision's and its snapshots'. A decision without a row declares
   nothing, and its freshness is `unknown`.
 - `context_changes`: one row per context-change record.
+- `decision_threads`: the trace and conversation of each decision with dependencies, so
+  that two decisions of one thread that relied on different versions of a key are found.
 - `stale_marks`: one row per dependency (decision, key, version) a change superseded,
   naming that change.
 
@@ -30,25 +32,61 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, distinct, func, select, text
 
+from ledger.errors import RecordRejected
 from ledger.log.entry import to_micros
 from ledger.log.store import bulk_insert
-from ledger.records.context_change import ContextChange
-from ledger.records.decision import Decision
-from ledger.storage.schema import stale_marks
+from ledger.records import dsse
+from ledger.records.context_change import (
+    CONTEXT_CHANGE_PAYLOAD_TYPE,
+    ContextChange,
+    decode_context_change,
+)
+from ledger.records.decision import DECISION_PAYLOAD_TYPE, Decision, decode_decision
+from ledger.storage.schema import (
+    context_changes,
+    context_dependencies,
+    decision_threads,
+    log_entries,
+    stale_marks,
+)
+from ledger.storage.schema import decision_freshness as declared_freshness
 
 DEPENDENCY_COLUMNS = ("idx", "tenant", "key", "version")
 FRESHNESS_COLUMNS = ("idx", "tenant", "valid_until_us")
+THREAD_COLUMNS = ("idx", "tenant", "thread")
 CHANGE_COLUMNS = ("idx", "tenant", "record_id", "key", "version", "changed_us")
 
 
 @dataclass(frozen=True, slots=True)
 class DecisionFreshness:
-    """What a decision declares, without its log index: its dependencies and its expiry."""
+    """What a decision declares, without its log index: its dependencies, its expiry, and
+    the trace and conversation it belongs to (where two decisions may disagree)."""
 
     dependencies: tuple[tuple[str, str], ...]  # (key, version), each once
     valid_until_us: int | None
+    threads: tuple[str, ...] = ()
+
+
+# Attributes that name a conversation: the OpenTelemetry GenAI attribute and a plain name.
+CONVERSATION_ATTRIBUTES = ("gen_ai.conversation.id", "conversation_id")
+MAX_THREAD = 256
+
+
+def threads_of(decision: Decision) -> tuple[str, ...]:
+    """The threads a decision belongs to: ``trace:<links.trace_id>`` and
+    ``conversation:<id>`` (from `CONVERSATION_ATTRIBUTES`). Two decisions of one thread
+    that relied on different versions of a key saw inconsistent context."""
+    found = []
+    if decision.links is not None and decision.links.trace_id is not None:
+        found.append(f"trace:{decision.links.trace_id}")
+    for name in CONVERSATION_ATTRIBUTES:
+        value = decision.attributes.get(name)
+        if isinstance(value, str) and value and len(value) <= MAX_THREAD - 13:
+            found.append(f"conversation:{value}")
+            break
+    return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +104,7 @@ def decision_freshness(decision: Decision) -> DecisionFreshness | None:
     and no context snapshot)."""
     if decision.freshness is None and not decision.context:
         return None
+    threads = threads_of(decision)
     dependencies: dict[tuple[str, str], None] = {}
     expiries = []
     if decision.freshness is not None:
@@ -77,7 +116,9 @@ def decision_freshness(decision: Decision) -> DecisionFreshness | None:
         dependencies[(snapshot.name, snapshot.version)] = None
         if snapshot.valid_until is not None:
             expiries.append(to_micros(snapshot.valid_until))
-    return DecisionFreshness(tuple(dependencies), min(expiries) if expiries else None)
+    return DecisionFreshness(
+        tuple(dependencies), min(expiries) if expiries else None, threads if dependencies else ()
+    )
 
 
 def change_row(change: ContextChange) -> ChangeRow:
@@ -91,16 +132,18 @@ class FreshnessBatch:
     dependencies: list[tuple[int, str, str, str]]
     declared: list[tuple[int, str, int | None]]
     changes: list[tuple[int, str, str, str, str, int]]
+    threads: list[tuple[int, str, str]]
 
     @classmethod
     def empty(cls) -> FreshnessBatch:
-        return cls([], [], [])
+        return cls([], [], [], [])
 
     def add_decision(self, index: int, tenant: str, freshness: DecisionFreshness) -> None:
         self.dependencies.extend(
             (index, tenant, key, version) for key, version in freshness.dependencies
         )
         self.declared.append((index, tenant, freshness.valid_until_us))
+        self.threads.extend((index, tenant, thread) for thread in freshness.threads)
 
     def add_change(self, index: int, tenant: str, change: ChangeRow) -> None:
         self.changes.append(
@@ -133,6 +176,7 @@ def write_batch(
     bulk_insert(connection, "context_dependencies", DEPENDENCY_COLUMNS, batch.dependencies)
     bulk_insert(connection, "decision_freshness", FRESHNESS_COLUMNS, batch.declared)
     bulk_insert(connection, "context_changes", CHANGE_COLUMNS, batch.changes)
+    bulk_insert(connection, "decision_threads", THREAD_COLUMNS, batch.threads)
     events: list[StaleEvent] = []
     if batch.dependencies:
         first, last = batch.dependencies[0][0], batch.dependencies[-1][0]
@@ -149,19 +193,8 @@ def write_batch(
 
 # A decision of the batch is stale at birth by the latest change of each key it relied on
 # that came before it, named another version, and replaced a version the log already held.
-_STALE_AT_BIRTH = text(
-    """
-    INSERT INTO stale_marks (idx, key, tenant, version, change_idx, stale_us)
-    SELECT dep.idx, dep.key, dep.tenant, dep.version, latest.idx, :now
-    FROM context_dependencies dep
-    JOIN context_changes latest
-      ON latest.tenant = dep.tenant AND latest.key = dep.key
-     AND latest.idx = (
-        SELECT max(c.idx) FROM context_changes c
-        WHERE c.tenant = dep.tenant AND c.key = dep.key AND c.idx < dep.idx
-     )
-    WHERE dep.idx BETWEEN :first AND :last
-      AND latest.version <> dep.version
+# Whether the version a decision relied on was already in the log before a change.
+_HELD_BEFORE = """
       AND (
         EXISTS (
             SELECT 1 FROM context_dependencies seen
@@ -174,11 +207,46 @@ _STALE_AT_BIRTH = text(
               AND named.version = dep.version AND named.idx < latest.idx
         )
       )
-    """
-)
+"""
+# A decision of the batch is stale at birth by the latest change of each key it relied on
+# that came before it, named another version, and replaced a version the log already held.
+# PostgreSQL finds that latest change once per dependency with a LATERAL join; SQLite, which
+# has none, by its primary key from a correlated subquery.
+_STALE_AT_BIRTH = {
+    "postgresql": text(
+        """
+    INSERT INTO stale_marks (idx, key, tenant, version, change_idx, stale_us)
+    SELECT dep.idx, dep.key, dep.tenant, dep.version, latest.idx, :now
+    FROM context_dependencies dep
+    CROSS JOIN LATERAL (
+        SELECT c.idx, c.version FROM context_changes c
+        WHERE c.tenant = dep.tenant AND c.key = dep.key AND c.idx < dep.idx
+        ORDER BY c.idx DESC LIMIT 1
+    ) latest
+    WHERE dep.idx BETWEEN :first AND :last
+      AND latest.version <> dep.version"""
+        + _HELD_BEFORE
+    ),
+    "sqlite": text(
+        """
+    INSERT INTO stale_marks (idx, key, tenant, version, change_idx, stale_us)
+    SELECT dep.idx, dep.key, dep.tenant, dep.version, latest.idx, :now
+    FROM context_dependencies dep
+    JOIN context_changes latest ON latest.idx = (
+        SELECT c.idx FROM context_changes c
+        WHERE c.tenant = dep.tenant AND c.key = dep.key AND c.idx < dep.idx
+        ORDER BY c.idx DESC LIMIT 1
+    )
+    WHERE dep.idx BETWEEN :first AND :last
+      AND latest.version <> dep.version"""
+        + _HELD_BEFORE
+    ),
+}
 
 # Every decision recorded before the change that relied on another version of its key and
-# is not already stale on that key.
+# is not already stale on that key (the conflict: a mark is never made twice). An
+# anti-join on `stale_marks` instead was planned as a scan per row by PostgreSQL while the
+# table was young, which made a large invalidation quadratic.
 _INVALIDATE = text(
     """
     INSERT INTO stale_marks (idx, key, tenant, version, change_idx, stale_us)
@@ -186,10 +254,7 @@ _INVALIDATE = text(
     FROM context_dependencies dep
     WHERE dep.tenant = :tenant AND dep.key = :key AND dep.idx < :change
       AND dep.version <> :version
-      AND NOT EXISTS (
-        SELECT 1 FROM stale_marks mark
-        WHERE mark.idx = dep.idx AND mark.key = dep.key AND mark.version = dep.version
-      )
+    ON CONFLICT (idx, key, version) DO NOTHING
     """
 )
 
@@ -199,7 +264,8 @@ def _mark_stale_at_birth(
 ) -> list[tuple[str, int]]:
     """Mark the batch's decisions that were stale when made; returns the (tenant, change)
     pairs that marked any."""
-    result = connection.execute(_STALE_AT_BIRTH, {"first": first, "last": last, "now": now_us})
+    statement = _STALE_AT_BIRTH[connection.dialect.name]
+    result = connection.execute(statement, {"first": first, "last": last, "now": now_us})
     if not result.rowcount:
         return []
     marked = connection.execute(
@@ -213,8 +279,206 @@ def _mark_stale_at_birth(
 def _invalidate(
     connection: Connection, change: int, tenant: str, key: str, version: str, now_us: int
 ) -> int:
+    """Mark what change `change` supersedes; returns how many decisions (a decision that
+    relied on two versions of the key has two marks)."""
     result = connection.execute(
         _INVALIDATE,
         {"change": change, "tenant": tenant, "key": key, "version": version, "now": now_us},
     )
-    return int(result.rowcount or 0)
+    if not result.rowcount:
+        return 0
+    return int(
+        connection.execute(
+            select(func.count(distinct(stale_marks.c.idx))).where(
+                stale_marks.c.change_idx == change, stale_marks.c.idx < change
+            )
+        ).scalar_one()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Supersession:
+    """Dependency (`key`, `version`) of a decision, superseded by change `change_idx`."""
+
+    key: str
+    version: str
+    change_idx: int
+    change_id: str
+    change_version: str
+    changed_us: int
+    stale_us: int
+
+
+def supersessions(connection: Connection, index: int) -> list[Supersession]:
+    """The dependencies of decision `index` that changes superseded, by key."""
+    rows = connection.execute(
+        select(
+            stale_marks.c.key,
+            stale_marks.c.version,
+            stale_marks.c.change_idx,
+            context_changes.c.record_id,
+            context_changes.c.version.label("change_version"),
+            context_changes.c.changed_us,
+            stale_marks.c.stale_us,
+        )
+        .join(context_changes, context_changes.c.idx == stale_marks.c.change_idx)
+        .where(stale_marks.c.idx == index)
+        .order_by(stale_marks.c.key, stale_marks.c.version)
+    )
+    return [Supersession(*row) for row in rows]
+
+
+def earliest_holder(
+    connection: Connection, tenant: str, key: str, version: str, before: int
+) -> int | None:
+    """The first log entry before `before` that named `key` at `version` (a decision that
+    relied on it or a change to it): the evidence that a change replaced that version."""
+    found = [
+        connection.execute(
+            select(func.min(table.c.idx)).where(
+                table.c.tenant == tenant,
+                table.c.key == key,
+                table.c.version == version,
+                table.c.idx < before,
+            )
+        ).scalar_one_or_none()
+        for table in (context_dependencies, context_changes)
+    ]
+    held = [index for index in found if index is not None]
+    return min(held) if held else None
+
+
+@dataclass(frozen=True, slots=True)
+class Inconsistency:
+    """Another decision of the same trace or conversation relied on another version of a
+    key this decision relied on."""
+
+    thread: str
+    key: str
+    version: str  # this decision's
+    other_idx: int
+    other_id: str
+    other_version: str
+
+
+MAX_INCONSISTENCIES = 100
+
+
+def inconsistencies(connection: Connection, index: int) -> list[Inconsistency]:
+    """The decisions that share a thread with decision `index` and relied on another version
+    of one of its keys (at most `MAX_INCONSISTENCIES`, oldest first)."""
+    mine, theirs = decision_threads.alias("mine"), decision_threads.alias("theirs")
+    used, other = context_dependencies.alias("used"), context_dependencies.alias("other")
+    rows = connection.execute(
+        select(
+            mine.c.thread,
+            used.c.key,
+            used.c.version,
+            theirs.c.idx,
+            log_entries.c.record_id,
+            other.c.version.label("other_version"),
+        )
+        .select_from(mine)
+        .join(theirs, (theirs.c.tenant == mine.c.tenant) & (theirs.c.thread == mine.c.thread))
+        .join(used, used.c.idx == mine.c.idx)
+        .join(other, (other.c.idx == theirs.c.idx) & (other.c.key == used.c.key))
+        .join(log_entries, log_entries.c.idx == theirs.c.idx)
+        .where(mine.c.idx == index, theirs.c.idx != index, other.c.version != used.c.version)
+        .order_by(theirs.c.idx, used.c.key, mine.c.thread)
+        .limit(MAX_INCONSISTENCIES)
+    )
+    return [Inconsistency(*row) for row in rows]
+
+
+# The freshness tables, dependents first (the order to empty them in).
+_TABLES = (stale_marks, context_changes, decision_threads, declared_freshness, context_dependencies)
+_REBUILD_CHUNK = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Rebuilt:
+    """What rebuilding the freshness index from the log found."""
+
+    entries: int  # decisions and changes read
+    skipped: list[int]  # entries whose stored bytes no longer decode (`prov verify` names them)
+    marks: int
+    # Stale marks the index held that the log does not give, and the reverse (`check`).
+    missing: list[tuple[int, str, str, int]]
+    unexpected: list[tuple[int, str, str, int]]
+
+    @property
+    def consistent(self) -> bool:
+        return not self.missing and not self.unexpected
+
+
+def rebuild(connection: Connection) -> Rebuilt:
+    """Empty the freshness tables and fill them again from the log alone, inside the
+    caller's write transaction (roll it back to only check). Entries are replayed a
+    sequencing batch at a time (a batch shares its integration time), through the same
+    `write_batch` the sequencer runs, so the marks come out as they were made; nothing is
+    queued for subscribers. Returns the stale marks that differ from those held before."""
+    before = _marks(connection)
+    for table in _TABLES:
+        connection.execute(table.delete())
+    entries, skipped = 0, []
+    batch, batch_time = FreshnessBatch.empty(), None
+    after = -1
+    while True:
+        rows = connection.execute(
+            select(
+                log_entries.c.idx,
+                log_entries.c.tenant,
+                log_entries.c.payload_type,
+                log_entries.c.envelope,
+                log_entries.c.integrated_us,
+            )
+            .where(
+                log_entries.c.idx > after,
+                log_entries.c.payload_type.in_(
+                    (DECISION_PAYLOAD_TYPE, CONTEXT_CHANGE_PAYLOAD_TYPE)
+                ),
+            )
+            .order_by(log_entries.c.idx)
+            .limit(_REBUILD_CHUNK)
+        ).all()
+        if not rows:
+            break
+        for index, tenant, payload_type, envelope, integrated_us in rows:
+            if batch_time is not None and integrated_us != batch_time:
+                write_batch(connection, batch, batch_time)
+                batch = FreshnessBatch.empty()
+            batch_time = integrated_us
+            entries += 1
+            try:
+                payload = dsse.payload_bytes(dsse.decode_envelope(bytes(envelope)))
+                if payload_type == CONTEXT_CHANGE_PAYLOAD_TYPE:
+                    batch.add_change(index, tenant, change_row(decode_context_change(payload)))
+                elif (declared := decision_freshness(decode_decision(payload))) is not None:
+                    batch.add_decision(index, tenant, declared)
+            except RecordRejected:
+                skipped.append(index)
+        after = rows[-1].idx
+    if batch_time is not None:
+        write_batch(connection, batch, batch_time)
+    now = _marks(connection)
+    return Rebuilt(
+        entries,
+        skipped,
+        len(now),
+        sorted(before - now),
+        sorted(now - before),
+    )
+
+
+def _marks(connection: Connection) -> set[tuple[int, str, str, int]]:
+    return {
+        (row.idx, row.key, row.version, row.change_idx)
+        for row in connection.execute(
+            select(
+                stale_marks.c.idx,
+                stale_marks.c.key,
+                stale_marks.c.version,
+                stale_marks.c.change_idx,
+            )
+        )
+    }

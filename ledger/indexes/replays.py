@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select
 
-from ledger.errors import ReplayOfUnknown
+from ledger.errors import RecordRejected, ReplayOfUnknown
 from ledger.log.entry import to_micros
 from ledger.log.store import backfill_index, bulk_insert
 from ledger.records.decision import DECISION_PAYLOAD_TYPE
@@ -34,6 +34,7 @@ __all__ = [
     "DecisionLeaves",
     "ReplayRow",
     "backfill",
+    "check_link",
     "check_target",
     "decision_leaves",
     "insert_replay_rows",
@@ -138,18 +139,33 @@ def decision_leaves(connection: Connection, targets: Iterable[tuple[str, str]]) 
 def check_target(tenant: str, row: ReplayRow, found: DecisionLeaves) -> None:
     """Step 8 for a replay: its decision is in the tenant's log under the leaf it names.
     Another tenant's decision is reported exactly as a missing one."""
-    stored = found.get((tenant, row.replay_of))
+    members = ("replay_of", "replay_of_leaf")
+    check_link(tenant, row.replay_of, row.replay_of_leaf, found, ReplayOfUnknown, members)
+
+
+def check_link(
+    tenant: str,
+    decision_id: str,
+    decision_leaf: str,
+    found: DecisionLeaves,
+    refusal: type[RecordRejected],
+    members: tuple[str, str],
+) -> None:
+    """A record that names a decision (a replay, a policy check) by id and leaf hash names
+    one of its tenant's log, under exactly that leaf; else `refusal`, at the payload member
+    (`members`: the id's and the leaf's) at fault."""
+    stored = found.get((tenant, decision_id))
     if stored is None:
-        raise ReplayOfUnknown(
-            f"replay_of names {row.replay_of!r}, which is no decision of tenant {tenant!r}",
-            pointer="/payload/replay_of",
+        raise refusal(
+            f"{members[0]} names {decision_id!r}, which is no decision of tenant {tenant!r}",
+            pointer=f"/payload/{members[0]}",
         )
     index, leaf = stored
-    if row.replay_of_leaf != leaf_reference(leaf):
-        raise ReplayOfUnknown(
-            f"decision {row.replay_of!r} is entry {index} with leaf {leaf_reference(leaf)}, "
-            f"not {row.replay_of_leaf}",
-            pointer="/payload/replay_of_leaf",
+    if decision_leaf != leaf_reference(leaf):
+        raise refusal(
+            f"decision {decision_id!r} is entry {index} with leaf {leaf_reference(leaf)}, "
+            f"not {decision_leaf}",
+            pointer=f"/payload/{members[1]}",
         )
 
 

@@ -1,4 +1,4 @@
-"""The ledger's replay key: it signs every replay record, and only it may.
+"""The ledger's replay key: it signs every replay and policy-check record, and only it may.
 
 The key is an Ed25519 key in its own PEM file (`prov-replay.key` next to the ledger key by
 default), created by `prov init` like the ledger key and never stored in the database. Its
@@ -27,6 +27,7 @@ from ledger.keys.keyring import ServiceKey, get_key
 from ledger.keys.signing import SigningKey
 from ledger.log.sequencer import now_micros
 from ledger.records import dsse
+from ledger.records.policy import POLICY_CHECK_PAYLOAD_TYPE, PolicyCheckRecord, encode_policy_check
 from ledger.records.replay import REPLAY_PAYLOAD_TYPE, REPLAY_SERVICE, ReplayRecord
 from ledger.storage.db import write_transaction
 from ledger.storage.schema import service_keys
@@ -51,6 +52,18 @@ def sign_replay(record: ReplayRecord, key: SigningKey) -> bytes:
     envelope = dsse.sign_envelope(
         REPLAY_PAYLOAD_TYPE,
         _encoder.encode(record),
+        key,
+        replay_keyid(record.tenant, key.public_key),
+    )
+    return dsse.encode_envelope(envelope)
+
+
+def sign_policy_check(record: PolicyCheckRecord, key: SigningKey) -> bytes:
+    """A policy check (`ledger.records.policy`), signed as a replay is: a re-run of a
+    decision's recorded inputs that the ledger produced."""
+    envelope = dsse.sign_envelope(
+        POLICY_CHECK_PAYLOAD_TYPE,
+        encode_policy_check(record),
         key,
         replay_keyid(record.tenant, key.public_key),
     )
@@ -107,3 +120,6 @@ class ReplaySigner:
 
     def sign(self, record: ReplayRecord) -> bytes:
         return sign_replay(record, self.key)
+
+    def sign_policy_check(self, record: PolicyCheckRecord) -> bytes:
+        return sign_policy_check(record, self.key)

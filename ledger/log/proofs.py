@@ -64,8 +64,12 @@ def _hashes(connection: Connection, ranges: list[tuple[int, int]]) -> list[bytes
     return merkle.proof_hashes(ranges, lambda wanted: fetch_required_nodes(connection, wanted))
 
 
-def inclusion_proof(connection: Connection, index: int, size: int | None = None) -> InclusionProof:
-    tree_size = _tree_size(connection, size)
+def inclusion_proof(
+    connection: Connection, index: int, size: int | None = None, *, checkpointed: bool = False
+) -> InclusionProof:
+    """Entry `index` into the tree of `size` (default: the whole log). `checkpointed` says
+    `size` is a stored checkpoint's, so within the log: the head need not be read."""
+    tree_size = size if checkpointed and size is not None else _tree_size(connection, size)
     if not 0 <= index < tree_size:
         raise ProofError(f"index {index} is not in a tree of size {tree_size}")
     ranges = [(index, index + 1), (0, tree_size), *merkle.inclusion_proof_ranges(index, tree_size)]

@@ -34,7 +34,7 @@ class ReceiptBody(msgspec.Struct, forbid_unknown_fields=True):
     envelope_sha256: str
 
 
-class Receipt(msgspec.Struct):
+class Receipt(msgspec.Struct, omit_defaults=True):
     """What an append answers per record: the body in the clear and the signed envelope."""
 
     index: int
@@ -44,6 +44,9 @@ class Receipt(msgspec.Struct):
     id: str
     status: str  # "created", or "existing" for an idempotent retry
     receipt: dsse.Envelope
+    # A context change appended now: how many decisions it made stale (docs/freshness.md).
+    # Not part of the signed body: `prov fresh` answers for each decision, with evidence.
+    invalidated: int | None = None
 
 
 _body_encoder = msgspec.json.Encoder()
@@ -78,6 +81,7 @@ def issue_receipt(appended: Appended, signer: NoteSigner, origin: str) -> Receip
         id=body.id,
         status="created" if appended.created else "existing",
         receipt=envelope,
+        invalidated=appended.invalidated,
     )
 
 

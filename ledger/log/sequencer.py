@@ -4,8 +4,10 @@ Under the log's write lock it reads the head, drops idempotent retries, refuses 
 delegation chain was revoked or whose invocation is replayed (rules 9 and 10, which depend on
 what the log holds), gives each new record the next index, chains its leaf to the previous
 one, stores the perfect subtree hashes the batch completes and the index rows of its
-records, marks the decisions its context changes made stale (`ledger.indexes.freshness`),
-and signs a checkpoint of the new tree, all in one commit. Nothing is acknowledged
+records, answers a policy version registered again with the same document as a retry and
+refuses one registered with another (`ledger.indexes.policies.PolicyGuard`), marks the
+decisions its context changes made stale (`ledger.indexes.freshness`), and signs a
+checkpoint of the new tree, all in one commit. Nothing is acknowledged
 before that commit, and a batch that fails leaves nothing behind.
 """
 
@@ -26,6 +28,14 @@ from ledger.errors import IdConflict, LedgerError, RecordRejected, RecordUnstora
 from ledger.indexes.decisions import insert_index_rows
 from ledger.indexes.delegations import AuthorityGuard, AuthorityRow, insert_authority_rows
 from ledger.indexes.freshness import FreshnessBatch, write_batch
+from ledger.indexes.policies import (
+    PolicyCheckRow,
+    PolicyGuard,
+    PolicyRow,
+    StoredPolicy,
+    insert_policy_check_rows,
+    insert_policy_rows,
+)
 from ledger.indexes.replays import ReplayRow, insert_replay_rows
 from ledger.log.entry import entry_leaf_hash
 from ledger.log.merkle import CompactRange
@@ -161,6 +171,9 @@ def _append_locked(
     head = read_head(connection)
     existing = _existing(connection, records)
     guard = AuthorityGuard.load(connection, (record.authority for record in records))
+    registry = PolicyGuard.load(
+        connection, ((r.tenant, r.policy) for r in records if r.policy is not None)
+    )
     # Integration time never runs backwards along the log, even if clocks of two appending
     # processes disagree.
     integrated_us = max(now_micros(), head.last_integrated_us)
@@ -171,6 +184,16 @@ def _append_locked(
     for record in records:
         digest = hashlib.sha256(record.raw).digest()
         key = (record.tenant, record.record_id)
+        if record.policy is not None:
+            # The same document under a registered version is a retry, whatever its id.
+            try:
+                registered = registry.registered(record.tenant, record.policy)
+            except RecordRejected as conflict:
+                results.append(conflict)
+                continue
+            if registered is not None:
+                results.append(_registration(record, registered))
+                continue
         stored = existing.get(key)
         if stored is not None:
             results.append(_retry_result(record, digest, stored))
@@ -186,6 +209,14 @@ def _append_locked(
         )
         # A second copy of the same id later in this batch is a retry of this one.
         existing[key] = (appended, record.raw)
+        if record.policy is not None:
+            registry.add(
+                record.tenant,
+                record.policy,
+                StoredPolicy(
+                    index, leaf, integrated_us, record.record_id, digest, record.policy.digest
+                ),
+            )
         rows.add(index, record, leaf)
         rows.nodes.extend(
             (level, node, node_hash) for (level, node), node_hash in tree.append(leaf)
@@ -211,6 +242,8 @@ class _BatchRows:
     authority: list[tuple[int, str, AuthorityRow]] = field(default_factory=list)
     replays: list[tuple[int, str, ReplayRow]] = field(default_factory=list)
     freshness: FreshnessBatch = field(default_factory=FreshnessBatch.empty)
+    policies: list[tuple[int, str, PolicyRow]] = field(default_factory=list)
+    policy_checks: list[tuple[int, str, PolicyCheckRow]] = field(default_factory=list)
 
     def add(self, index: int, record: Admitted, leaf: bytes) -> None:
         self.entries.append(
@@ -234,6 +267,10 @@ class _BatchRows:
             self.freshness.add_decision(index, record.tenant, record.freshness)
         if record.change is not None:
             self.freshness.add_change(index, record.tenant, record.change)
+        if record.policy is not None:
+            self.policies.append((index, record.tenant, record.policy))
+        if record.policy_check is not None:
+            self.policy_checks.append((index, record.tenant, record.policy_check))
 
     def write(self, connection: Connection) -> dict[int, int]:
         """Insert every row; returns how many decisions each context change invalidated,
@@ -244,6 +281,8 @@ class _BatchRows:
         insert_index_rows(connection, self.decisions)
         insert_authority_rows(connection, self.authority)
         insert_replay_rows(connection, self.replays)
+        insert_policy_rows(connection, self.policies)
+        insert_policy_check_rows(connection, self.policy_checks)
         outcome = write_batch(connection, self.freshness, self.integrated_us)
         enqueue_stale(connection, outcome.events, self.integrated_us)
         return outcome.invalidated
@@ -311,6 +350,20 @@ def _existing(
             )
             found[(tenant, row.record_id)] = (appended, envelope)
     return found
+
+
+def _registration(record: Admitted, stored: StoredPolicy) -> Appended:
+    """The answer to a policy version registered again with the same document: the stored
+    registration, as for a retry."""
+    return Appended(
+        stored.index,
+        stored.leaf_hash,
+        stored.integrated_us,
+        record.tenant,
+        stored.record_id,
+        stored.envelope_digest,
+        False,
+    )
 
 
 def _retry_result(

@@ -181,8 +181,15 @@ class RebuiltEntry:
 
 def rebuild_entries(connection: Connection, start: int, end: int) -> list[RebuiltEntry]:
     """Entries `start` to `end - 1` with their entry bytes (fewer if the log is shorter)."""
-    previous = read_entry(connection, start - 1) if start > 0 else None
-    prev_leaf = previous.leaf_hash if previous is not None else GENESIS_PREV
+    # Only the previous leaf is needed, not its envelope.
+    previous = (
+        connection.execute(
+            select(log_entries.c.leaf_hash).where(log_entries.c.idx == start - 1)
+        ).scalar_one_or_none()
+        if start > 0
+        else None
+    )
+    prev_leaf = bytes(previous) if previous is not None else GENESIS_PREV
     rebuilt = []
     for entry in read_entries(connection, start, end):
         digest = hashlib.sha256(entry.envelope).digest()

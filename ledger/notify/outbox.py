@@ -12,23 +12,28 @@ lease runs out. A row covers every decision its change marked in a range of log 
 is delivered in chunks of at most `CHUNK` decisions, each a separate event whose id names
 the row and the chunk's first index, and `cursor_idx` moves past each chunk acknowledged.
 After `max_attempts` failed attempts a row is `dead` (dead-lettered): visible in the API and
-in `/metrics`, and retried only when an operator asks.
+in `/metrics`, and retried only when an operator asks. Removing a subscription deletes its
+rows (`ledger.notify.subscriptions`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select, text, update
 
 from ledger.indexes.freshness import StaleEvent
-from ledger.storage.schema import log_entries, outbox, stale_marks
+from ledger.log.entry import rfc3339
+from ledger.notify.webhook import STALE_EVENT
+from ledger.storage.db import side_write_transaction
+from ledger.storage.schema import context_changes, log_entries, outbox, stale_marks, subscriptions
 
-STALE_EVENT = "decision.stale"
 EVENT_TYPES = (STALE_EVENT,)
 CHUNK = 500
-STATES = ("pending", "delivered", "dead")
+DeliveryState = Literal["pending", "delivered", "dead"]
+STATES: tuple[DeliveryState, ...] = get_args(DeliveryState)
 
 # One statement per event: a row for each live subscription of the tenant to the event type.
 _ENQUEUE = text(
@@ -73,6 +78,7 @@ class OutboxRow:
     last_idx: int
     cursor_idx: int
     attempts: int
+    url: str  # the subscription's, read when the row was claimed
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,46 +89,103 @@ class StaleDecision:
     version: str
 
 
+@dataclass(frozen=True, slots=True)
+class StaleChunk:
+    decisions: list[StaleDecision]
+    more: bool  # marks of the row's change remain after this chunk
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """The context change an outbox row tells of, as its index row holds it."""
+
+    index: int
+    id: str
+    key: str
+    version: str
+    changed_at: str
+
+
+_ROW_COLUMNS = (
+    outbox.c.id,
+    outbox.c.subscription_id,
+    outbox.c.tenant,
+    outbox.c.event_type,
+    outbox.c.subject_idx,
+    outbox.c.first_idx,
+    outbox.c.last_idx,
+    outbox.c.cursor_idx,
+    outbox.c.attempts,
+    subscriptions.c.url,
+)
+
+
 def claim_due(engine: Engine, now_us: int, lease_us: int, limit: int) -> list[OutboxRow]:
     """Pending rows whose attempt is due and whose lease (if any) ran out, now leased to
-    the caller for `lease_us`. A row another worker claimed first is skipped."""
+    the caller for `lease_us`. A row another worker claimed first is skipped.
+
+    The candidates are found by a plain read, so an idle poll never takes SQLite's write
+    lock; each is then taken by a compare-and-set and read again under it, so the caller
+    sees the cursor and attempts as the last worker left them."""
     due = and_(
         outbox.c.state == "pending",
         outbox.c.next_attempt_us <= now_us,
         or_(outbox.c.lease_until_us.is_(None), outbox.c.lease_until_us < now_us),
     )
-    with engine.begin() as connection:
-        candidates = connection.execute(
-            select(
-                outbox.c.id,
-                outbox.c.subscription_id,
-                outbox.c.tenant,
-                outbox.c.event_type,
-                outbox.c.subject_idx,
-                outbox.c.first_idx,
-                outbox.c.last_idx,
-                outbox.c.cursor_idx,
-                outbox.c.attempts,
+    with engine.connect() as connection:
+        candidates = (
+            connection.execute(
+                select(outbox.c.id)
+                .where(due)
+                .order_by(outbox.c.next_attempt_us, outbox.c.id)
+                .limit(limit)
             )
-            .where(due)
-            .order_by(outbox.c.next_attempt_us, outbox.c.id)
-            .limit(limit)
-        ).all()
-        claimed = []
-        for row in candidates:
-            # Compare-and-set: the row is ours only if its lease is still free now.
+            .scalars()
+            .all()
+        )
+    if not candidates:
+        return []
+    claimed = []
+    with side_write_transaction(engine) as connection:
+        for row_id in candidates:
             taken = connection.execute(
                 update(outbox)
-                .where(outbox.c.id == row.id, due)
+                .where(outbox.c.id == row_id, due)
                 .values(lease_until_us=now_us + lease_us)
             )
-            if taken.rowcount == 1:
-                claimed.append(OutboxRow(*row))
+            if taken.rowcount != 1:
+                continue
+            row = connection.execute(
+                select(*_ROW_COLUMNS)
+                .join(subscriptions, subscriptions.c.id == outbox.c.subscription_id)
+                .where(outbox.c.id == row_id)
+            ).first()
+            if row is not None:
+                claimed.append(OutboxRow(*tuple(row)))
     return claimed
 
 
-def stale_chunk(engine: Engine, row: OutboxRow, limit: int = CHUNK) -> list[StaleDecision]:
-    """The next decisions the row's change marked, after its cursor, oldest first."""
+def load_change(engine: Engine, index: int) -> Change | None:
+    """The context change at log `index`, from its index row."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(
+                context_changes.c.idx,
+                context_changes.c.record_id,
+                context_changes.c.key,
+                context_changes.c.version,
+                context_changes.c.changed_us,
+            ).where(context_changes.c.idx == index)
+        ).first()
+    if row is None:
+        return None
+    return Change(row.idx, row.record_id, row.key, row.version, rfc3339(row.changed_us))
+
+
+def stale_chunk(engine: Engine, row: OutboxRow, limit: int = CHUNK) -> StaleChunk:
+    """The next decisions the row's change marked, after its cursor, oldest first: at most
+    `limit` marks, never splitting one decision's marks across chunks (the cursor is a log
+    index), and whether any remain after them."""
     with engine.connect() as connection:
         found = connection.execute(
             select(
@@ -135,29 +198,62 @@ def stale_chunk(engine: Engine, row: OutboxRow, limit: int = CHUNK) -> list[Stal
                 stale_marks.c.idx <= row.last_idx,
             )
             .order_by(stale_marks.c.idx, stale_marks.c.key, stale_marks.c.version)
-            .limit(limit)
+            .limit(limit + 1)
         ).all()
-    # A decision's marks by one change are never split across chunks: the cursor is an index.
-    if len(found) == limit:
-        last = found[-1].idx
-        if any(item.idx != last for item in found):
-            found = [item for item in found if item.idx != last]
-    return [StaleDecision(item.idx, item.record_id, item.key, item.version) for item in found]
+    more = len(found) > limit
+    if more:
+        following = found[limit].idx
+        kept = [item for item in found[:limit] if item.idx != following]
+        # One decision with more marks than a chunk holds goes whole, alone.
+        found = kept or [item for item in found if item.idx == following]
+    return StaleChunk(
+        [StaleDecision(item.idx, item.record_id, item.key, item.version) for item in found],
+        more,
+    )
 
 
-def acknowledge(engine: Engine, row: OutboxRow, cursor_idx: int, done: bool, now_us: int) -> None:
-    """A chunk up to `cursor_idx` was delivered; `done` when nothing is left after it."""
+def acknowledge(
+    engine: Engine,
+    row: OutboxRow,
+    cursor_idx: int,
+    *,
+    status: int | None,
+    done: bool,
+    now_us: int,
+    lease_us: int,
+) -> None:
+    """A chunk up to `cursor_idx` was delivered; `done` when nothing is left after it.
+    Otherwise the caller keeps the row for another `lease_us` to send the next chunk. The
+    cursor only moves forward, whoever else delivered the same chunk meanwhile."""
     values: dict[str, object] = {
         "cursor_idx": cursor_idx,
         "attempts": 0,
-        "lease_until_us": None,
-        "last_status": 200,
+        "lease_until_us": None if done else now_us + lease_us,
+        "last_status": status,
         "last_error": None,
     }
     if done:
         values |= {"state": "delivered", "delivered_us": now_us}
-    with engine.begin() as connection:
-        connection.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
+    with side_write_transaction(engine) as connection:
+        connection.execute(
+            update(outbox)
+            .where(
+                outbox.c.id == row.id,
+                outbox.c.state == "pending",
+                outbox.c.cursor_idx <= cursor_idx,
+            )
+            .values(**values)
+        )
+
+
+def release(engine: Engine, row: OutboxRow) -> None:
+    """Give a claimed row back before its lease runs out (a worker stopping)."""
+    with side_write_transaction(engine) as connection:
+        connection.execute(
+            update(outbox)
+            .where(outbox.c.id == row.id, outbox.c.state == "pending")
+            .values(lease_until_us=None)
+        )
 
 
 def record_failure(
@@ -176,8 +272,12 @@ def record_failure(
         "last_error": error[:2000],
     }
     values |= {"state": "dead"} if next_attempt_us is None else {"next_attempt_us": next_attempt_us}
-    with engine.begin() as connection:
-        connection.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
+    with side_write_transaction(engine) as connection:
+        connection.execute(
+            update(outbox)
+            .where(outbox.c.id == row.id, outbox.c.state == "pending")
+            .values(**values)
+        )
 
 
 def requeue(connection: Connection, tenant: str, row_id: int, now_us: int) -> bool:
@@ -193,6 +293,6 @@ def requeue(connection: Connection, tenant: str, row_id: int, now_us: int) -> bo
 def counts_by_state(connection: Connection) -> dict[str, int]:
     """How many outbox rows are in each state, across tenants (for `/metrics`)."""
     rows = connection.execute(select(outbox.c.state, func.count()).group_by(outbox.c.state))
-    found = dict.fromkeys(STATES, 0)
+    found: dict[str, int] = dict.fromkeys(STATES, 0)
     found.update({state: int(count) for state, count in rows})
     return found

@@ -34,6 +34,7 @@ from typing import Any
 from ledger.errors import InvalidPayload
 from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
+from ledger.records.policy import PolicyRecord
 
 MAX_DEPTH = 64
 MAX_MEMBER_NAME = 1024
@@ -263,6 +264,9 @@ def check_record(record: object) -> None:
 def _timestamps(record: object) -> Iterator[tuple[str, datetime]]:
     if isinstance(record, ContextChange):
         yield "/changed_at", record.changed_at
+        return
+    if isinstance(record, PolicyRecord):
+        yield "/registered_at", record.registered_at
         return
     yield "/occurred_at", record.occurred_at  # type: ignore[attr-defined]
     if not isinstance(record, Decision):

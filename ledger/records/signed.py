@@ -39,12 +39,28 @@ from ledger.records.context_change import (
     decode_context_change,
 )
 from ledger.records.decision import DECISION_PAYLOAD_TYPE, Decision, decode_decision
+from ledger.records.policy import (
+    POLICY_CHECK_PAYLOAD_TYPE,
+    POLICY_PAYLOAD_TYPE,
+    PolicyCheckRecord,
+    PolicyRecord,
+    decode_policy,
+    decode_policy_check,
+)
 from ledger.records.replay import REPLAY_PAYLOAD_TYPE, ReplayRecord, decode_replay
 
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
 
 # Every record kind the log admits.
-LoggedRecord = Decision | PrincipalRecord | RevocationRecord | ReplayRecord | ContextChange
+LoggedRecord = (
+    Decision
+    | PrincipalRecord
+    | RevocationRecord
+    | ReplayRecord
+    | ContextChange
+    | PolicyRecord
+    | PolicyCheckRecord
+)
 
 # payloadType -> strict decoder.
 PAYLOAD_DECODERS: dict[str, Callable[[bytes], LoggedRecord]] = {
@@ -53,6 +69,8 @@ PAYLOAD_DECODERS: dict[str, Callable[[bytes], LoggedRecord]] = {
     REVOCATION_PAYLOAD_TYPE: decode_revocation,
     REPLAY_PAYLOAD_TYPE: decode_replay,
     CONTEXT_CHANGE_PAYLOAD_TYPE: decode_context_change,
+    POLICY_PAYLOAD_TYPE: decode_policy,
+    POLICY_CHECK_PAYLOAD_TYPE: decode_policy_check,
 }
 
 

@@ -77,3 +77,17 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
                 # Held until commit or rollback, so appends from any process serialize here.
                 connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})")
             yield connection
+
+
+@contextlib.contextmanager
+def side_write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that writes rows beside the log (blobs, the outbox). On SQLite it
+    takes the single writer's lock from its first statement, as the log's does (a read that
+    turned into a write could otherwise fail at once, busy); on PostgreSQL it is a plain
+    transaction, so that it never holds the log's lock that appends wait on."""
+    if is_sqlite(engine):
+        with write_transaction(engine) as connection:
+            yield connection
+    else:
+        with engine.begin() as connection:
+            yield connection

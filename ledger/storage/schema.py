@@ -262,13 +262,16 @@ ui_sessions = Table(
 # context-change records and written with their log entries. `context_dependencies` is the
 # dependency index: (tenant, key, version) -> decisions, so that invalidating a key is one
 # indexed range, never a scan of the log.
+# No primary key: admission lists each (key, version) of a decision once, and a narrow index
+# on `idx` is cheaper to fill at ingest than a unique one on three columns.
 context_dependencies = Table(
     "context_dependencies",
     metadata,
-    Column("idx", BigInteger, primary_key=True, autoincrement=False),
-    Column("key", String(256), primary_key=True),
-    Column("version", String(256), primary_key=True),
+    Column("idx", BigInteger, nullable=False),
+    Column("key", String(256), nullable=False),
+    Column("version", String(256), nullable=False),
     Column("tenant", String(64), nullable=False),
+    Index("ix_context_dependencies_idx", "idx"),
     Index("ix_context_dependencies_tenant_key", "tenant", "key", "version", "idx"),
 )
 
@@ -281,6 +284,18 @@ decision_freshness = Table(
     Column("tenant", String(64), nullable=False),
     Column("valid_until_us", BigInteger, nullable=True),
     Index("ix_decision_freshness_tenant_valid_until", "tenant", "valid_until_us"),
+)
+
+# The trace (`trace:<id>`) and conversation (`conversation:<id>`) of each decision that has
+# dependencies: two decisions of one thread relying on different versions of a key saw
+# inconsistent context.
+decision_threads = Table(
+    "decision_threads",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("thread", String(256), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Index("ix_decision_threads_tenant_thread", "tenant", "thread", "idx"),
 )
 
 context_changes = Table(
@@ -351,4 +366,41 @@ outbox = Table(
     Column("delivered_us", BigInteger, nullable=True),
     Index("ix_outbox_state_next", "state", "next_attempt_us"),
     Index("ix_outbox_subscription", "subscription_id", "id"),
+)
+
+# Policies (ledger/indexes/policies.py, docs/policy.md): derived from policy and policy-check
+# records and written with their log entries. A decision's `policy.digest` resolves to its
+# document through `policies`; (tenant, policy_id, version) is registered once.
+policies = Table(
+    "policies",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("record_id", String(256), nullable=False),
+    Column("policy_id", String(256), nullable=False),
+    Column("version", String(256), nullable=False),
+    Column("digest", String(71), nullable=False),
+    Column("engine", String(32), nullable=False),
+    Column("registered_us", BigInteger, nullable=False),
+    UniqueConstraint("tenant", "policy_id", "version", name="uq_policies_tenant_policy_version"),
+    Index("ix_policies_tenant_digest", "tenant", "digest"),
+)
+
+# One row per policy check: which decision, which policy version, in which mode and batch,
+# and the verdict.
+policy_checks = Table(
+    "policy_checks",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("record_id", String(256), nullable=False),
+    Column("decision_id", String(256), nullable=False),
+    Column("policy_id", String(256), nullable=False),
+    Column("version", String(256), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("batch", String(256), nullable=True),
+    Column("occurred_us", BigInteger, nullable=False),
+    Index("ix_policy_checks_tenant_decision", "tenant", "decision_id", "idx"),
+    Index("ix_policy_checks_tenant_batch", "tenant", "batch", "idx"),
 )

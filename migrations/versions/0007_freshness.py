@@ -27,8 +27,8 @@ def upgrade() -> None:
         sa.Column("key", sa.String(256), nullable=False),
         sa.Column("version", sa.String(256), nullable=False),
         sa.Column("tenant", sa.String(64), nullable=False),
-        sa.PrimaryKeyConstraint("idx", "key", "version", name=op.f("pk_context_dependencies")),
     )
+    op.create_index("ix_context_dependencies_idx", "context_dependencies", ["idx"])
     op.create_index(
         "ix_context_dependencies_tenant_key",
         "context_dependencies",
@@ -45,6 +45,16 @@ def upgrade() -> None:
         "ix_decision_freshness_tenant_valid_until",
         "decision_freshness",
         ["tenant", "valid_until_us"],
+    )
+    op.create_table(
+        "decision_threads",
+        sa.Column("idx", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("thread", sa.String(256), nullable=False),
+        sa.Column("tenant", sa.String(64), nullable=False),
+        sa.PrimaryKeyConstraint("idx", "thread", name=op.f("pk_decision_threads")),
+    )
+    op.create_index(
+        "ix_decision_threads_tenant_thread", "decision_threads", ["tenant", "thread", "idx"]
     )
     op.create_table(
         "context_changes",
@@ -116,6 +126,7 @@ def upgrade() -> None:
         {
             "context_dependencies": ("idx", "tenant", "key", "version"),
             "decision_freshness": ("idx", "tenant", "valid_until_us"),
+            "decision_threads": ("idx", "tenant", "thread"),
         },
         _rows,
     )
@@ -138,9 +149,20 @@ def _rows(idx: int, tenant: str, payload: dict[str, Any]) -> dict[str, list[tupl
         dependencies[(snapshot["name"], snapshot["version"])] = None
         if snapshot.get("valid_until"):
             expiries.append(micros(snapshot["valid_until"]))
+    threads = []
+    trace_id = (payload.get("links") or {}).get("trace_id")
+    if trace_id:
+        threads.append(f"trace:{trace_id}")
+    attributes = payload.get("attributes") or {}
+    for name in ("gen_ai.conversation.id", "conversation_id"):
+        value = attributes.get(name)
+        if isinstance(value, str) and value and len(value) <= 243:
+            threads.append(f"conversation:{value}")
+            break
     return {
         "context_dependencies": [(idx, tenant, key, version) for key, version in dependencies],
         "decision_freshness": [(idx, tenant, min(expiries) if expiries else None)],
+        "decision_threads": [(idx, tenant, thread) for thread in threads] if dependencies else [],
     }
 
 
@@ -150,6 +172,7 @@ def downgrade() -> None:
         "subscriptions",
         "stale_marks",
         "context_changes",
+        "decision_threads",
         "decision_freshness",
         "context_dependencies",
     ):

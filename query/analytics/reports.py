@@ -10,7 +10,10 @@
   sliding window, and the share of all exposure in that unit it held at that moment;
   the `limit` largest groups per unit.
 - `freshness`: decisions whose `freshness.valid_until` has passed, and those that were
-  already stale when they were made.
+  already stale when they were made; the dependencies that context changes superseded,
+  recomputed from the exported records by the ledger's rule (`ledger.indexes.freshness`),
+  an independent check of its stale marks; and pairs of decisions of one trace or
+  conversation that relied on different versions of a context key.
 
 Every report takes the same filters (time range on `occurred_at`, service, decision
 type) as bound parameters; names of columns and periods come from fixed lists. A report
@@ -364,6 +367,108 @@ def exposure(connection: duckdb.DuckDBPyConnection, query: ReportQuery) -> Repor
     )
 
 
+# Every dependency (decision, key, version) a context change superseded, by the rule of
+# `ledger.indexes.freshness`, from the exported `dependencies` and `context_changes` alone:
+# - stale when made: the latest change of the key before the decision named another
+#   version, and the decision's version was already in the log (a dependency or a change
+#   naming it) before that change;
+# - otherwise, the first later change of the key that names another version.
+# A change's run is its stretch of consecutive changes of the key to one version; the first
+# change of the next run is the first later change to name another version. ASOF joins keep
+# this one sorted pass per key, however many changes a key has.
+_SUPERSEDED = """
+CREATE OR REPLACE TEMP TABLE _superseded AS
+WITH ordered AS (
+    SELECT tenant, idx, key, version,
+           lag(version) OVER (PARTITION BY tenant, key ORDER BY idx) AS previous
+    FROM context_changes
+),
+numbered AS (
+    SELECT tenant, idx, key, version,
+           sum(CASE WHEN version IS DISTINCT FROM previous THEN 1 ELSE 0 END)
+               OVER (PARTITION BY tenant, key ORDER BY idx) AS run
+    FROM ordered
+),
+runs AS (SELECT tenant, key, run, min(idx) AS first_idx FROM numbered GROUP BY ALL),
+changes AS (
+    SELECT n.tenant, n.idx, n.key, n.version, r.first_idx AS next_other
+    FROM numbered n
+    LEFT JOIN runs r ON r.tenant = n.tenant AND r.key = n.key AND r.run = n.run + 1
+),
+named AS (
+    SELECT tenant, key, version, min(idx) AS first_idx
+    FROM (SELECT tenant, key, version, idx FROM dependencies
+          UNION ALL
+          SELECT tenant, key, version, idx FROM context_changes)
+    GROUP BY ALL
+),
+at_birth AS (
+    SELECT d.tenant, d.idx, d.key, d.version, c.idx AS change_idx
+    FROM dependencies d
+    ASOF JOIN changes c ON c.tenant = d.tenant AND c.key = d.key AND d.idx > c.idx
+    JOIN named n ON n.tenant = d.tenant AND n.key = d.key AND n.version = d.version
+    WHERE c.version <> d.version AND n.first_idx < c.idx
+),
+later AS (
+    SELECT d.tenant, d.idx, d.key, d.version,
+           CASE WHEN c.version <> d.version THEN c.idx ELSE c.next_other END AS change_idx
+    FROM dependencies d
+    ASOF JOIN changes c ON c.tenant = d.tenant AND c.key = d.key AND d.idx < c.idx
+)
+SELECT * FROM at_birth
+UNION ALL
+SELECT * FROM later
+WHERE change_idx IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM at_birth b
+                  WHERE b.idx = later.idx AND b.key = later.key AND b.version = later.version)
+"""
+
+_SUPERSEDED_ROWS = """
+SELECT m.tenant, m.idx, d.record_id, d.service, d.decision_type, d.occurred_at, m.key,
+       m.version, m.change_idx, c.record_id AS change_id, c.version AS change_version,
+       c.changed_at, m.change_idx < m.idx AS stale_when_made
+FROM _superseded m
+JOIN (SELECT * FROM decisions WHERE {where}) d ON d.tenant = m.tenant AND d.idx = m.idx
+JOIN context_changes c ON c.tenant = m.tenant AND c.idx = m.change_idx
+ORDER BY m.idx, m.key, m.version
+LIMIT {limit}
+"""
+
+_SUPERSEDED_PER_KEY = """
+SELECT m.tenant, m.key, count(*) AS superseded, count(DISTINCT m.idx) AS decisions,
+       count(DISTINCT m.change_idx) AS changes,
+       count(*) FILTER (WHERE m.change_idx < m.idx) AS stale_when_made
+FROM _superseded m
+JOIN (SELECT tenant, idx FROM decisions WHERE {where}) d ON d.tenant = m.tenant AND d.idx = m.idx
+GROUP BY ALL ORDER BY superseded DESC, m.tenant, m.key
+"""
+
+# Two decisions of one thread (`trace:<links.trace_id>` or `conversation:<id>`, as the
+# ledger names them) that relied on different versions of one key; listed once, the older
+# first, when either of them passes the filters.
+_INCONSISTENT = """
+WITH threads AS (
+    SELECT tenant, idx, record_id, 'trace:' || trace_id AS thread
+    FROM decisions WHERE trace_id IS NOT NULL
+    UNION ALL
+    SELECT tenant, idx, record_id, 'conversation:' || conversation_id
+    FROM decisions WHERE conversation_id IS NOT NULL
+),
+chosen AS (SELECT idx FROM decisions WHERE {where})
+SELECT a.tenant, a.thread, da.key, a.idx AS first_idx, a.record_id AS first_id,
+       da.version AS first_version, b.idx AS second_idx, b.record_id AS second_id,
+       db.version AS second_version
+FROM threads a
+JOIN threads b ON b.tenant = a.tenant AND b.thread = a.thread AND b.idx > a.idx
+JOIN dependencies da ON da.tenant = a.tenant AND da.idx = a.idx
+JOIN dependencies db
+  ON db.tenant = b.tenant AND db.idx = b.idx AND db.key = da.key AND db.version <> da.version
+WHERE a.idx IN (SELECT idx FROM chosen) OR b.idx IN (SELECT idx FROM chosen)
+ORDER BY first_idx, second_idx, da.key, a.thread, first_version, second_version
+LIMIT {limit}
+"""
+
+
 def freshness(connection: duckdb.DuckDBPyConnection, query: ReportQuery) -> Report:
     where, parameters = _filters(query)
     parameters["at"] = query.at or datetime.now(UTC)
@@ -386,10 +491,22 @@ def freshness(connection: duckdb.DuckDBPyConnection, query: ReportQuery) -> Repo
         f"ORDER BY valid_until DESC, idx LIMIT {query.limit}",
         **parameters,
     )
+    filtered = {name: value for name, value in parameters.items() if name != "at"}
+    connection.execute(_SUPERSEDED)
+    try:
+        superseded = run_sql(
+            connection, _SUPERSEDED_ROWS.format(where=where, limit=query.limit), **filtered
+        )
+        per_key = run_sql(connection, _SUPERSEDED_PER_KEY.format(where=where), **filtered)
+    finally:
+        connection.execute("DROP TABLE IF EXISTS _superseded")
+    inconsistent = run_sql(
+        connection, _INCONSISTENT.format(where=where, limit=query.limit), **filtered
+    )
     moment = parameters["at"].isoformat()
     return Report(
         "freshness",
-        f"Decisions whose freshness ran out by {moment}",
+        f"Decisions whose freshness ran out by {moment}, or that context changes superseded",
         [
             Section(
                 "Expired decisions per service",
@@ -402,6 +519,13 @@ def freshness(connection: duckdb.DuckDBPyConnection, query: ReportQuery) -> Repo
                 ),
             ),
             Section(f"Most recently expired (at most {query.limit})", expired),
+            Section(f"Superseded by context changes (at most {query.limit})", superseded),
+            Section(
+                "Superseded per key",
+                per_key,
+                Chart("bar", ("tenant", "key"), ("superseded", "decisions"), ylabel="dependencies"),
+            ),
+            Section(f"Inconsistent context (at most {query.limit} pairs)", inconsistent),
         ],
     )
 

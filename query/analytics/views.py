@@ -8,6 +8,11 @@ which DuckDB scans with the same projection and filter pushdown.
 
 With `tenant`, the views hold only that tenant's partitions: the HTTP reports are scoped
 this way, so no report query can reach another tenant's rows.
+
+Every view has the columns of the current format (`query.export.schema.TABLES`), whatever
+format the export was written in: a table an older export lacks is empty, and a column
+its files lack is null (`prov.export/v1` has no `dependencies` or `context_changes`, and
+no `decisions.trace_id` or `conversation_id`).
 """
 
 from __future__ import annotations
@@ -21,21 +26,26 @@ import pyarrow.dataset as pads  # type: ignore[import-untyped]
 from ledger.errors import NotFound
 from query.export.manifest import read_history
 from query.export.paths import Location, parse_data_path
-from query.export.schema import PARTITION, TABLES, with_partition
+from query.export.schema import PARTITION, TABLES, tables_of, with_partition
 
 _COLUMNS = "tenant, date, * EXCLUDE (tenant, date)"
 
 
 def exported_files(location: Location, tenant: str | None = None) -> dict[str, list[str]]:
     """The data files of every export at the location, by table; NotFound if none."""
+    return {name: [path for path, _ in listed] for name, listed in _files(location, tenant).items()}
+
+
+def _files(location: Location, tenant: str | None) -> dict[str, list[tuple[str, str]]]:
+    """(path, format) of every data file, by table."""
     history = read_history(location)
     if not history:
         raise NotFound(f"nothing has been exported to {location.uri}; run `prov export`")
-    files: dict[str, list[str]] = {name: [] for name in TABLES}
+    files: dict[str, list[tuple[str, str]]] = {name: [] for name in TABLES}
     for stored in history:
         for exported in stored.manifest.files:
             if tenant is None or parse_data_path(exported.path).tenant == tenant:
-                files[exported.table].append(exported.path)
+                files[exported.table].append((exported.path, stored.manifest.format))
     return files
 
 
@@ -43,8 +53,9 @@ def connect(
     location: Location, *, tenant: str | None = None, threads: int | None = None
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one view per exported table (`decisions`,
-    `steps`, `tool_calls`, `exposures`, `replays`, `other_records`, `blobs`, `envelopes`)."""
-    files = exported_files(location, tenant)
+    `dependencies`, `context_changes`, `steps`, `tool_calls`, `exposures`, `replays`,
+    `other_records`, `blobs`, `envelopes`)."""
+    files = _files(location, tenant)
     connection = duckdb.connect(":memory:")
     # Days and weeks start at midnight UTC, whatever the machine's zone.
     connection.execute("SET TimeZone = 'UTC'")
@@ -56,14 +67,35 @@ def connect(
 
 
 def _create_view(
-    connection: duckdb.DuckDBPyConnection, location: Location, name: str, paths: list[str]
+    connection: duckdb.DuckDBPyConnection,
+    location: Location,
+    name: str,
+    listed_files: list[tuple[str, str]],
 ) -> None:
+    paths = [path for path, _ in listed_files]
     if paths and location.local:
         # The Python API of read_parquet takes no hive_types; DuckDB's SQL does.
         listed = ", ".join(_literal(location.path(path)) for path in paths)
+        columns, options = _COLUMNS, ""
+        formats = {fmt for _, fmt in listed_files}
+        held = {field.name for fmt in formats for field in tables_of(fmt).get(name, TABLES[name])}
+        if len(formats) > 1 or len(held) < len(TABLES[name]):
+            # Files of an older format lack columns: by name, and null where no file has one.
+            options = ", union_by_name = true"
+            columns = ", ".join(
+                [
+                    "tenant",
+                    "date",
+                    *(
+                        field.name if field.name in held else f"NULL::VARCHAR AS {field.name}"
+                        for field in TABLES[name]
+                    ),
+                ]
+            )
         connection.execute(
-            f"CREATE VIEW {name} AS SELECT {_COLUMNS} FROM read_parquet([{listed}], "
-            "hive_partitioning = true, hive_types = {'tenant': 'VARCHAR', 'date': 'DATE'})"
+            f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet([{listed}], "
+            f"hive_partitioning = true, hive_types = {{'tenant': 'VARCHAR', 'date': 'DATE'}}"
+            f"{options})"
         )
         return
     if paths:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from ledger.errors import NoteError, ProofError, RecordRejected
-from ledger.keys.keyring import get_key
+from ledger.keys.keyring import ServiceKey, get_key
 from ledger.log import merkle
 from ledger.log.entry import rfc3339, to_micros
 from ledger.log.note import NoteVerifier, open_checkpoint
@@ -36,8 +36,16 @@ def signature_status(
 
     A key revoked after the decision does not make its signature false, so that shows as
     `key_revoked_at`; one revoked at or before `occurred_at` fails the check."""
+    return signature_and_key(connection, candidate)[0]
+
+
+def signature_and_key(
+    connection: Connection, candidate: Candidate | RecordRejected
+) -> tuple[dict[str, Any], ServiceKey | None]:
+    """`signature_status`, and the key it verified under (None unless valid), so that the
+    evidence of the key needs no second lookup."""
     if isinstance(candidate, RecordRejected):
-        return {"status": "invalid", "kind": candidate.kind, "detail": str(candidate)}
+        return {"status": "invalid", "kind": candidate.kind, "detail": str(candidate)}, None
     keys = {
         signature.keyid: key
         for signature in candidate.envelope.signatures
@@ -46,7 +54,7 @@ def signature_status(
     try:
         key = verify_signer(candidate, keys, allow_revoked=True)
     except RecordRejected as error:
-        return {"status": "invalid", "kind": error.kind, "detail": str(error)}
+        return {"status": "invalid", "kind": error.kind, "detail": str(error)}, None
     occurred_us = to_micros(candidate.decision.occurred_at)
     if key.revoked_us is not None and key.revoked_us <= occurred_us:
         return {
@@ -54,13 +62,13 @@ def signature_status(
             "kind": "key-revoked",
             "detail": f"keyid {key.keyid} was revoked at {rfc3339(key.revoked_us)}, "
             "before the decision",
-        }
+        }, None
     return {
         "status": "valid",
         "keyid": key.keyid,
         "key_valid_at_occurred_at": True,
         "key_revoked_at": None if key.revoked_us is None else rfc3339(key.revoked_us),
-    }
+    }, key
 
 
 def inclusion_status(
@@ -85,7 +93,7 @@ def inclusion_in(
         return {"status": "not-yet-checkpointed"}
     try:
         checkpoint = open_checkpoint(stored.note, verifier, origin)
-        proof = inclusion_proof(connection, index, checkpoint.size)
+        proof = inclusion_proof(connection, index, checkpoint.size, checkpointed=True)
     except (NoteError, ProofError) as error:
         return {"status": "invalid", "detail": str(error)}
     verified = merkle.verify_inclusion(

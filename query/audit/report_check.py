@@ -19,11 +19,17 @@ run in order and each names what it found wrong:
 9. Each listed replay passes steps 3 to 6 in its own evidence, under the same checkpoint:
    its entry and leaf, its inclusion proof, a payload that replays this decision's entry,
    and a signature by the tenant's replay key valid at its `occurred_at`; the report's
-   replay verdicts are what those checks and payloads say.
+   replay verdicts are what those checks and payloads say. So does each listed policy
+   check (a payload that checks this decision's entry, signed by the replay key), and the
+   report's policy-check verdicts are what they say; and so does the registration the
+   decision's policy digest resolves to (a policy record of the tenant, signed by its
+   owner, whose document hashes to that digest), and the report's policy item is what it
+   and the payload say. (These two steps run just before the replays'.)
 
 What the server alone can know (whether a blob's bytes are still held, a revocation after
-the decision, whether the list of replays is complete, its clock) is listed as a claim that
-cannot be checked offline, never as a pass. Every other field of the report is recomputed.
+the decision, whether the lists of replays and policy checks are complete, which registered
+document the decision's policy digest names, its clock) is listed as a claim that cannot be
+checked offline, never as a pass. Every other field of the report is recomputed.
 """
 
 from __future__ import annotations
@@ -44,9 +50,12 @@ from ledger.log import merkle
 from ledger.log.entry import entry_bytes, rfc3339, to_micros
 from ledger.log.note import Checkpoint, NoteVerifier, open_checkpoint
 from ledger.records import dsse
+from ledger.records.policy import POLICY_CHECK_PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE, document_digest
 from ledger.records.replay import REPLAY_PAYLOAD_TYPE
 from ledger.records.signed import Candidate, parse_record
 from query.audit.auditor import TrustedState
+from query.audit.freshness_format import expiry_reasons, state_of
+from query.audit.policy_format import policy_check_item, policy_checks_status, policy_view
 from query.audit.report_format import (
     REPORT_FORMAT,
     analyze,
@@ -116,7 +125,6 @@ def verify_report(
     service_key: bytes | None = None,
 ) -> ReportCheck:
     """Run every step; a failed step stops the ones that depend on it."""
-    result = ReportCheck()
     context: dict[str, Any] = {}
     steps: list[tuple[str, Callable[[], str]]] = [
         ("format", lambda: _format(report)),
@@ -127,19 +135,30 @@ def verify_report(
         ("signature", lambda: _signature(report, context, service_key)),
         ("analysis", lambda: _analysis(report)),
         ("verdicts", lambda: _verdicts(report)),
-        ("replays", lambda: _replays(report, context)),
+        ("policy", lambda: _policy(report, context)),
+        ("policy checks", lambda: _linked_records(report, context, _POLICY_CHECKS)),
+        ("replays", lambda: _linked_records(report, context, _REPLAYS)),
     ]
+    result = run_steps(steps, "report")
+    if result:
+        result.unverifiable = _server_claims(report)
+    return result
+
+
+def run_steps(steps: list[tuple[str, Callable[[], str]]], what: str) -> ReportCheck:
+    """Run each step in order, stopping at the first that fails: a step raises
+    `ReportInvalid` (or a `LedgerError`) naming what is wrong, and a missing or mistyped
+    member of the document (`what`) is reported as malformed, never as a crash."""
+    result = ReportCheck()
     for name, run in steps:
         try:
             result.steps.append(Step(name, True, run()))
         except (ReportInvalid, LedgerError) as error:
             result.steps.append(Step(name, False, str(error)))
             break
-        except (KeyError, TypeError, ValueError, binascii.Error) as error:
-            result.steps.append(Step(name, False, f"malformed report: {error!r}"))
+        except (KeyError, TypeError, ValueError, IndexError, binascii.Error) as error:
+            result.steps.append(Step(name, False, f"malformed {what}: {error!r}"))
             break
-    if result:
-        result.unverifiable = _server_claims(report)
     return result
 
 
@@ -183,12 +202,12 @@ def _checkpoint(
 
 def _entry(report: dict[str, Any], context: dict[str, Any]) -> str:
     evidence = report["evidence"]
-    envelope, leaf, index = _check_entry(evidence["envelope"], evidence["entry"])
+    envelope, leaf, index = check_entry(evidence["envelope"], evidence["entry"])
     context |= {"envelope": envelope, "leaf": leaf, "index": index}
     return f"entry {index}, leaf {leaf.hex()[:16]}…"
 
 
-def _check_entry(encoded_envelope: str, entry: dict[str, Any]) -> tuple[bytes, bytes, int]:
+def check_entry(encoded_envelope: str, entry: dict[str, Any]) -> tuple[bytes, bytes, int]:
     """The envelope, the leaf recomputed from it and the entry fields, and the index."""
     envelope = base64.b64decode(encoded_envelope, validate=True)
     digest = hashlib.sha256(envelope).digest()
@@ -214,11 +233,11 @@ def _check_entry(encoded_envelope: str, entry: dict[str, Any]) -> tuple[bytes, b
 def _inclusion(report: dict[str, Any], context: dict[str, Any]) -> str:
     checkpoint: Checkpoint = context["checkpoint"]
     index = context["index"]
-    _check_inclusion(report["evidence"].get("inclusion_proof"), context["leaf"], index, checkpoint)
+    check_inclusion(report["evidence"].get("inclusion_proof"), context["leaf"], index, checkpoint)
     return f"entry {index} is in the tree of size {checkpoint.size}"
 
 
-def _check_inclusion(proof: Any, leaf: bytes, index: int, checkpoint: Checkpoint) -> None:
+def check_inclusion(proof: Any, leaf: bytes, index: int, checkpoint: Checkpoint) -> None:
     if not isinstance(proof, dict):
         raise ReportInvalid(f"the report carries no inclusion proof of entry {index}")
     if proof["index"] != index or proof["tree_size"] != checkpoint.size:
@@ -252,12 +271,12 @@ def _payload(report: dict[str, Any], context: dict[str, Any]) -> str:
 
 def _signature(report: dict[str, Any], context: dict[str, Any], pinned: bytes | None) -> str:
     key = report["evidence"].get("signing_key")
-    _check_signature(context["candidate"], key, pinned)
+    check_signature(context["candidate"], key, pinned)
     source = "the pinned key" if pinned is not None else "the key the report names"
     return f"signed by {key['keyid'][:16]}… ({source}), valid at occurred_at"
 
 
-def _check_signature(candidate: Candidate, key: Any, pinned: bytes | None) -> None:
+def check_signature(candidate: Candidate, key: Any, pinned: bytes | None) -> None:
     """The record's signature verifies under `key`, which is bound to its tenant and service
     and was valid, and not revoked, at its `occurred_at`."""
     record = candidate.decision
@@ -324,44 +343,98 @@ def _verdicts(report: dict[str, Any]) -> str:
     listed = [{k: blob[k] for k in ("pointer", "digest")} for blob in claims["blobs"]]
     if listed != referenced:
         raise ReportInvalid("the report's blob list is not the blobs the payload references")
+    _freshness_verdict(report)
     return "the report's verdicts match what verifies"
 
 
-def _replays(report: dict[str, Any], context: dict[str, Any]) -> str:
-    """Step 9: each replay in the evidence verifies and replays this decision's entry, and
-    the report lists exactly what their checks and payloads say."""
-    if "replays" not in report["evidence"]:
-        return "the report predates replay evidence: its replays are the server's word"
-    items = []
-    for position, evidence in enumerate(report["evidence"]["replays"]):
-        try:
-            items.append(_check_replay(evidence, context))
-        except (ReportInvalid, LedgerError) as error:
-            raise ReportInvalid(f"replay {position}: {error}") from None
-    changed = first_difference(report["verification"]["replays"], replays_status(items))
+def _freshness_verdict(report: dict[str, Any]) -> None:
+    """The expiries the report lists are what the payload says at `generated_at`, and the
+    state follows from the reasons; which changes superseded the decision is the server's
+    word here (a freshness answer carries their evidence)."""
+    freshness = report["verification"].get("freshness")
+    if freshness is None:
+        return  # a report made before freshness was indexed
+    expired = [r for r in freshness["reasons"] if r["reason"] != "superseded"]
+    changed = first_difference(expired, expiry_reasons(report["decision"], report["generated_at"]))
     if changed is not None:
-        raise ReportInvalid(f"the report's replays are not what their evidence says, at {changed}")
-    return f"{len(items)} replays of this entry verify"
+        raise ReportInvalid(f"the report's expiries are not what the payload says, at {changed}")
+    if freshness["state"] != state_of(report["decision"], freshness["reasons"]):
+        raise ReportInvalid(
+            f"the report's freshness state {freshness['state']!r} is not its reasons'"
+        )
 
 
-def _check_replay(evidence: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    """Steps 3 to 6 for one replay, in the decision's checkpoint; the report's item for it."""
+@dataclass(frozen=True)
+class _Linked:
+    """Records that name the decision's entry (its replays, its policy checks)."""
+
+    noun: str
+    key: str  # under `evidence` and `verification`
+    payload_type: str
+    link: str  # the payload member naming the decision
+    verb: str  # what the record does to the decision it names
+    item: Callable[..., dict[str, Any]]
+    status: Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+
+_REPLAYS = _Linked(
+    "replay", "replays", REPLAY_PAYLOAD_TYPE, "replay_of", "replays", replay_item, replays_status
+)
+_POLICY_CHECKS = _Linked(
+    "policy check",
+    "policy_checks",
+    POLICY_CHECK_PAYLOAD_TYPE,
+    "decision_id",
+    "checks",
+    policy_check_item,
+    policy_checks_status,
+)
+
+
+def _linked_records(report: dict[str, Any], context: dict[str, Any], linked: _Linked) -> str:
+    """Step 9: each replay (or policy check) in the evidence verifies and names this
+    decision's entry, and the report lists exactly what their checks and payloads say."""
+    if linked.key not in report["evidence"]:
+        return (
+            f"the report predates {linked.noun} evidence: its {linked.noun}s are the server's word"
+        )
+    items = []
+    for position, evidence in enumerate(report["evidence"][linked.key]):
+        try:
+            items.append(_check_linked(evidence, context, linked))
+        except (ReportInvalid, LedgerError) as error:
+            raise ReportInvalid(f"{linked.noun} {position}: {error}") from None
+    changed = first_difference(report["verification"][linked.key], linked.status(items))
+    if changed is not None:
+        raise ReportInvalid(
+            f"the report's {linked.noun}s are not what their evidence says, at {changed}"
+        )
+    return f"{len(items)} {linked.noun}s of this entry verify"
+
+
+def _check_linked(
+    evidence: dict[str, Any], context: dict[str, Any], linked: _Linked
+) -> dict[str, Any]:
+    """Steps 3 to 6 for one replay or policy check, in the decision's checkpoint; the
+    report's item for it."""
     decision = context["candidate"].decision
-    envelope, leaf, index = _check_entry(evidence["envelope"], evidence["entry"])
-    _check_inclusion(evidence.get("inclusion_proof"), leaf, index, context["checkpoint"])
+    envelope, leaf, index = check_entry(evidence["envelope"], evidence["entry"])
+    check_inclusion(evidence.get("inclusion_proof"), leaf, index, context["checkpoint"])
     candidate = parse_record(envelope, max_bytes=len(envelope))
-    if candidate.envelope.payloadType != REPLAY_PAYLOAD_TYPE:
-        raise ReportInvalid(f"entry {index} is not a replay record")
-    replay = candidate.decision
-    if replay.tenant != decision.tenant or evidence["entry"]["tenant"] != decision.tenant:
+    if candidate.envelope.payloadType != linked.payload_type:
+        raise ReportInvalid(f"entry {index} is not a {linked.noun} record")
+    record = candidate.decision
+    if record.tenant != decision.tenant or evidence["entry"]["tenant"] != decision.tenant:
         raise ReportInvalid(f"entry {index} belongs to another tenant than the decision")
     payload = msgspec.json.decode(candidate.payload)
-    if payload["replay_of"] != decision.id:
-        raise ReportInvalid(f"entry {index} replays {payload['replay_of']!r}, not this decision")
+    if payload[linked.link] != decision.id:
+        raise ReportInvalid(
+            f"entry {index} {linked.verb} {payload[linked.link]!r}, not this decision"
+        )
     key: Any = evidence.get("signing_key")
-    _check_signature(candidate, key, None)
-    return replay_item(
-        replay.id,
+    check_signature(candidate, key, None)
+    return linked.item(
+        record.id,
         index,
         leaf.hex(),
         payload,
@@ -388,14 +461,76 @@ def _server_claims(report: dict[str, Any]) -> list[str]:
     )
     replay_keys = {
         evidence["signing_key"]["keyid"]: evidence["signing_key"]
-        for evidence in report["evidence"].get("replays", [])
+        for key in ("replays", "policy_checks")
+        for evidence in report["evidence"].get(key, [])
     }
     claims += [
         f"replay key {keyid} not revoked as of {report['generated_at']}"
         for keyid, replay_key in replay_keys.items()
         if replay_key.get("revoked_at") is None
     ]
+    claims += _policy_claims(report)
+    freshness = report["verification"].get("freshness")
+    if freshness is not None:
+        claims.append(
+            f"freshness now is {freshness['state']!r}, with {len(freshness['reasons'])} reasons "
+            f"and {len(freshness['inconsistent'])} inconsistent decisions (check it offline: "
+            "`prov fresh ID --json`, then `prov verify-freshness`)"
+        )
     claims.append(f"the report was generated at {report['generated_at']} (the server's clock)")
+    return claims
+
+
+def _policy(report: dict[str, Any], context: dict[str, Any]) -> str:
+    """The registration the decision's policy digest resolves to, from its evidence: in
+    the checkpoint, the tenant's policy record, signed by its owner's key, registering a
+    document with that digest; the report's policy item is what it and the payload say."""
+    if "policy" not in report["verification"]:
+        return "the report predates policy evidence: its policy is the server's word"
+    evidence = report["evidence"].get("policy")
+    registration: dict[str, Any] | None = None
+    index: int | None = None
+    if evidence is not None:
+        envelope, leaf, index = check_entry(evidence["envelope"], evidence["entry"])
+        check_inclusion(evidence.get("inclusion_proof"), leaf, index, context["checkpoint"])
+        candidate = parse_record(envelope, max_bytes=len(envelope))
+        if candidate.envelope.payloadType != POLICY_PAYLOAD_TYPE:
+            raise ReportInvalid(f"policy: entry {index} is not a policy record")
+        tenant = context["candidate"].decision.tenant
+        if candidate.decision.tenant != tenant or evidence["entry"]["tenant"] != tenant:
+            raise ReportInvalid(f"policy: entry {index} belongs to another tenant")
+        check_signature(candidate, evidence.get("signing_key"), None)
+        registration = msgspec.json.decode(candidate.payload)
+        document = registration.get("document")
+        if document is not None and document_digest(document) != registration["digest"]:
+            raise ReportInvalid(f"policy: entry {index}'s document does not hash to its digest")
+        if registration["digest"] != (report["decision"].get("policy") or {}).get("digest"):
+            raise ReportInvalid(f"policy: entry {index} registers another document")
+    expected = policy_view(report["decision"], registration, index)
+    changed = first_difference(report["verification"]["policy"], expected)
+    if changed is not None:
+        raise ReportInvalid(f"the report's policy is not what its evidence says, at {changed}")
+    where = "" if index is None else f", entry {index} holds its document"
+    return f"the decision's policy is {expected['status']}{where}"
+
+
+def _policy_claims(report: dict[str, Any]) -> list[str]:
+    """The registry's word on the decision's policy, and on the list of its checks."""
+    claims = []
+    policy = report["verification"].get("policy")
+    if policy is not None and policy["status"] == "unregistered":
+        claims.append(f"policy: {policy['detail']} (the registry's word)")
+    owner = (report["evidence"].get("policy") or {}).get("signing_key")
+    if owner is not None and owner.get("revoked_at") is None:
+        claims.append(
+            f"policy owner key {owner['keyid'][:16]}… not revoked as of {report['generated_at']}"
+        )
+    checks = report["verification"].get("policy_checks")
+    if checks is not None:
+        claims.append(
+            f"policy checks: the {len(checks['checks'])} listed are all the log holds of this "
+            "decision"
+        )
     return claims
 
 

@@ -31,17 +31,10 @@ def replay_item(
     """What the report says of one replay: its entry, the checks of its leaf, inclusion,
     signature and link to the decision's entry, and what its signed payload says."""
     model = None if replay is None else replay["model"]
-    return {
-        "id": record_id,
-        "index": index,
-        "leaf_hash": leaf_hash,
-        "leaf": leaf,
-        "inclusion": inclusion,
-        "signature": signature,
-        # The replay names this very entry of the decision, not just its id.
-        "link": "invalid"
-        if replay is None or replay["replay_of_leaf"] != leaf_reference(decision_leaf)
-        else "valid",
+    named = None if replay is None else replay["replay_of_leaf"]
+    return linked_entry(
+        record_id, index, leaf_hash, named, decision_leaf, leaf, inclusion, signature
+    ) | {
         "occurred_at": None if replay is None else replay["occurred_at"],
         "mode": None if replay is None else replay["mode"],
         "model": None
@@ -50,6 +43,31 @@ def replay_item(
         "batch": None if replay is None else replay.get("batch"),
         "verdict": None if replay is None else replay["verdict"],
         "summary": None if replay is None else replay_summary(replay),
+    }
+
+
+def linked_entry(
+    record_id: str,
+    index: int,
+    leaf_hash: str,
+    named_leaf: str | None,
+    decision_leaf: bytes,
+    leaf: str,
+    inclusion: str,
+    signature: dict[str, Any],
+) -> dict[str, Any]:
+    """The part of a report's item that every record naming the decision (a replay, a
+    policy check) shares: its entry, and the checks of its leaf, inclusion, signature and
+    link, `link` being that it names this very entry of the decision (`named_leaf`), not
+    just its id."""
+    return {
+        "id": record_id,
+        "index": index,
+        "leaf_hash": leaf_hash,
+        "leaf": leaf,
+        "inclusion": inclusion,
+        "signature": signature,
+        "link": "valid" if named_leaf == leaf_reference(decision_leaf) else "invalid",
     }
 
 
@@ -79,12 +97,18 @@ _CHECKED = ("leaf", "inclusion", "link")
 def replays_status(items: list[dict[str, Any]]) -> dict[str, Any]:
     """`none`, `recorded` (with the count by verdict), or `invalid` when a listed replay
     fails a check. Whether the list is complete is the server's word."""
+    return linked_status(items, noun="replay", key="replays")
+
+
+def linked_status(items: list[dict[str, Any]], *, noun: str, key: str) -> dict[str, Any]:
+    """The status of the records that name a decision's entry (its replays, its policy
+    checks), listed under `key`: `none`, `recorded` or `invalid`."""
     if not items:
         return {
             "status": "none",
             "count": 0,
-            "detail": "no replay of this decision is recorded",
-            "replays": [],
+            "detail": f"no {noun} of this decision is recorded",
+            key: [],
         }
     failing = [
         item
@@ -94,23 +118,23 @@ def replays_status(items: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     if failing:
         status = "invalid"
-        detail = "the replay at entry " + ", ".join(str(item["index"]) for item in failing)
+        detail = f"the {noun} at entry " + ", ".join(str(item["index"]) for item in failing)
         detail += " does not verify"
     else:
         verdicts: dict[str, int] = {}
         for item in items:
             verdicts[item["verdict"]] = verdicts.get(item["verdict"], 0) + 1
         status = "recorded"
-        detail = f"{len(items)} replay{'s' if len(items) > 1 else ''} recorded: " + ", ".join(
+        detail = f"{len(items)} {noun}{'s' if len(items) > 1 else ''} recorded: " + ", ".join(
             f"{count} {verdict}" for verdict, count in verdicts.items()
         )
-    return {"status": status, "count": len(items), "detail": detail, "replays": items}
+    return {"status": status, "count": len(items), "detail": detail, key: items}
 
 
 def analyze(decision: dict[str, Any], generated_at: str) -> dict[str, Any]:
     """What the payload alone says at `generated_at`; `prov verify-report` recomputes it."""
-    occurred = _time(decision["occurred_at"])
-    now = _time(generated_at)
+    occurred = parse_time(decision["occurred_at"])
+    now = parse_time(generated_at)
     freshness = decision.get("freshness") or {}
     return {
         "context": [
@@ -135,14 +159,14 @@ def freshness_state(valid_until: str | None, occurred: datetime, now: datetime) 
     `valid`."""
     if valid_until is None:
         return "no-expiry"
-    until = _time(valid_until)
+    until = parse_time(valid_until)
     if until <= occurred:
         return "expired-at-decision"
     return "expired-since" if until <= now else "valid"
 
 
 def _timeline_step(position: int, step: dict[str, Any], occurred: datetime) -> dict[str, Any]:
-    started, ended = _time(step["started_at"]), _time(step["ended_at"])
+    started, ended = parse_time(step["started_at"]), parse_time(step["ended_at"])
     usage = step.get("usage") or {}
     return {
         "step": position,
@@ -155,7 +179,8 @@ def _timeline_step(position: int, step: dict[str, Any], occurred: datetime) -> d
     }
 
 
-def _time(text: str) -> datetime:
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 time as the payload writes it."""
     return datetime.fromisoformat(text)
 
 

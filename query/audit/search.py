@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,10 +31,13 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
+    and_,
     case,
     cast,
     func,
     literal,
+    not_,
+    or_,
     select,
     tuple_,
 )
@@ -41,7 +45,13 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from ledger.errors import BadRequest
 from ledger.log.entry import rfc3339, to_micros
-from ledger.storage.schema import decisions, invocations, principals
+from ledger.storage.schema import (
+    decision_freshness,
+    decisions,
+    invocations,
+    principals,
+    stale_marks,
+)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -132,6 +142,10 @@ class DecisionFilter:
     # that verified at ingest: the decisions that person authorized.
     root_principal: str | None = None
     output: OutputMatch | None = None
+    # `stale`, `fresh` or `unknown` now (docs/freshness.md); with `stale_since`, only the
+    # decisions that went stale at or after that time.
+    freshness: str | None = None
+    stale_since: datetime | None = None
 
     def __post_init__(self) -> None:
         # Checked wherever a filter is made, so the API, the pages and the CLI share limits.
@@ -140,6 +154,13 @@ class DecisionFilter:
             value = getattr(self, field)
             if isinstance(value, str):
                 check_text(name, value)
+        if self.freshness is not None and self.freshness not in FRESHNESS_STATES:
+            raise BadRequest(
+                f"freshness is one of {', '.join(FRESHNESS_STATES)}, not {self.freshness[:40]!r}",
+                pointer="/freshness",
+            )
+        if self.stale_since is not None and self.freshness != "stale":
+            raise BadRequest("since applies to freshness=stale only", pointer="/since")
 
     @classmethod
     def from_query(cls, tenant: str, query: Mapping[str, str | None]) -> DecisionFilter:
@@ -153,7 +174,7 @@ class DecisionFilter:
             field = QUERY_FIELDS.get(name)
             if field is None:
                 raise BadRequest(f"{name!r} is not a decision filter", pointer=f"/{name}")
-            if field in ("occurred_from", "occurred_to"):
+            if field in ("occurred_from", "occurred_to", "stale_since"):
                 fields[field] = _parse_time(name, value)
             elif field == "output":
                 fields[field] = OutputMatch.parse(value)
@@ -174,7 +195,10 @@ QUERY_FIELDS = {
     "delegator": "delegator",
     "root_principal": "root_principal",
     "output": "output",
+    "freshness": "freshness",
+    "since": "stale_since",
 }
+FRESHNESS_STATES = ("stale", "fresh", "unknown")
 
 
 def _parse_time(name: str, text: str) -> datetime:
@@ -287,6 +311,9 @@ def _query(connection: Connection, where: DecisionFilter) -> Select[Any]:
         conditions.append(_output_matches(connection, where.output))
     if where.root_principal is not None:
         conditions.append(_authorized_by(where.tenant, where.root_principal))
+    if where.freshness is not None:
+        since = None if where.stale_since is None else to_micros(_utc(where.stale_since))
+        conditions.append(freshness_condition(where.freshness, time.time_ns() // 1000, since))
     return select(
         columns.idx,
         columns.record_id,
@@ -299,6 +326,27 @@ def _query(connection: Connection, where: DecisionFilter) -> Select[Any]:
         columns.delegator,
         columns.output,
     ).where(*conditions)
+
+
+def freshness_condition(state: str, now_us: int, since_us: int | None) -> ColumnElement[bool]:
+    """Decisions in `state` at `now_us` (`ledger.indexes.freshness` holds the rule): stale
+    when a change superseded a dependency or an expiry has passed; `since_us` keeps those
+    that went stale at or after it."""
+    marked = select(stale_marks.c.idx).where(stale_marks.c.idx == decisions.c.idx)
+    expired_at = decision_freshness.c.valid_until_us
+    expired = select(decision_freshness.c.idx).where(
+        decision_freshness.c.idx == decisions.c.idx, expired_at <= now_us
+    )
+    if since_us is not None:
+        marked = marked.where(stale_marks.c.stale_us >= since_us)
+        expired = expired.where(expired_at >= since_us)
+    stale = or_(marked.exists(), expired.exists())
+    if state == "stale":
+        return stale
+    declared = select(decision_freshness.c.idx).where(decision_freshness.c.idx == decisions.c.idx)
+    if state == "fresh":
+        return and_(declared.exists(), not_(stale))
+    return not_(declared.exists())
 
 
 def _authorized_by(tenant: str, name: str) -> ColumnElement[bool]:

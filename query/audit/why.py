@@ -9,14 +9,18 @@ A report has four parts:
 - `verification`: the checks the server made now: signature and key validity at
   `occurred_at`, leaf and inclusion in the latest checkpoint, the erasure state of every
   referenced blob, the delegation chain (who authorized the decision, each rule of
-  docs/delegation.md at the entry's integration time) and every replay of the decision
-  the checkpoint covers, each with its own leaf, inclusion and signature checks. A check
-  not made says so.
+  docs/delegation.md at the entry's integration time), every replay of the decision the
+  checkpoint covers, each with its own leaf, inclusion and signature checks, and freshness
+  now (expiries, the context changes that superseded what the decision relied on, and
+  decisions of its trace or conversation that saw other versions), the registered document
+  the decision's policy digest names (`unregistered` flags one that names none), and every
+  policy check of the decision, checked as replays are. A check not made says so.
 - `evidence`: the exact envelope, the entry fields, the signed checkpoint, the inclusion
   proof, the signing key, what the ledger knows of the delegation chain, and the same
-  envelope, entry, proof and key for each replay, so that `prov verify-report` can
-  recompute `decision`, `analysis` and every cryptographic claim offline
-  (`query.audit.report_check`). That the list of replays is complete is the server's word.
+  envelope, entry, proof and key for each replay and policy check, so that
+  `prov verify-report` can recompute `decision`, `analysis` and every cryptographic claim
+  offline (`query.audit.report_check`). That the lists of replays and policy checks are
+  complete, and what the registry holds, is the server's word.
 """
 
 from __future__ import annotations
@@ -28,15 +32,23 @@ import msgspec
 from sqlalchemy import Connection, select
 
 from ledger.delegation.evidence import chain_evidence
-from ledger.errors import BadRequest, NotFound, RecordRejected
+from ledger.errors import RecordRejected
 from ledger.indexes.replays import replays_of
-from ledger.keys.keyring import get_key
 from ledger.log.entry import rfc3339
 from ledger.log.note import NoteVerifier
-from ledger.log.store import RebuiltEntry, StoredCheckpoint, latest_checkpoint, rebuild_entries
-from ledger.records.decision import DECISION_PAYLOAD_TYPE
-from ledger.storage.schema import blobs, log_entries
+from ledger.log.store import StoredCheckpoint, latest_checkpoint, rebuild_entries
+from ledger.storage.schema import blobs
 from query.audit.checks import inclusion_in, parse_stored, signature_status
+from query.audit.evidence import (
+    RecordEvidence,
+    entry_evidence,
+    find_decision_index,
+    key_evidence,
+    record_evidence,
+)
+from query.audit.freshness import freshness_summary
+from query.audit.policy_evidence import policy_checks, policy_status
+from query.audit.policy_format import policy_checks_status
 
 # The parts a saved report is checked against offline live in `report_format`, which needs no
 # database; they stay importable from here.
@@ -50,10 +62,10 @@ from query.audit.report_format import (
     replay_summary,
     replays_status,
 )
-from query.audit.search import MAX_TEXT, check_text
 
 __all__ = [
     "REPORT_FORMAT",
+    "RecordEvidence",
     "analyze",
     "blob_states",
     "delegation_status",
@@ -61,39 +73,13 @@ __all__ = [
     "find_decision_index",
     "freshness_state",
     "key_evidence",
+    "record_evidence",
     "referenced_blobs",
     "replay_item",
     "replay_summary",
     "replays_status",
     "why_report",
 ]
-
-
-def find_decision_index(connection: Connection, tenant: str, record_id: str) -> int:
-    """The log index of decision `record_id` of `tenant`; another tenant's id is not found,
-    exactly as a missing one is."""
-    if not _could_be_stored(record_id):
-        raise NotFound(f"there is no decision {record_id[:80]!r}")
-    index = connection.execute(
-        select(log_entries.c.idx).where(
-            log_entries.c.tenant == tenant,
-            log_entries.c.record_id == record_id,
-            log_entries.c.payload_type == DECISION_PAYLOAD_TYPE,
-        )
-    ).scalar_one_or_none()
-    if index is None:
-        raise NotFound(f"there is no decision {record_id!r}")
-    return int(index)
-
-
-def _could_be_stored(record_id: str) -> bool:
-    """False for an id no record can have (over 256 characters, NUL, a lone surrogate),
-    which PostgreSQL would refuse as a parameter rather than find nothing."""
-    try:
-        check_text("id", record_id, MAX_TEXT)
-    except BadRequest:
-        return False
-    return True
 
 
 def why_report(
@@ -127,6 +113,12 @@ def why_report(
             before=None if stored_checkpoint is None else stored_checkpoint.tree_size,
         )
     ]
+    checks = policy_checks(
+        connection, verifier, origin, stored_checkpoint, tenant, record_id, entry.leaf_hash
+    )
+    policy, policy_evidence = policy_status(
+        connection, verifier, origin, stored_checkpoint, tenant, decision
+    )
     return {
         "report": REPORT_FORMAT,
         "generated_at": generated_at,
@@ -140,6 +132,14 @@ def why_report(
             "blobs": [] if decision is None else blob_states(connection, tenant, decision),
             "delegation": delegation_status(decision, entry.integrated_us, authority),
             "replays": replays_status([item for item, _ in replays]),
+            # The registered document the decision's policy digest names.
+            "policy": policy,
+            "policy_checks": policy_checks_status([item for item, _ in checks]),
+            # Now, by the freshness index: the server's word here; `prov fresh` gives the
+            # same reasons with the evidence to check them offline.
+            "freshness": None
+            if decision is None
+            else freshness_summary(connection, tenant, index, decision, generated_at),
         },
         "evidence": {
             "envelope": base64.b64encode(entry.envelope).decode(),
@@ -149,31 +149,10 @@ def why_report(
             "signing_key": key_evidence(connection, signature),
             "delegation": authority,
             "replays": [evidence for _, evidence in replays],
+            "policy": policy_evidence,
+            "policy_checks": [evidence for _, evidence in checks],
         },
     }
-
-
-def entry_evidence(rebuilt: RebuiltEntry) -> dict[str, Any]:
-    """The fields of a log entry, and its bytes and leaf, as the report's evidence."""
-    entry = rebuilt.stored
-    return {
-        "index": entry.index,
-        "tenant": entry.tenant,
-        "integrated_us": entry.integrated_us,
-        "integrated_at": rfc3339(entry.integrated_us),
-        "prev_leaf_hash": rebuilt.prev_leaf.hex(),
-        "envelope_sha256": rebuilt.envelope_digest.hex(),
-        "entry_bytes": rebuilt.data.hex(),
-        "leaf_hash": entry.leaf_hash.hex(),
-    }
-
-
-def key_evidence(connection: Connection, signature: dict[str, Any]) -> dict[str, Any] | None:
-    """The registered key a valid signature was made with, its public key in base64."""
-    key = get_key(connection, signature["keyid"]) if signature["status"] == "valid" else None
-    if key is None:
-        return None
-    return key.to_json() | {"public_key": base64.b64encode(key.public_key).decode()}
 
 
 def _replay(
@@ -185,11 +164,9 @@ def _replay(
     index: int,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One replay of the decision: what the report says of it, and its evidence."""
-    [rebuilt] = rebuild_entries(connection, index, index + 1)
-    entry = rebuilt.stored
-    candidate = parse_stored(entry.envelope)
-    signature = signature_status(connection, candidate)
-    inclusion = inclusion_in(connection, stored_checkpoint, verifier, origin, index, rebuilt.leaf)
+    found = record_evidence(connection, verifier, origin, stored_checkpoint, index)
+    entry = found.rebuilt.stored
+    candidate = found.candidate
     replay = (
         None if isinstance(candidate, RecordRejected) else msgspec.json.decode(candidate.payload)
     )
@@ -199,17 +176,11 @@ def _replay(
         entry.leaf_hash.hex(),
         replay,
         decision_leaf,
-        leaf="valid" if rebuilt.leaf == entry.leaf_hash else "invalid",
-        inclusion=inclusion["status"],
-        signature=signature,
+        leaf="valid" if found.rebuilt.leaf == entry.leaf_hash else "invalid",
+        inclusion=found.inclusion,
+        signature=found.signature,
     )
-    evidence = {
-        "envelope": base64.b64encode(entry.envelope).decode(),
-        "entry": entry_evidence(rebuilt),
-        "inclusion_proof": inclusion.get("proof"),
-        "signing_key": key_evidence(connection, signature),
-    }
-    return item, evidence
+    return item, found.evidence
 
 
 def blob_states(connection: Connection, tenant: str, decision: dict[str, Any]) -> list[Any]:

@@ -4,7 +4,8 @@ An export carries on from the last manifest at the location: it covers the entri
 where that one ended up to the ledger's latest signed checkpoint. The steps:
 
 1. Read the chain of manifests; the new export starts at the last one's `end`, from its
-   `tree_after` peaks.
+   `tree_after` peaks. An export of an older format is not carried on (docs/analytics.md,
+   "Formats").
 2. Open the latest checkpoint under the ledger's key; its size is the new `end`.
 3. Remove files left by an interrupted attempt at this export (same sequence number).
 4. Stream the entries, recompute each leaf from the stored envelope, index, time, tenant
@@ -70,7 +71,7 @@ from query.export.rows import (
     decode,
     partition_of,
 )
-from query.export.schema import TABLES
+from query.export.schema import FORMAT, TABLES
 from query.export.writer import FileLimits, SegmentWriter
 
 # Below this many entries, starting worker processes costs more than it saves.
@@ -132,6 +133,13 @@ def export_ledger(
     if previous is not None:
         if previous.manifest.origin != ledger.origin:
             raise ExportError(f"{location.uri} holds an export of {previous.manifest.origin}")
+        if previous.manifest.format != FORMAT:
+            # Its context changes are `other_records` rows, which the freshness report
+            # would not see beside the new `context_changes`: one location, one format.
+            raise ExportError(
+                f"{location.uri} holds a {previous.manifest.format} export; this version "
+                f"writes {FORMAT}, with other tables: export to a new location"
+            )
         if end < start:
             raise ExportError(
                 f"the ledger's checkpoint covers {end} entries, but {start} are exported "

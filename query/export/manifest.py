@@ -14,7 +14,8 @@ Each manifest holds:
 - `consistency`: the RFC 9162 consistency proof from the previous export's checkpoint to
   this one, for verifiers that hold only checkpoints;
 - `previous`: the SHA-256 of the previous manifest's bytes, so the manifests form a chain;
-- `files`: every data file with its table, row count, size and SHA-256.
+- `files`: every data file with its table, row count, size and SHA-256;
+- `format`: which tables and columns the files hold (`query.export.schema.tables_of`).
 
 Parsing is strict about shape and ranges, and every failure is a `ManifestError`.
 """
@@ -37,7 +38,7 @@ from query.export.paths import (
     parse_manifest_name,
     read_bytes,
 )
-from query.export.schema import FORMAT
+from query.export.schema import FORMAT, READABLE_FORMATS
 
 
 class ManifestError(ProvError):
@@ -106,8 +107,10 @@ def _is_hash(text: str) -> bool:
 
 
 def _check(manifest: Manifest) -> None:
-    if manifest.format != FORMAT:
-        raise ManifestError(f"manifest format {manifest.format!r} is not {FORMAT!r}")
+    if manifest.format not in READABLE_FORMATS:
+        raise ManifestError(
+            f"manifest format {manifest.format!r} is not one of {', '.join(READABLE_FORMATS)}"
+        )
     if manifest.sequence < 1 or not 0 <= manifest.start < manifest.end:
         raise ManifestError("manifest sequence or index range is out of bounds")
     hashes = [*manifest.tree_before, *manifest.tree_after, *manifest.consistency]

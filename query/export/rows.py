@@ -9,8 +9,14 @@ Payloads are decoded with a partial schema: only the members the tables flatten,
 without the strict checks of admission, which every stored record has already passed.
 That keeps decoding to a few microseconds a record (see bench/export.py); a member the
 partial schema does not know is simply not exported, never an error. A replay is one
-`replays` row; any other record that is not a decision is exported whole, as one
-`other_records` row.
+`replays` row, a context change one `context_changes` row; any other record that is not a
+decision is exported whole, as one `other_records` row (in a `prov.export/v1` export, a
+context change was one too: `decode(..., fmt=FORMAT_V1)`).
+
+A decision's `dependencies` rows and its `trace_id` and `conversation_id` follow the rules
+of the ledger's freshness index (`ledger.indexes.freshness`: `decision_freshness` and
+`threads_of`), applied here to the partial payload, so that a report over the export can
+check the ledger's stale marks and inconsistencies independently.
 
 Rows never fail on what the log holds, including records stored before admission bounded
 their fields (docs/analytics.md, "Values a column cannot hold"): a time outside the years
@@ -29,11 +35,13 @@ from typing import Any
 import msgspec
 
 from ledger.errors import ProvError
+from ledger.indexes.freshness import CONVERSATION_ATTRIBUTES, MAX_THREAD
 from ledger.log.entry import from_micros, to_micros
+from ledger.records.context_change import CONTEXT_CHANGE_PAYLOAD_TYPE
 from ledger.records.decision import DECISION_PAYLOAD_TYPE
 from ledger.records.dsse import b64decode
 from ledger.records.replay import REPLAY_PAYLOAD_TYPE
-from query.export.schema import TABLES
+from query.export.schema import FORMAT, FORMAT_V1, TABLES
 
 
 class ExportError(ProvError):
@@ -112,8 +120,14 @@ class _Delegation(msgspec.Struct, gc=False):
     iss: str
 
 
+class _Dependency(msgspec.Struct, gc=False):
+    key: str
+    version: str
+
+
 class _Freshness(msgspec.Struct, gc=False):
     valid_until: datetime | None = None
+    depends_on: list[_Dependency] = []
 
 
 class _Exposure(msgspec.Struct, gc=False):
@@ -123,7 +137,30 @@ class _Exposure(msgspec.Struct, gc=False):
 
 
 class _Context(msgspec.Struct, gc=False):
+    name: str
+    version: str
     blob: str | None = None
+
+
+class _Links(msgspec.Struct, gc=False):
+    trace_id: str | None = None
+
+
+class _Attributes(msgspec.Struct, gc=False):
+    """Only the attributes that name a conversation (`CONVERSATION_ATTRIBUTES`), in the
+    ledger's order of preference; any JSON value (a conversation id counts if a string)."""
+
+    gen_ai_conversation_id: Any = msgspec.field(default=None, name="gen_ai.conversation.id")
+    conversation_id: Any = None
+
+    def candidates(self) -> tuple[Any, ...]:
+        return (self.gen_ai_conversation_id, self.conversation_id)
+
+
+if tuple(f.encode_name for f in msgspec.structs.fields(_Attributes)) != CONVERSATION_ATTRIBUTES:
+    raise RuntimeError("_Attributes must name ledger.indexes.freshness.CONVERSATION_ATTRIBUTES")
+# `threads_of` names a conversation `conversation:<id>` in a column of MAX_THREAD characters.
+_MAX_CONVERSATION = MAX_THREAD - len("conversation:")
 
 
 class DecisionPayload(msgspec.Struct, gc=False):
@@ -145,6 +182,8 @@ class DecisionPayload(msgspec.Struct, gc=False):
     steps: list[_Step] = []
     exposures: list[_Exposure] = []
     context: list[_Context] = []
+    links: _Links | None = None
+    attributes: _Attributes = msgspec.field(default_factory=_Attributes)
 
 
 class _ReplayModel(msgspec.Struct, gc=False):
@@ -202,6 +241,18 @@ class ReplayPayload(msgspec.Struct, gc=False):
     diff: _Diff = msgspec.field(default_factory=_Diff)
 
 
+class ContextChangePayload(msgspec.Struct, gc=False):
+    """The members of a context-change payload (`ledger.records.context_change`)."""
+
+    id: str
+    tenant: str
+    service: str
+    key: str
+    version: str
+    changed_at: datetime
+    reason: str | None = None
+
+
 class _Common(msgspec.Struct, gc=False):
     """What every record kind has (principals, revocations, and kinds yet to come)."""
 
@@ -221,11 +272,12 @@ class OtherPayload:
     common: _Common
 
 
-Payload = DecisionPayload | ReplayPayload | OtherPayload
+Payload = DecisionPayload | ReplayPayload | ContextChangePayload | OtherPayload
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _decision_decoder = msgspec.json.Decoder(DecisionPayload)
 _replay_decoder = msgspec.json.Decoder(ReplayPayload)
+_change_decoder = msgspec.json.Decoder(ContextChangePayload)
 _common_decoder = msgspec.json.Decoder(_Common)
 
 
@@ -288,8 +340,10 @@ def new_rows() -> Rows:
     return {name: [] for name in TABLES}
 
 
-def decode(entry: LogEntry) -> Payload:
-    """The record in the entry's envelope; ExportError if it does not decode."""
+def decode(entry: LogEntry, fmt: str = FORMAT) -> Payload:
+    """The record in the entry's envelope, as export format `fmt` flattens it (a context
+    change is an `other_records` row in `prov.export/v1`); ExportError if it does not
+    decode."""
     try:
         envelope = _envelope_decoder.decode(entry.envelope)
         payload = b64decode(envelope.payload)
@@ -298,6 +352,8 @@ def decode(entry: LogEntry) -> Payload:
             record = _decision_decoder.decode(payload)
         elif envelope.payloadType == REPLAY_PAYLOAD_TYPE:
             record = _replay_decoder.decode(payload)
+        elif envelope.payloadType == CONTEXT_CHANGE_PAYLOAD_TYPE and fmt != FORMAT_V1:
+            record = _change_decoder.decode(payload)
         else:
             record = OtherPayload(envelope.payloadType, payload, _common_decoder.decode(payload))
     except (msgspec.DecodeError, ValueError) as error:
@@ -311,6 +367,8 @@ def decode(entry: LogEntry) -> Payload:
 def partition_of(entry: LogEntry, record: Payload) -> Partition:
     if isinstance(record, OtherPayload):
         moment = record.common.occurred_at or from_micros(entry.integrated_us)
+    elif isinstance(record, ContextChangePayload):
+        moment = record.changed_at
     else:
         moment = record.occurred_at
     return entry.tenant, utc_time(moment).date()
@@ -359,7 +417,46 @@ def append_rows(
     if isinstance(record, ReplayPayload):
         _append_replay(entry, record, rows)
         return
+    if isinstance(record, ContextChangePayload):
+        rows["context_changes"].append(
+            (
+                entry.index,
+                record.id,
+                record.service,
+                record.key,
+                record.version,
+                utc_time(record.changed_at),
+                from_micros(entry.integrated_us),
+                record.reason,
+                entry.leaf,
+                entry.envelope_sha256,
+                entry.entry_bytes,
+            )
+        )
+        return
     _append_decision(entry, record, rows, blob_states)
+
+
+def dependencies(decision: DecisionPayload) -> list[tuple[str, str, str]]:
+    """(key, version, source) of each (key, version) the decision relied on, each once, as
+    `ledger.indexes.freshness.decision_freshness` counts them: `depends_on` first, then the
+    context snapshots; `source` is `depends_on` or `context`, whichever named it first."""
+    found: dict[tuple[str, str], str] = {}
+    if decision.freshness is not None:
+        for dependency in decision.freshness.depends_on:
+            found.setdefault((dependency.key, dependency.version), "depends_on")
+    for snapshot in decision.context:
+        found.setdefault((snapshot.name, snapshot.version), "context")
+    return [(key, version, source) for (key, version), source in found.items()]
+
+
+def conversation_of(decision: DecisionPayload) -> str | None:
+    """The conversation id `ledger.indexes.freshness.threads_of` takes: the first of
+    `CONVERSATION_ATTRIBUTES` that is a non-empty string short enough for a thread."""
+    for value in decision.attributes.candidates():
+        if isinstance(value, str) and value and len(value) <= _MAX_CONVERSATION:
+            return value
+    return None
 
 
 def _append_decision(
@@ -393,10 +490,16 @@ def _append_decision(
             policy and policy.version,
             policy and policy.result,
             None if d.freshness is None else _time(d.freshness.valid_until),
+            None if d.links is None else d.links.trace_id,
+            conversation_of(d),
             entry.leaf,
             entry.envelope_sha256,
             entry.entry_bytes,
         )
+    )
+    rows["dependencies"].extend(
+        (index, record_id, key, version, source, occurred)
+        for key, version, source in dependencies(d)
     )
     steps, tool_calls = rows["steps"], rows["tool_calls"]
     for position, step in enumerate(d.steps):

@@ -5,10 +5,15 @@ or was integrated if it names no time); those two columns live in the file paths
 the files, as Spark, Trino and DuckDB expect. Child rows (steps, tool calls, exposures,
 blobs, envelopes) sit in the partition of their record, in files named like its file.
 
-The tables with one row per log entry (`decisions`, `other_records`, `replays`) carry the
-integrity columns: `entry_bytes` (the log entry, whose SHA-256 with a 0x00 prefix is
-`leaf_hash`) and `envelope_sha256`; the `envelopes` table holds the envelope bytes of every
-entry, from which every other column is derived again by `prov export verify`.
+The tables with one row per log entry (`decisions`, `context_changes`, `other_records`,
+`replays`) carry the integrity columns: `entry_bytes` (the log entry, whose SHA-256 with a
+0x00 prefix is `leaf_hash`) and `envelope_sha256`; the `envelopes` table holds the envelope
+bytes of every entry, from which every other column is derived again by `prov export verify`.
+
+Formats. `prov.export/v2` added the `dependencies` and `context_changes` tables and the
+`trace_id` and `conversation_id` columns of `decisions`; in `prov.export/v1` a context change
+was an `other_records` row. An envelope gives other rows under each format, so a manifest
+names its format, and verification and the views read v1 exports as v1 (`tables_of`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
-FORMAT = "prov.export/v1"
+FORMAT = "prov.export/v2"
+FORMAT_V1 = "prov.export/v1"
+# The formats the views and `prov export verify` read; the exporter writes `FORMAT` only.
+READABLE_FORMATS = (FORMAT_V1, FORMAT)
 
 _TIME = pa.timestamp("us", tz="UTC")
 # Money is decimal(38, 12): exact to a trillionth of the unit, up to 10**26.
@@ -59,6 +67,41 @@ TABLES: dict[str, Any] = {
             pa.field("policy_version", pa.string()),
             pa.field("policy_result", pa.string()),
             pa.field("valid_until", _TIME),
+            # The threads `ledger.indexes.freshness.threads_of` puts the decision in: its
+            # `links.trace_id`, and the conversation id of its attributes.
+            pa.field("trace_id", pa.string()),
+            pa.field("conversation_id", pa.string()),
+            pa.field("leaf_hash", _HASH, nullable=False),
+            pa.field("envelope_sha256", _HASH, nullable=False),
+            pa.field("entry_bytes", pa.binary(), nullable=False),
+        ]
+    ),
+    # One row per (decision, key, version) the decision relied on, as the ledger's dependency
+    # index counts them (`ledger.indexes.freshness.decision_freshness`): `freshness.depends_on`
+    # first, then the context snapshots (the snapshot's name is the key); `source` says which
+    # named it first. `occurred_at` is the decision's.
+    "dependencies": pa.schema(
+        [
+            pa.field("idx", pa.int64(), nullable=False),
+            pa.field("record_id", pa.string(), nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("version", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("occurred_at", _TIME, nullable=False),
+        ]
+    ),
+    # One row per context-change record (application/vnd.prov.context-change.v1+json),
+    # partitioned by the day of `changed_at`.
+    "context_changes": pa.schema(
+        [
+            pa.field("idx", pa.int64(), nullable=False),
+            pa.field("record_id", pa.string(), nullable=False),
+            pa.field("service", pa.string(), nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("version", pa.string(), nullable=False),
+            pa.field("changed_at", _TIME, nullable=False),
+            pa.field("integrated_at", _TIME, nullable=False),
+            pa.field("reason", pa.string()),
             pa.field("leaf_hash", _HASH, nullable=False),
             pa.field("envelope_sha256", _HASH, nullable=False),
             pa.field("entry_bytes", pa.binary(), nullable=False),
@@ -188,6 +231,30 @@ TABLES: dict[str, Any] = {
 
 # The columns of `blobs` that the envelope determines, and which verification checks.
 BLOB_DERIVED = ("idx", "record_id", "pointer", "digest")
+
+# What `prov.export/v2` added: whole tables, and columns of existing ones (all strings: the
+# views of a v1 export fill them with NULL::VARCHAR).
+ADDED_IN_V2 = ("dependencies", "context_changes")
+COLUMNS_ADDED_IN_V2 = {"decisions": ("trace_id", "conversation_id")}
+
+
+def _v1_tables() -> dict[str, Any]:
+    tables = {}
+    for name, schema in TABLES.items():
+        if name in ADDED_IN_V2:
+            continue
+        added = COLUMNS_ADDED_IN_V2.get(name, ())
+        tables[name] = pa.schema([field for field in schema if field.name not in added])
+    return tables
+
+
+_TABLES_OF = {FORMAT: TABLES, FORMAT_V1: _v1_tables()}
+
+
+def tables_of(fmt: str) -> dict[str, Any]:
+    """The tables, and their columns, of an export in format `fmt` (one of
+    `READABLE_FORMATS`)."""
+    return _TABLES_OF[fmt]
 
 
 def to_table(name: str, rows: Sequence[tuple[Any, ...]]) -> Any:

@@ -15,6 +15,9 @@ Nothing is trusted but the verifier key given by the caller. For the whole locat
    the row, the segment's partition and the SHA-256 of the exported envelope; then every
    row of every table is derived again from the envelopes, and must equal the files,
    column by column (the blob states, which the signature does not cover, excepted).
+   Rows are derived as the manifest's format says: a `prov.export/v1` export has no
+   `dependencies` or `context_changes` and fewer `decisions` columns
+   (`query.export.schema.tables_of`).
 6. The entries cover `[start, end)` exactly once each, each one's previous leaf is the
    leaf before it, and the leaves folded onto `tree_before` give the checkpoint's root
    and `tree_after`.
@@ -48,14 +51,15 @@ from query.export.paths import (
     read_bytes,
 )
 from query.export.rows import ExportError, LogEntry, append_rows, decode, new_rows, partition_of
-from query.export.schema import BLOB_DERIVED, TABLES, to_table
+from query.export.schema import BLOB_DERIVED, tables_of, to_table
 
 # Tables whose rows are log entries, with the integrity columns.
-ENTRY_TABLES = ("decisions", "other_records", "replays")
-# A file could declare its columns non-nullable and still hold nulls; they are refused.
-REQUIRED = {
-    name: [field.name for field in schema if not field.nullable] for name, schema in TABLES.items()
-}
+ENTRY_TABLES = ("decisions", "context_changes", "other_records", "replays")
+
+
+def _required(schema: Any) -> list[str]:
+    """A file could declare its columns non-nullable and still hold nulls; they are refused."""
+    return [field.name for field in schema if not field.nullable]
 
 
 class ExportFault(ProvError):
@@ -184,8 +188,9 @@ def _verify_entries(
             exported
         )
     leaves = _Leaves(manifest.start, manifest.end)
+    schemas = tables_of(manifest.format)
     for (tenant, day, first_index), files in sorted(segments.items()):
-        tables = {name: _read(location, exported) for name, exported in files.items()}
+        tables = {name: _read(location, exported, schemas) for name, exported in files.items()}
         _verify_segment(tables, files, (tenant, day), first_index, manifest, leaves)
     # 6.
     tree = manifest.before()
@@ -206,8 +211,9 @@ def _verify_entries(
     return last_leaf
 
 
-def _read(location: Location, exported: ExportedFile) -> Any:
-    """Step 4 for one file: its bytes as listed, then its rows."""
+def _read(location: Location, exported: ExportedFile, schemas: dict[str, Any]) -> Any:
+    """Step 4 for one file: its bytes as listed, then its rows, in the columns `schemas`
+    (those of the manifest's format) give its table."""
     try:
         data = read_bytes(location, exported.path)
     except FileNotFoundError:
@@ -220,8 +226,11 @@ def _read(location: Location, exported: ExportedFile) -> Any:
         raise ExportFault(f"{exported.path}: not a readable Parquet file: {error}") from None
     if table.num_rows != exported.rows:
         raise ExportFault(f"{exported.path}: {table.num_rows} rows, not {exported.rows}")
-    if table.schema.remove_metadata() != TABLES[exported.table] or any(
-        table.column(name).null_count for name in REQUIRED[exported.table]
+    schema = schemas.get(exported.table)
+    if (
+        schema is None
+        or table.schema.remove_metadata() != schema
+        or any(table.column(name).null_count for name in _required(schema))
     ):
         raise ExportFault(f"{exported.path}: the columns are not those of an export")
     return table
@@ -268,20 +277,24 @@ def _verify_segment(
         if index < first_index:
             raise ExportFault(f"{where}: entry {index} comes before the segment's first")
         try:
-            record = decode(entry)
+            record = decode(entry, manifest.format)
         except ExportError as error:
             raise ExportFault(f"{where}: {error}") from None
         if partition_of(entry, record) != partition:
             raise ExportFault(f"{where}: entry {index} belongs to another partition")
         append_rows(entry, record, expected, {})
         leaves.add(index, leaf, prev_leaf)
+    schemas = tables_of(manifest.format)
     for name, rows in expected.items():
+        schema = schemas.get(name)
+        if schema is None:  # a table of a later format: this export's envelopes hold it
+            continue
         actual = tables.get(name)
         if actual is None:
             if rows:
                 raise ExportFault(f"the {name} file of segment {first_index} is missing")
             continue
-        wanted = to_table(name, rows)
+        wanted = to_table(name, rows).select(schema.names)
         if name == "blobs":
             actual, wanted = actual.select(BLOB_DERIVED), wanted.select(BLOB_DERIVED)
         _compare(files[name].path, wanted, actual)

@@ -1,6 +1,6 @@
-"""Routes that read decisions: search (`GET /v1/decisions`) and the why-report
-(`GET /v1/decisions/{id}/why`). Both are scoped to the caller's tenant: another tenant's
-decision answers 404, as a missing one does."""
+"""Routes that read decisions: search (`GET /v1/decisions`), the why-report
+(`GET /v1/decisions/{id}/why`) and freshness (`GET /v1/decisions/{id}/freshness`). Each is
+scoped to the caller's tenant: another tenant's decision answers 404, as a missing one does."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from httpapi.problems import problem_spec
 from ledger.keys.apikeys import READERS, ApiKey
 from ledger.ledger import Ledger
 from ledger.log.sequencer import now_micros
+from query.audit.freshness import freshness_answer
 from query.audit.search import (
     DEFAULT_LIMIT,
     MAX_CURSOR,
@@ -65,6 +66,17 @@ def search_decisions(
             max_length=MAX_OUTPUT, description="PATH=VALUE in output.decision, e.g. approved=true"
         ),
     ] = None,
+    freshness: Annotated[
+        str | None,
+        Parameter(
+            max_length=MAX_TEXT,
+            description="stale, fresh or unknown: the decision's freshness now",
+        ),
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        Parameter(description="With freshness=stale: those that went stale at or after"),
+    ] = None,
     cursor: Annotated[str | None, Parameter(max_length=MAX_CURSOR)] = None,
     limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> SearchPage:
@@ -81,6 +93,8 @@ def search_decisions(
         delegator=delegator,
         root_principal=root_principal,
         output=None if output is None else OutputMatch.parse(output),
+        freshness=freshness,
+        stale_since=since,
     )
     with ledger.engine.connect() as connection:
         return search(connection, where, cursor=cursor, limit=limit)
@@ -105,4 +119,35 @@ def why(record_id: str, caller: ApiKey, ledger: Ledger) -> dict[str, Any]:
             caller.tenant,
             record_id,
             now_us=now_micros(),
+        )
+
+
+@get(
+    "/{record_id:str}/freshness",
+    opt=DECISION_READ,
+    summary="Whether a decision may still be relied on",
+    tags=["decisions"],
+    sync_to_thread=True,
+    responses={404: problem_spec("No such decision for this tenant")},
+)
+def freshness(
+    record_id: str,
+    caller: ApiKey,
+    ledger: Ledger,
+    evidence: Annotated[
+        bool, Parameter(description="Include the entries and proofs that back the answer")
+    ] = True,
+) -> dict[str, Any]:
+    """`fresh`, `stale` (with each reason: an expiry, or the context change that superseded
+    a dependency) or `unknown`, signed by the ledger, with the evidence for
+    `prov verify-freshness` to check it offline (docs/freshness.md)."""
+    with ledger.engine.connect() as connection:
+        return freshness_answer(
+            connection,
+            ledger.signer,
+            ledger.origin,
+            caller.tenant,
+            record_id,
+            now_us=now_micros(),
+            evidence=evidence,
         )

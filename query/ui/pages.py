@@ -43,6 +43,7 @@ from ledger.keys import ui_sessions
 from ledger.keys.apikeys import READERS, ApiKey
 from ledger.ledger import Ledger
 from ledger.log.sequencer import now_micros
+from query.audit.freshness import freshness_answer
 from query.audit.search import QUERY_FIELDS, DecisionFilter, search
 from query.audit.why import why_report
 from query.services import SessionPolicy, read_services
@@ -326,6 +327,20 @@ def report_file(record_id: str, caller: ApiKey, ledger: Ledger) -> Response[byte
     )
 
 
+@get("/decisions/{record_id:str}/freshness.json", sync_to_thread=True)
+def freshness_file(record_id: str, caller: ApiKey, ledger: Ledger) -> Response[bytes]:
+    """The signed freshness answer with its evidence, for `prov verify-freshness`."""
+    with ledger.engine.connect() as connection:
+        answer = freshness_answer(
+            connection, ledger.signer, ledger.origin, caller.tenant, record_id, now_us=now_micros()
+        )
+    return Response(
+        msgspec.json.encode(answer),
+        media_type=MediaType.JSON,
+        headers={"Content-Disposition": 'attachment; filename="freshness.json"'},
+    )
+
+
 @get("/log", sync_to_thread=True)
 def log_page(request: Request[Any, Any, State], caller: ApiKey, ledger: Ledger) -> Template:
     latest = ledger.latest_checkpoint()
@@ -412,6 +427,7 @@ def page_routers() -> list[Router]:
             search_page,
             decision_page,
             report_file,
+            freshness_file,
             log_page,
         ],
         guards=[require_sign_in],

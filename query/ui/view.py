@@ -18,6 +18,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 
 from ledger.log.entry import rfc3339
+from query.audit.freshness_format import describe_reason
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 STATIC_DIR = Path(__file__).with_name("static")
@@ -35,6 +36,12 @@ _TONES = {
     "expired-since": "warn",
     "erased": "warn",
     "missing": "warn",
+    "fresh": "pass",
+    "unknown": "neutral",
+    "stale": "warn",
+    "registered": "pass",
+    "registered-as-other": "warn",
+    "unregistered": "warn",
 }
 MARKS = {"pass": "✔", "neutral": "·", "warn": "!", "fail": "✘"}
 # The narrowest bar, in percent of the timeline, so that a 1 ms step stays visible next
@@ -101,6 +108,7 @@ def environment() -> Environment:
         "compact_json": compact_json,
         "ms": milliseconds,
         "unix_time": unix_time,
+        "freshness_reason": describe_reason,
     }
     env.globals["marks"] = MARKS
     return env

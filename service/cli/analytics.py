@@ -149,8 +149,9 @@ def export_verify(uri: str, verifier_key: str) -> None:
     help="Write to this file (required for parquet)",
 )
 def sql(query: str, uri: str | None, fmt: str, output: Path | None) -> None:
-    """Run QUERY with DuckDB over the exported views: decisions, steps, tool_calls,
-    exposures, replays, other_records, blobs and envelopes."""
+    """Run QUERY with DuckDB over the exported views: decisions, dependencies,
+    context_changes, steps, tool_calls, exposures, replays, other_records, blobs and
+    envelopes."""
     if fmt == "parquet" and output is None:
         raise click.UsageError("--format parquet needs --output FILE")
     try:
@@ -190,7 +191,9 @@ def sql(query: str, uri: str | None, fmt: str, output: Path | None) -> None:
     help="cost: the columns to group by, comma-separated",
 )
 @click.option("--window", default="24h", show_default=True, help="exposure: 90s, 30m, 24h, 7d")
-@click.option("--at", type=TIME, help="freshness: expired by this time (default: now)")
+@click.option(
+    "--at", type=TIME, help="freshness: expired by this time (default: now; not supersession)"
+)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option(
     "--format",

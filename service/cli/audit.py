@@ -24,7 +24,7 @@ from ledger.keys.signing import public_key_from_pem
 from ledger.log.note import NoteVerifier
 from ledger.log.sequencer import now_micros
 from query.audit.auditor import TrustedState
-from query.audit.report_check import verify_report
+from query.audit.report_check import ReportCheck, verify_report
 from query.audit.search import DecisionFilter, search
 from query.audit.why import why_report
 from service.cli.common import Failed, emit, ledger_options, open_ledger
@@ -54,7 +54,7 @@ def source_options(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _get(remote: tuple[str, str | None], path: str, params: dict[str, Any]) -> Any:
+def get_json(remote: tuple[str, str | None], path: str, params: dict[str, Any]) -> Any:
     url, api_key = remote
     try:
         answer = httpx.get(
@@ -75,7 +75,7 @@ def _get(remote: tuple[str, str | None], path: str, params: dict[str, Any]) -> A
     return answer.json()
 
 
-def _print(value: Any, as_json: bool, render: Callable[[Any, Console], None]) -> None:
+def print_value(value: Any, as_json: bool, render: Callable[[Any, Console], None]) -> None:
     if as_json:
         emit(value)
     else:
@@ -97,7 +97,7 @@ def why(
 
     Save it with --json and re-check it offline with `prov verify-report`."""
     if remote is not None:
-        report = _get(remote, f"/v1/decisions/{record_id}/why", {})
+        report = get_json(remote, f"/v1/decisions/{record_id}/why", {})
     else:
         assert tenant is not None
         ledger = open_ledger(settings)
@@ -105,7 +105,7 @@ def why(
             report = why_report(
                 connection, ledger.verifier, ledger.origin, tenant, record_id, now_us=now_micros()
             )
-    _print(report, as_json, render_why)
+    print_value(report, as_json, render_why)
 
 
 @click.command("search")
@@ -122,6 +122,15 @@ def why(
     help="Who authorized it: the enrolled principal at the chain root, e.g. alice@example.com",
 )
 @click.option("--output", "output_match", help="PATH=VALUE in output.decision: approved=true")
+@click.option(
+    "--freshness",
+    type=click.Choice(["stale", "fresh", "unknown"]),
+    help="Decisions in this state now (docs/freshness.md)",
+)
+@click.option("--stale", is_flag=True, help="Decisions that are stale now: --freshness stale")
+@click.option(
+    "--since", "stale_since", type=TIME, help="With --stale: those that went stale at or after"
+)
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
 @click.option("--cursor", help="next_cursor of the previous page")
 @source_options
@@ -142,10 +151,15 @@ def search_command(
     delegator: str | None,
     root_principal: str | None,
     output_match: str | None,
+    freshness: str | None,
+    stale: bool,
+    stale_since: datetime | None,
     limit: int,
     cursor: str | None,
 ) -> None:
     """Find decisions, newest first."""
+    if stale and freshness not in (None, "stale"):
+        raise click.UsageError("--stale is --freshness stale")
     params = {
         "service": service,
         "decision_type": decision_type,
@@ -158,15 +172,17 @@ def search_command(
         "delegator": delegator,
         "root_principal": root_principal,
         "output": output_match,
+        "freshness": "stale" if stale else freshness,
+        "since": None if stale_since is None else format_time(stale_since),
     }
     if remote is not None:
-        page = _get(remote, "/v1/decisions", params | {"limit": limit, "cursor": cursor})
+        page = get_json(remote, "/v1/decisions", params | {"limit": limit, "cursor": cursor})
     else:
         assert tenant is not None
         where = DecisionFilter.from_query(tenant, params)
         with open_ledger(settings).engine.connect() as connection:
             page = msgspec.to_builtins(search(connection, where, cursor=cursor, limit=limit))
-    _print(page, as_json, render_search)
+    print_value(page, as_json, render_search)
 
 
 @click.command("verify-report")
@@ -192,6 +208,23 @@ def verify_report_command(
 ) -> None:
     """Check a saved why-report offline: checkpoint signature, entry, inclusion proof,
     payload, record signature and analysis. No server is contacted."""
+    verifier, trusted = load_trust(verifier_key, state_path)
+    report = read_json(report_file)
+    service_key = None
+    if service_key_file is not None:
+        try:
+            service_key = public_key_from_pem(service_key_file.read())
+        except ValueError as error:
+            raise Failed(f"{service_key_file.name}: {error}") from None
+    result = verify_report(report, verifier, trusted=trusted, service_key=service_key)
+    print_check(result, "report", "every claim in the report verifies offline")
+
+
+def load_trust(
+    verifier_key: str | None, state_path: Path | None
+) -> tuple[NoteVerifier, TrustedState | None]:
+    """The ledger key to trust (`--verifier-key`, else the one a `prov audit` state file
+    pinned) and that file's trusted checkpoint."""
     trusted = None
     if state_path is not None:
         try:
@@ -202,20 +235,20 @@ def verify_report_command(
     if key_text is None:
         raise click.UsageError("give --verifier-key or --state")
     try:
-        verifier = NoteVerifier.parse(key_text)
+        return NoteVerifier.parse(key_text), trusted
     except NoteError as error:
         raise Failed(f"verifier key: {error}") from None
+
+
+def read_json(source: IO[bytes]) -> Any:
     try:
-        report = msgspec.json.decode(report_file.read())
+        return msgspec.json.decode(source.read())
     except msgspec.DecodeError as error:
-        raise Failed(f"{report_file.name}: not JSON: {error}") from None
-    service_key = None
-    if service_key_file is not None:
-        try:
-            service_key = public_key_from_pem(service_key_file.read())
-        except ValueError as error:
-            raise Failed(f"{service_key_file.name}: {error}") from None
-    result = verify_report(report, verifier, trusted=trusted, service_key=service_key)
+        raise Failed(f"{source.name}: not JSON: {error}") from None
+
+
+def print_check(result: ReportCheck, what: str, success: str) -> None:
+    """Each step of an offline check, what only the server can know, and the outcome."""
     console = Console(stderr=False, soft_wrap=True)
     for step in result.steps:
         mark = Text("✔ ", style="green") if step.ok else Text("✘ ", style="bold red")
@@ -224,8 +257,8 @@ def verify_report_command(
         console.print(Text(f"· server's word, not checkable offline: {claim}", style="dim"))
     failure = result.failure
     if failure is not None:
-        raise Failed(f"report FAILED at {failure.name}: {failure.detail}")
-    console.print(Text("ok: every claim in the report verifies offline", style="bold green"))
+        raise Failed(f"{what} FAILED at {failure.name}: {failure.detail}")
+    console.print(Text(f"ok: {success}", style="bold green"))
 
 
 COMMANDS = (why, search_command, verify_report_command)

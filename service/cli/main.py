@@ -41,11 +41,14 @@ from service.cli.common import (
     open_ledger,
 )
 from service.cli.delegation import COMMANDS as DELEGATION_COMMANDS
+from service.cli.freshness import COMMANDS as FRESHNESS_COMMANDS
 from service.cli.models import COMMANDS as MODELS_COMMANDS
+from service.cli.policy import COMMANDS as POLICY_COMMANDS
 from service.cli.receipts import COMMANDS as RECEIPT_COMMANDS
 from service.cli.replay import COMMANDS as REPLAY_COMMANDS
+from service.cli.subscriptions import COMMANDS as SUBSCRIPTION_COMMANDS
 from service.cli.times import TIME, TIME_HELP
-from service.demo.traffic import demo_envelopes, prepare_demo
+from service.demo.traffic import demo_context_change, demo_envelopes, prepare_demo
 from service.settings import Settings
 
 APPEND_CHUNK = 1_000
@@ -81,7 +84,7 @@ def init(settings: Settings, origin: str | None) -> None:
 @click.option(
     "--records",
     "count",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=0),
     default=100,
     show_default=True,
     metavar="N",
@@ -94,13 +97,31 @@ def init(settings: Settings, origin: str | None) -> None:
     type=click.File("wb"),
     help="Write the signed envelopes as NDJSON here instead of appending them",
 )
+@click.option(
+    "--change",
+    "changes",
+    multiple=True,
+    metavar="KEY=VERSION",
+    help="After the decisions, append a context change of a demo key (carrier.cutoffs, "
+    "credit.bureau_report, ...) signed by the service that owns it; repeatable",
+)
 @ledger_options
 def demo(
-    settings: Settings, count: int, seed: int | None, tenant: str, emit: IO[bytes] | None
+    settings: Settings,
+    count: int,
+    seed: int | None,
+    tenant: str,
+    emit: IO[bytes] | None,
+    changes: tuple[str, ...],
 ) -> None:
-    """Append N (--records) signed demo decisions, registering the demo service keys first."""
+    """Append N (--records) signed demo decisions, registering the demo service keys first;
+    then each --change, saying how many decisions it made stale."""
+    parsed = [_key_version(text) for text in changes]
     ledger = open_ledger(settings)
     shape = prepare_demo(ledger, tenant)
+    if count == 0:
+        _append_changes(ledger, tenant, parsed)
+        return
     started = time.perf_counter()
     rejected = 0
     envelopes = demo_envelopes(count, seed=seed, tenant=tenant, shape=shape, store_blobs=ledger)
@@ -124,6 +145,25 @@ def demo(
     )
     if rejected:
         raise Failed(f"{rejected} demo records were rejected")
+    _append_changes(ledger, tenant, parsed)
+
+
+def _key_version(text: str) -> tuple[str, str]:
+    key, equals, version = text.partition("=")
+    if not equals or not key or not version:
+        raise click.BadParameter(f"{text!r} is not KEY=VERSION", param_hint="--change")
+    return key, version
+
+
+def _append_changes(ledger: Ledger, tenant: str, changes: list[tuple[str, str]]) -> None:
+    for key, version in changes:
+        [result] = ledger.append([demo_context_change(tenant, key, version, reason="demo")])
+        if isinstance(result, RecordRejected):
+            raise Failed(f"context change of {key!r} rejected: {result}")
+        click.echo(
+            f"context change {result.id} ({key} -> {version}) at index {result.index}: "
+            f"{result.invalidated or 0} decisions went stale"
+        )
 
 
 @cli.command("append")
@@ -406,6 +446,9 @@ for _command in (
     *REPLAY_COMMANDS,
     *MODELS_COMMANDS,
     *RECEIPT_COMMANDS,
+    *POLICY_COMMANDS,
+    *SUBSCRIPTION_COMMANDS,
+    *FRESHNESS_COMMANDS,
 ):
     cli.add_command(_command)
 

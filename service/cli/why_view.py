@@ -27,6 +27,9 @@ _BADGES = {
     "expired-since": ("!", "yellow"),
     "erased": ("⌫", "yellow"),
     "missing": ("?", "yellow"),
+    "registered": ("✔", "green"),
+    "registered-as-other": ("!", "yellow"),
+    "unregistered": ("!", "yellow"),
 }
 
 
@@ -217,7 +220,7 @@ def _usage_and_policy(decision: dict[str, Any], console: Console) -> None:
         parts.append(
             _kv(
                 {
-                    "policy": f"{policy['engine']} {policy['policy_id']} v{policy['version']}",
+                    "policy": f"{policy['engine']} {policy['policy_id']} {policy['version']}",
                     "result": policy["result"],
                     "reasons": ", ".join(policy.get("reasons", [])) or None,
                 }
@@ -286,6 +289,9 @@ def _verification(report: dict[str, Any], console: Console) -> None:
         table.add_row(f"blob {blob['pointer']}", badge(blob["status"]), blob["digest"][:23] + "…")
     replays = verification["replays"]
     table.add_row("replays", badge(replays["status"]), replays["detail"])
+    for name, label in (("policy", "policy document"), ("policy_checks", "policy checks")):
+        if (item := verification.get(name)) is not None:
+            table.add_row(label, badge(item["status"]), item["detail"])
     console.print(table)
     console.print(
         Text(

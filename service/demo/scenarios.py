@@ -1,7 +1,7 @@
 """Realistic, deterministic demo decisions for tests, benchmarks and walkthroughs.
 
 Three scenarios, cycled by index: an order-routing agent that retrieves carrier SLAs and
-calls tools, a loan underwriter checked by a Rego policy and sometimes a human, and a
+calls tools, a loan underwriter checked by a Cedar policy and sometimes a human, and a
 payment-retry advisor whose issuer lookup sometimes times out. Every value comes from the
 `random.Random` handed in, so a seed always yields the same records; together the
 scenarios set every optional member of the schema. Timings add up (steps follow one
@@ -71,6 +71,12 @@ from ledger.records.decision import (
     ToolCall,
     ToolDefinition,
     Usage,
+)
+from service.demo.loan_policy import (
+    LOAN_POLICY_ID,
+    LOAN_POLICY_V1,
+    assess_policy_v1,
+    loan_policy_inputs,
 )
 
 SCENARIOS: tuple[str, ...] = ("order.route", "loan.approve", "payment.retry")
@@ -827,7 +833,8 @@ def _loan_approve(run: _Run) -> Decision:
     decision, text = assess_loan(application, bureau, income)
     approved = decision["approved"]
     score, dti = bureau["score"], bureau["dti"]
-    reasons = [
+    # Past these thresholds an underwriter signs the application off (a human approval).
+    referral = [
         reason
         for reason, applies in (
             ("amount_above_auto_limit", amount > 20000),
@@ -836,7 +843,17 @@ def _loan_approve(run: _Run) -> Decision:
         )
         if applies
     ]
-    verdict = "refer" if reasons else "allow"
+    monthly_net = Decimal(str(income["monthly_net"]))
+    # What the lending policy (v1, in Cedar) reads: the applicant's figures and features.
+    policy_inputs = loan_policy_inputs(
+        {
+            "credit_score": score,
+            "annual_income": str(monthly_net * 12),
+            "amount": str(amount),
+            "monthly_debt": str(Decimal(str(dti)) * monthly_net),
+        }
+    )
+    result, reasons = assess_policy_v1(policy_inputs)
     messages = _LOAN_TEMPLATE.render(
         application, {FACT_APPLICATION: application, FACT_BUREAU: bureau, FACT_INCOME: income}
     )
@@ -858,11 +875,11 @@ def _loan_approve(run: _Run) -> Decision:
     check = PolicyCheck(
         started_at=started,
         ended_at=ended,
-        inputs={"amount": str(amount), "score": score, "dti": dti},
-        outputs={"result": verdict},
+        inputs=policy_inputs,
+        outputs={"result": result, "reasons": reasons},
     )
     steps: list[Step] = [assess, check]
-    if reasons:
+    if referral:
         # A referred application goes out only once an underwriter has signed it off.
         started, ended = run.span(60_000, 900_000)
         steps.append(
@@ -870,10 +887,10 @@ def _loan_approve(run: _Run) -> Decision:
                 started_at=started,
                 ended_at=ended,
                 approver=f"underwriter:{rng.choice(['j.alvarez', 'k.osei', 'm.ito'])}",
+                inputs={"referred_for": referral},
                 outputs={"approved": approved},
             )
         )
-    policy_version = "2025.05.3"
     bureau_blob = run.blob(msgspec.json.encode(bureau))
     return Decision(
         id=run.id,
@@ -909,11 +926,11 @@ def _loan_approve(run: _Run) -> Decision:
         output=Output(decision=decision, text=text, finish_reason="stop_sequence"),
         usage=run.total(steps),
         policy=PolicyEvaluation(
-            engine="opa",
-            policy_id="lending/personal_loan",
-            version=policy_version,
-            digest=_digest(f"lending/personal_loan@{policy_version}".encode()),
-            result=verdict,
+            engine="cedar",
+            policy_id=LOAN_POLICY_ID,
+            version=LOAN_POLICY_V1.version,
+            digest=LOAN_POLICY_V1.digest,
+            result=result,
             reasons=reasons,
         ),
         delegation=run.delegation(),

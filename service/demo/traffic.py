@@ -5,8 +5,10 @@ exist to show the ledger working, and are registered only by `prov demo`.
 
 `prepare_demo` also enrolls the humans at the roots of the demo's delegation chains as
 principals of the tenant (ledger records, signed by the tenant's demo principal-service
-key), and gives the `shape` that adds to each decision the invocation its chain proves, so
-that every demo decision verifies as authorized by a named human.
+key), registers the two versions of the demo's lending policy (`service.demo.loan_policy`,
+signed by the tenant's demo policy service) so that every loan decision re-evaluates, and
+gives the `shape` that adds to each decision the invocation its chain proves, so that every
+demo decision verifies as authorized by a named human.
 
 Given a ledger to store them in, `demo_envelopes` also stores the bytes of every blob the
 demo records reference (rendered prompt messages, bureau reports) in the tenant's blob
@@ -27,12 +29,14 @@ from sqlalchemy import Engine
 from ledger.delegation.records import PRINCIPAL_SERVICE, sign_record
 from ledger.errors import RecordRejected
 from ledger.keys.keyring import register_key
-from ledger.keys.signing import SigningKey, sign_decision
+from ledger.keys.signing import SigningKey, sign_context_change, sign_decision, sign_policy
 from ledger.ledger import Ledger
 from ledger.log.sequencer import now_micros
+from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
 from ledger.storage.blobs import put_blob
 from ledger.storage.db import write_transaction
+from service.demo.loan_policy import POLICY_SERVICE, policy_records
 from service.demo.scenarios import (
     DEMO_SERVICES,
     DemoRecord,
@@ -80,11 +84,24 @@ def enroll_demo_principals(ledger: Ledger, tenant: str) -> None:
         raise refused[0]
 
 
+def register_demo_policies(ledger: Ledger, tenant: str) -> None:
+    """Register the demo key of the tenant's policy service and append the demo's lending
+    policy, v1 and v2; again, they are idempotent retries."""
+    register_demo_keys(ledger.engine, tenant, [POLICY_SERVICE])
+    key = demo_signing_key(tenant, POLICY_SERVICE)
+    results = ledger.append([sign_policy(record, key) for record in policy_records(tenant)])
+    refused = [result for result in results if isinstance(result, RecordRejected)]
+    if refused:
+        raise refused[0]
+
+
 def prepare_demo(ledger: Ledger, tenant: str) -> Callable[[Decision], Decision]:
-    """Register the demo keys and enroll the demo principals of `tenant`; the `shape` for
-    `demo_envelopes` that makes each decision carry the invocation its chain proves."""
+    """Register the demo keys, enroll the demo principals and register the demo policies of
+    `tenant`; the `shape` for `demo_envelopes` that makes each decision carry the
+    invocation its chain proves."""
     register_demo_keys(ledger.engine, tenant)
     enroll_demo_principals(ledger, tenant)
+    register_demo_policies(ledger, tenant)
     return authorize
 
 
@@ -124,3 +141,29 @@ def _store_blobs(engine: Engine, tenant: str, records: Iterable[DemoRecord]) -> 
 
 def _seed(seed: int | None) -> int:
     return secrets.randbits(48) if seed is None else seed
+
+
+# Which demo service owns each context key the demo decisions rely on; any other key is the
+# order router's.
+DEMO_CONTEXT_OWNERS = {
+    "carrier.cutoffs": "order.route",
+    "credit.bureau_report": "loan.approve",
+    "income.verification": "loan.approve",
+    "merchant.retry_config": "payment.retry",
+}
+
+
+def demo_context_change(tenant: str, key: str, version: str, *, reason: str | None = None) -> bytes:
+    """A context change of demo key `key` to `version`, signed by the demo service that owns
+    the key (`DEMO_CONTEXT_OWNERS`), as that service would report it."""
+    service = DEMO_SERVICES[DEMO_CONTEXT_OWNERS.get(key, "order.route")]
+    change = ContextChange(
+        id=f"change-{secrets.token_hex(8)}",
+        tenant=tenant,
+        service=service,
+        key=key,
+        version=version,
+        changed_at=datetime.now(UTC),
+        reason=reason,
+    )
+    return sign_context_change(change, demo_signing_key(tenant, service))

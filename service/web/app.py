@@ -25,6 +25,7 @@ from ingest.commit.groupcommit import GroupCommitter
 from ingest.routes import blobs as routes_blobs
 from ingest.routes import keys as routes_keys
 from ingest.routes import records as routes_records
+from ingest.routes import subscriptions as routes_subscriptions
 from ingest.routes.bodies import SMALL_BODY_BYTES, BodyBudget
 from ingest.routes.request_state import WRITE_SERVICES, WriteServices
 from ledger.errors import LedgerError
@@ -39,7 +40,7 @@ from query.services import READ_SERVICES, ReadServices, SessionPolicy, read_serv
 from query.ui import pages
 from query.ui.view import template_config
 from service.settings import Settings
-from service.web import ops, routes_replays
+from service.web import ops, routes_policy, routes_replays
 from service.web.auth import ApiKeyCache, require_api_key
 from service.web.http_limits import read_deadline
 from service.web.http_metrics import count_requests
@@ -50,6 +51,7 @@ from service.web.problems import (
     ledger_error_handler,
 )
 from service.web.request_guard import refuse_nul
+from service.webhooks.worker import webhooks_lifespan
 
 API_VERSION = "1.0.0"
 # In the OpenAPI document: /v1 routes take an API key; probes and metrics do not.
@@ -152,12 +154,33 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         security=KEY_REQUIRED,
     )
+    subscriptions = Router(
+        "/v1/subscriptions",
+        route_handlers=[
+            routes_subscriptions.subscribe,
+            routes_subscriptions.subscriptions_of_tenant,
+            routes_subscriptions.unsubscribe,
+            routes_subscriptions.deliveries,
+            routes_subscriptions.retry,
+        ],
+        security=KEY_REQUIRED,
+    )
     decisions = Router(
         "/v1/decisions",
-        route_handlers=[routes_decisions.search_decisions, routes_decisions.why],
+        route_handlers=[
+            routes_decisions.search_decisions,
+            routes_decisions.why,
+            routes_decisions.freshness,
+        ],
         security=KEY_REQUIRED,
     )
     reports = Router("/v1/reports", route_handlers=[routes_reports.report], security=KEY_REQUIRED)
+    policies = Router(
+        "/v1/policies", route_handlers=[routes_policy.list_policy_versions], security=KEY_REQUIRED
+    )
+    policy_checks = Router(
+        "/v1/policy-checks", route_handlers=[routes_policy.check_policies], security=KEY_REQUIRED
+    )
     replays = Router(
         "/v1/replays",
         route_handlers=[routes_replays.start_replay, routes_replays.replay_job],
@@ -185,9 +208,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             blobs,
             keys,
             api_keys,
+            subscriptions,
             decisions,
             reports,
             replays,
+            policies,
+            policy_checks,
             log,
             tiles,
             ops.healthz,
@@ -195,7 +221,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ops.metrics,
             *pages.page_routers(),
         ],
-        lifespan=[lifespan, routes_replays.replays_lifespan(settings)],
+        lifespan=[
+            lifespan,
+            routes_replays.replays_lifespan(settings),
+            webhooks_lifespan(settings),
+        ],
         dependencies={
             "caller": Provide(provide_caller, sync_to_thread=False),
             "ledger": Provide(provide_ledger, sync_to_thread=False),

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, text
 
 from ledger.errors import LedgerError
 from ledger.storage.migrate import schema_is_current
+from service.webhooks.metrics import outbox_exposition
 
 # The framework appends `; charset=utf-8` to every text/* type, and the client library's
 # constant already ends with it: drop it here so that the header names the charset once.
@@ -49,11 +50,13 @@ def readyz(engine: Engine) -> Status:
     return Status("ready")
 
 
-@get("/metrics", summary="Prometheus metrics", tags=["operations"], sync_to_thread=False)
-def metrics() -> Response[bytes]:
-    """Every worker's metrics: with several workers they share a directory of counters."""
+@get("/metrics", summary="Prometheus metrics", tags=["operations"], sync_to_thread=True)
+def metrics(engine: Engine) -> Response[bytes]:
+    """Every worker's metrics: with several workers they share a directory of counters.
+    The webhook outbox's gauge is read from the database."""
     registry = REGISTRY
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return Response(generate_latest(registry), media_type=METRICS_MEDIA_TYPE)
+    body = generate_latest(registry) + outbox_exposition(engine)
+    return Response(body, media_type=METRICS_MEDIA_TYPE)
