@@ -19,7 +19,7 @@ from ledger.keys.signing import SigningKey
 from ledger.log.note import NoteSigner, NoteVerifier
 from ledger.records.decision import Dependency, Freshness, Model, Output
 from tests.http_helpers import assert_problem
-from tests.http_server import TENANT, Server
+from tests.http_server import TENANT, Server, free_port
 from tests.support import PROV, prov
 
 SERVICE = "inventory"
@@ -57,7 +57,37 @@ def _decide(client: Client, record_id: str, version: str) -> None:
     )
 
 
+def _listen(server: Server) -> tuple[subprocess.Popen[str], str]:
+    """`prov subscriptions listen` on a free port, subscribed for the tenant: the receiver
+    the README has a newcomer run."""
+    port = free_port()
+    key = prov(["checkpoint", "--verifier-key"], db=server.db_url, key=server.key_file).out.strip()
+    listener = subprocess.Popen(
+        [
+            PROV,
+            "subscriptions",
+            "listen",
+            "--port",
+            str(port),
+            "--verifier-key",
+            key,
+            "--count",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    added = prov(
+        ["subscriptions", "add", url, "--tenant", TENANT], db=server.db_url, key=server.key_file
+    )
+    assert added.code == 0, added.err
+    return listener, url
+
+
 def test_change_freshness_search_and_offline_check(server: Server, tmp_path: Path) -> None:
+    listener, _ = _listen(server)
     with _client(server, freshness_ttl=60) as client:
         _decide(client, "r1", "v1")
         _decide(client, "r2", "v1")
@@ -66,6 +96,12 @@ def test_change_freshness_search_and_offline_check(server: Server, tmp_path: Pat
         before = datetime.now(UTC)
         receipt = client.append(client.new_context_change("stock:sku-1", "v2", id="chg-1"))
         assert receipt.invalidated == 2
+        # The receiver got the signed event, verified it, printed it and stopped (--count 1).
+        out, err = listener.communicate(timeout=60)
+        assert listener.returncode == 0, err
+        event = json.loads(out)
+        assert (event["type"], event["change"]["id"]) == ("decision.stale", "chg-1")
+        assert sorted(item["id"] for item in event["decisions"]) == ["r1", "r2"]
         assert client.is_fresh("r1")  # the cached verdict, at most freshness_ttl late
         answer = client.freshness("r1")
         assert answer["state"] == "stale"

@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
 import click
 
+from ingest.client.webhooks import WebhookInvalid, verify_webhook
+from ledger.errors import NoteError
+from ledger.log.note import NoteVerifier
 from ledger.log.sequencer import now_micros
 from ledger.notify.outbox import EVENT_TYPES, STATES, DeliveryState
 from ledger.notify.subscriptions import (
@@ -15,8 +21,9 @@ from ledger.notify.subscriptions import (
     retry_delivery,
     tenant_of,
 )
+from ledger.notify.webhook import SIGNATURE_HEADER
 from ledger.storage.db import write_transaction
-from service.cli.common import emit, ledger_options, open_ledger
+from service.cli.common import Failed, emit, ledger_options, open_ledger
 from service.settings import Settings
 
 
@@ -106,3 +113,43 @@ def subscriptions_retry(settings: Settings, subscription_id: str, delivery_id: i
 
 
 COMMANDS = [subscriptions]
+
+
+@subscriptions.command("listen")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=9000, show_default=True)
+@click.option("--verifier-key", required=True, help="The ledger's note verifier key")
+@click.option("--count", type=click.IntRange(min=1), help="Exit after this many verified events")
+def subscriptions_listen(host: str, port: int, verifier_key: str, count: int | None) -> None:
+    """A webhook receiver for trying subscriptions out: print each event whose signature
+    verifies under the ledger's key as a JSON line (answer 204), refuse any other (401).
+    Subscribe it with `prov subscriptions add http://HOST:PORT/ --tenant T`."""
+    try:
+        verifier = NoteVerifier.parse(verifier_key)
+    except NoteError as error:
+        raise Failed(f"verifier key: {error}") from None
+    received: list[dict[str, Any]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                event = verify_webhook(body, self.headers.get(SIGNATURE_HEADER), verifier)
+            except WebhookInvalid as error:
+                click.echo(f"prov: refused a webhook: {error}", err=True)
+                self.send_response(401)
+                self.end_headers()
+                return
+            self.send_response(204)
+            self.end_headers()
+            received.append(event)
+            emit(event)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # one line per event is printed above; nothing else
+
+    # One request at a time: the ledger sends each event once per attempt, and --count is exact.
+    with HTTPServer((host, port), Receiver) as server:
+        click.echo(f"listening on http://{host}:{server.server_address[1]}/", err=True)
+        while count is None or len(received) < count:
+            server.handle_request()
