@@ -502,7 +502,7 @@ def incremental(tmp_path: Path) -> Iterator[tuple[Ledger, Location]]:
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(program=st.lists(ops, min_size=1, max_size=12), cut=st.integers(0, 12))
 def test_random_logs_agree_with_the_ledger(

@@ -18,6 +18,7 @@ from ledger.storage.db import make_engine
 from service.demo.loan_policy import LOAN_POLICY_SCHEMA, LOAN_POLICY_V1, POLICY_SERVICE
 from service.demo.scenarios import demo_decisions
 from service.demo.traffic import demo_signing_key
+from tests.http_helpers import SQLITE_ONLY
 from tests.policy_support import counts
 from tests.support import Run, prov
 
@@ -90,6 +91,8 @@ def test_demo_policies_are_listed_and_a_loan_is_checked_pinned_and_against_v2(
     one_failure(missing, "not-found")
 
 
+# The CLI's refusals; the same records are refused on both engines in test_policy_records.py.
+@SQLITE_ONLY
 def test_register_a_version_again_and_bad_documents(
     demo: tuple[str, Path], engine: Engine, tmp_path: Path
 ) -> None:

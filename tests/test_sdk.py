@@ -22,7 +22,7 @@ from tests.support import prov
 
 SERVICE = "loan-underwriter"
 WRITERS = 32
-PER_WRITER = 500
+PER_WRITER = 250
 
 
 def _register(server: Server, key: SigningKey) -> None:

@@ -30,6 +30,7 @@ from ledger.storage.schema import outbox
 from service.demo.traffic import register_demo_keys
 from service.settings import Settings
 from service.webhooks.delivery import Deliverer, DeliveryPolicy
+from tests.http_helpers import SQLITE_ONLY
 from tests.support import prov, sign
 from tests.webhook_support import Receiver, context_change, dependent_decisions
 
@@ -242,6 +243,8 @@ def test_settings_that_would_break_delivery_are_refused(
         Settings.from_env(env)
 
 
+# The CLI's own behaviour; the queries under it run on both engines in the tests above.
+@SQLITE_ONLY
 def test_the_subscriptions_commands(db_url: str, key_path: Path) -> None:
     def run(*args: str, code: int = 0) -> list[dict[str, object]]:
         done = prov(list(args), db=db_url, key=key_path)
