@@ -22,7 +22,7 @@ from tests.support import prov
 
 SERVICE = "loan-underwriter"
 WRITERS = 32
-PER_WRITER = 250
+PER_WRITER = 150
 
 
 def _register(server: Server, key: SigningKey) -> None:
