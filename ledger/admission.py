@@ -39,10 +39,11 @@ from sqlalchemy import Engine
 from ledger._parallel import WorkerPool
 from ledger.delegation.admission import PendingChain, authorize, load_roots, verify_pending
 from ledger.delegation.mode import load_modes
-from ledger.errors import RecordRejected, RecordUnprocessable
+from ledger.errors import LedgerMadeRecord, RecordRejected, RecordUnprocessable
 from ledger.indexes.decisions import IndexRow, index_row
 from ledger.indexes.delegations import AuthorityRow
 from ledger.indexes.freshness import ChangeRow, DecisionFreshness, change_row, decision_freshness
+from ledger.indexes.monitors import MonitorRow
 from ledger.indexes.policies import (
     PolicyCheckRow,
     PolicyRow,
@@ -60,9 +61,11 @@ from ledger.indexes.replays import (
     replay_row,
 )
 from ledger.keys.keyring import ServiceKey, load_keys
+from ledger.monitors.admission import checked_monitor_row
 from ledger.records import dsse
 from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
+from ledger.records.monitor import BreachRecord, MonitorRecord
 from ledger.records.policy import PolicyCheckRecord, PolicyRecord
 from ledger.records.replay import ReplayRecord
 
@@ -123,6 +126,10 @@ class Admitted:
     # A policy record's registry row, and a policy check's row with the decision it names.
     policy: PolicyRow | None = None
     policy_check: PolicyCheckRow | None = None
+    # A monitor record's registry row (with the record, which the live windows activate).
+    monitor: MonitorRow | None = None
+    # A breach record the sequencer made (never one admitted: `LedgerMadeRecord`).
+    breach: BreachRecord | None = None
 
 
 def authenticate(
@@ -145,6 +152,7 @@ def authenticate(
         policy_check=policy_check_row(decision)
         if isinstance(decision, PolicyCheckRecord)
         else None,
+        monitor=checked_monitor_row(decision) if isinstance(decision, MonitorRecord) else None,
     )
 
 
@@ -189,10 +197,16 @@ def admit_batch(
             admitted = authenticate(candidate, keys)
             # 8., as far as it goes without the batch's principals and replayed decisions.
             record = candidate.decision
+            if isinstance(record, BreachRecord):
+                raise LedgerMadeRecord(
+                    "breach records are made by the ledger's sequencer, never admitted",
+                    pointer="/payloadType",
+                )
             authority = (
                 None
                 if isinstance(
-                    record, ReplayRecord | ContextChange | PolicyRecord | PolicyCheckRecord
+                    record,
+                    ReplayRecord | ContextChange | PolicyRecord | PolicyCheckRecord | MonitorRecord,
                 )
                 else authorize(record, modes)
             )

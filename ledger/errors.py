@@ -168,6 +168,37 @@ class PolicyCheckOfUnknown(RecordRejected):
     title = "Policy check of an unknown decision"
 
 
+class MonitorInvalid(RecordRejected):
+    """A monitor definition does not parse, names an unknown member, or asks for something
+    the ledger refuses to evaluate (an unknown aggregate, a negative window, a regular
+    expression that backtracks); the pointer names the member (docs/monitors.md)."""
+
+    kind = "monitor-invalid"
+    title = "Monitor definition refused"
+
+
+class MonitorVersionConflict(RecordRejected):
+    """The tenant applied this monitor id and version already, with another definition."""
+
+    kind = "monitor-version-conflict"
+    title = "Monitor version already applied with another definition"
+
+
+class LedgerMadeRecord(RecordRejected):
+    """A breach record is made by the sequencer alone, never admitted from outside."""
+
+    kind = "ledger-made-record"
+    title = "Only the ledger makes this kind of record"
+
+
+class MonitorBreached(ProvError):
+    """Raised by the client, when asked to, for an answer saying a `flag` monitor is over
+    its limit: the caller should stop before its next decision (docs/monitors.md)."""
+
+    kind = "monitor-breached"
+    title = "A flag monitor is over its limit"
+
+
 class KeyRegistryError(ProvError):
     kind = "key-registry"
     title = "Key registry error"

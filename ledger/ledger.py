@@ -22,11 +22,16 @@ from ledger.errors import LedgerNotInitialized, RecordRejected
 from ledger.keys import ed25519 as _ed25519
 from ledger.keys.replay_signing import ReplaySigner, default_replay_key_path
 from ledger.log import merkle
+from ledger.log.entry import from_micros
 from ledger.log.note import NoteSigner, NoteVerifier
 from ledger.log.receipt import Receipt, issue_receipt
 from ledger.log.sequencer import Appended, Frontier, append_isolated, now_micros, store_checkpoint
 from ledger.log.store import StoredCheckpoint, latest_checkpoint, read_info
 from ledger.log.verify import VerifyReport, verify_log
+from ledger.monitors.apply import Planned
+from ledger.monitors.apply import plan as plan_monitors
+from ledger.monitors.live import LiveMonitors
+from ledger.records.monitor import MonitorDefinition
 from ledger.records.policy import PolicyCheckRecord
 from ledger.records.replay import ReplayRecord
 from ledger.storage.db import write_transaction
@@ -57,6 +62,12 @@ class Ledger:
     # Signs replay records (`ledger.keys.replay_signing`); None when its file does not exist.
     replay_signer: ReplaySigner | None = None
     replay_key_path: Path | None = None
+    # The monitors' windows, in step with the log (`ledger.monitors.live`).
+    monitors: LiveMonitors = field(init=False)
+
+    def __post_init__(self) -> None:
+        signer = self.replay_signer
+        self.monitors = LiveMonitors(None if signer is None else signer.sign_breach)
 
     @classmethod
     def init(
@@ -178,6 +189,20 @@ class Ledger:
         self.replay_signer.register(self.engine, tenants)
         return self.replay_signer
 
+    def apply_monitors(
+        self, definitions: Sequence[MonitorDefinition], *, applied_by: str
+    ) -> list[tuple[Planned, Receipt | RecordRejected | None]]:
+        """Append a monitor record, signed with the record key, for each definition that
+        differs from its latest version; an unchanged one gets no record (None)."""
+        with self.engine.connect() as connection:
+            planned = plan_monitors(
+                connection, definitions, applied_by=applied_by, applied_at=from_micros(now_micros())
+            )
+        changed = [item.record for item in planned if item.record is not None]
+        signer = self._replay_signer_for(record.tenant for record in changed)
+        results = iter(self.append([signer.sign_monitor(record) for record in changed]))
+        return [(item, None if item.record is None else next(results)) for item in planned]
+
     def append_replay(self, record: ReplayRecord) -> Receipt:
         """Sign and append one replay; its `RecordRejected` is raised."""
         [result] = self.append_replays([record])
@@ -190,7 +215,9 @@ class Ledger:
         pass through in place, so results line up with `admitted`."""
         accepted = [item for item in admitted if isinstance(item, Admitted)]
         outcomes = iter(
-            append_isolated(self.engine, accepted, self.signer, self.origin, self.frontier)
+            append_isolated(
+                self.engine, accepted, self.signer, self.origin, self.frontier, self.monitors
+            )
             if accepted
             else []
         )

@@ -77,7 +77,7 @@ def _acme(ledger: Ledger) -> list[Decision]:
 
 def test_cost_totals_are_the_ledgers(exported: tuple[Ledger, Location]) -> None:
     ledger, location = exported
-    over_time, totals = _report(location, "cost", by=("tenant", "service"))
+    over_time, totals, *_ = _report(location, "cost", by=("tenant", "service"))
     for row in totals:
         mine = [
             d
@@ -93,7 +93,7 @@ def test_cost_totals_are_the_ledgers(exported: tuple[Ledger, Location]) -> None:
     assert {row["tenant"] for row in totals} == {"acme", "globex"}
     [only_acme] = [
         {row["tenant"] for row in section}
-        for section in _report(location, "cost", tenant="acme", by=("tenant",))[1:]
+        for section in _report(location, "cost", tenant="acme", by=("tenant",))[1:2]
     ]
     assert only_acme == {"acme"}
 
@@ -204,7 +204,7 @@ def test_the_http_report_is_scoped_to_the_callers_tenant(
     with _client(ledger, location.uri, "globex") as client:
         answer = client.get("/v1/reports/cost", params={"by": "tenant,service"})
         assert answer.status_code == 200, answer.text
-        [_, totals] = answer.json()["sections"]
+        [_, totals, *_] = answer.json()["sections"]
         assert {row[0] for row in totals["rows"]} == {"globex"}
         assert sum(row[3] for row in totals["rows"]) == 30
         svg = client.get("/v1/reports/latency", params={"format": "svg"})

@@ -255,7 +255,7 @@ def test_the_subscriptions_commands(db_url: str, key_path: Path) -> None:
     [made] = run("subscriptions", "add", "https://hooks.example/prov", "--tenant", "acme")
     assert (made["tenant"], made["events"], made["removed_at"]) == (
         "acme",
-        ["decision.stale"],
+        ["decision.stale", "monitor.breach"],  # every event type, unless --event names some
         None,
     )
     assert [item["id"] for item in run("subscriptions", "list")] == [made["id"]]

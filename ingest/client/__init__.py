@@ -10,6 +10,9 @@ is in the log by an inclusion proof against a checkpoint signed by the ledger ke
 `Client.freshness` and `Client.is_fresh` ask whether a decision may still be relied on, and
 `new_context_change` reports that a context key changed (docs/freshness.md).
 `verify_webhook` checks a webhook's signature by the ledger key before a receiver acts on it.
+An append answers an `AppendResult`: the receipt with the monitors the record counted toward
+(`.monitors`, `.stop`); `raise_on_flag` makes a `flag` monitor over its limit raise
+`MonitorBreached`, and `Client.apply_monitors` applies definitions (docs/monitors.md).
 
 The SDK and the offline verifiers import none of the server's dependencies (SQLAlchemy,
 Litestar, DuckDB, ...): `pip install provenance-ledger` without the `server` extra is enough.
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ingest.client._receipts import BatchItemResult, verify_receipt
 from ingest.client._records import SignedRecord
+from ingest.client._results import AppendResult
 from ingest.client.builder import DecisionParts, digest_of, new_decision, new_id, utc_now
 from ingest.client.delegation import authorize, read_chain
 from ingest.client.errors import (
@@ -34,6 +38,7 @@ from ingest.client.errors import (
     UnexpectedResponse,
 )
 from ingest.client.inclusion import ReceiptInLog, verify_receipt_in_log
+from ingest.client.monitors import MonitorBreached, MonitorReading
 from ingest.client.sync import Client
 from ingest.client.webhooks import WebhookInvalid, verify_webhook
 from ledger.log.receipt import Receipt
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AnswerInvalid",
+    "AppendResult",
     "AsyncClient",
     "BatchItemResult",
     "Client",
@@ -51,6 +57,8 @@ __all__ = [
     "ConnectionFailed",
     "DecisionParts",
     "InvalidDecision",
+    "MonitorBreached",
+    "MonitorReading",
     "ProblemDetail",
     "ProblemError",
     "QueueFull",

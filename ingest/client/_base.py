@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar, Unpack
 
 import httpx
 
 from ingest.client._buffer import BatchBuffer
+from ingest.client._receipts import BatchItemResult
 from ingest.client._records import SignedRecord, chunks, sign_record
+from ingest.client._results import flagged, monitor_breached
 from ingest.client.builder import DecisionParts, new_decision, new_id, utc_now
 from ingest.client.errors import ClientClosed
 from ingest.client.freshness import FreshnessCache
 from ledger.backoff import Attempts, RetryPolicy
 from ledger.keys.signing import SigningKey
 from ledger.log.note import NoteVerifier
+from ledger.log.receipt import Receipt
 from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
 
@@ -51,6 +54,7 @@ class ClientBase(ABC, Generic[F]):
         flush_interval: float = 0.2,
         queue_bound: int = 10_000,
         freshness_ttl: float = 5.0,
+        raise_on_flag: bool = False,
     ) -> None:
         """See `Client` for every parameter."""
         if not api_key:
@@ -84,6 +88,7 @@ class ClientBase(ABC, Generic[F]):
             flush_interval=flush_interval,
         )
         self._freshness = FreshnessCache(freshness_ttl)
+        self.raise_on_flag = raise_on_flag
         self._closed = False
         self._http_options: dict[str, Any] = {
             "base_url": self.base_url,
@@ -178,6 +183,17 @@ class ClientBase(ABC, Generic[F]):
 
     def _chunks(self, records: list[SignedRecord]) -> list[list[SignedRecord]]:
         return [list(c) for c in chunks(records, self._batch_size, self._max_batch_bytes)]
+
+    def _check_flags(self, results: Sequence[BatchItemResult], raise_on_flag: bool | None) -> None:
+        """Raise `MonitorBreached` for the first result a `flag` monitor is over in, when
+        asked to (per call, else as the client was made); its record is stored already."""
+        if not (self.raise_on_flag if raise_on_flag is None else raise_on_flag):
+            return
+        for result in results:
+            if isinstance(result, Receipt) and flagged(result):
+                error = monitor_breached(result)
+                error.results = list(results)  # type: ignore[attr-defined]
+                raise error
 
     def _attempts(self) -> Attempts:
         return Attempts(self._policy, self._rng)

@@ -25,10 +25,10 @@ from ingest.client._receipts import (
     settle_item,
 )
 from ingest.client._records import SignedRecord, batch_body
+from ingest.client._results import AppendResult
 from ingest.client.errors import ConnectionFailed, ProblemError, parse_problem
 from ledger.backoff import Attempts, parse_retry_after, retryable_status
 from ledger.log.note import NoteVerifier
-from ledger.log.receipt import Receipt
 
 T = TypeVar("T")
 JSON = "application/json"
@@ -135,7 +135,9 @@ def exchange(request: Request, attempts: Attempts) -> Flow[Response]:
         yield Sleep(delay)
 
 
-def append_flow(record: SignedRecord, verifier: NoteVerifier, attempts: Attempts) -> Flow[Receipt]:
+def append_flow(
+    record: SignedRecord, verifier: NoteVerifier, attempts: Attempts
+) -> Flow[AppendResult]:
     """`POST /v1/records` with one record; its verified receipt."""
     response = yield from exchange(Request("POST", "/v1/records", record.envelope, JSON), attempts)
     if response.status not in (200, 201):

@@ -9,9 +9,12 @@ unsigned fields shown beside it say the same as the signed body. Anything else i
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import msgspec
 
 from ingest.client._records import SignedRecord
+from ingest.client._results import AppendResult
 from ingest.client.errors import (
     ClientError,
     ProblemError,
@@ -25,10 +28,12 @@ from ledger.log.note import NoteVerifier
 from ledger.log.receipt import Receipt, ReceiptBody, open_receipt
 
 _STATUSES = ("created", "existing")
-_receipt_decoder = msgspec.json.Decoder(Receipt)
+# The answer's receipt, with the monitors the record counted toward (`AppendResult`).
+_receipt_decoder = msgspec.json.Decoder(AppendResult)
+R = TypeVar("R", bound=Receipt)
 
 
-def parse_receipt(data: bytes) -> Receipt:
+def parse_receipt(data: bytes) -> AppendResult:
     try:
         return _receipt_decoder.decode(data)
     except msgspec.MsgspecError as error:
@@ -54,7 +59,7 @@ def _open(receipt: Receipt, verifier: NoteVerifier, record: SignedRecord) -> Rec
     )
 
 
-def verify_receipt(receipt: Receipt, verifier: NoteVerifier, record: SignedRecord) -> Receipt:
+def verify_receipt(receipt: R, verifier: NoteVerifier, record: SignedRecord) -> R:
     """`receipt` if it proves that the ledger appended exactly `record`; else `ReceiptInvalid`."""
     body = _open(receipt, verifier, record)
     expected = {
@@ -78,7 +83,7 @@ def verify_receipt(receipt: Receipt, verifier: NoteVerifier, record: SignedRecor
     return receipt
 
 
-def check_receipt(data: bytes, verifier: NoteVerifier, record: SignedRecord) -> Receipt:
+def check_receipt(data: bytes, verifier: NoteVerifier, record: SignedRecord) -> AppendResult:
     """Parse and verify the body of a `201`/`200` answer to `POST /v1/records`."""
     return verify_receipt(parse_receipt(data), verifier, record)
 

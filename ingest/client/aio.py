@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -26,13 +26,16 @@ from ingest.client._flows import (
 )
 from ingest.client._receipts import BatchItemResult, parse_receipt
 from ingest.client._records import SignedRecord
+from ingest.client._results import AppendResult
 from ingest.client.errors import ClientClosed, QueueFull
 from ingest.client.freshness import freshness_flow, reusable
 from ingest.client.inclusion import ReceiptInLog, receipt_in_log_flow
+from ingest.client.monitors import apply_monitors_flow, monitors_body
 from ledger.log.note import Checkpoint, NoteVerifier
 from ledger.log.receipt import Receipt
 from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
+from ledger.records.monitor import MonitorDefinition
 
 T = TypeVar("T")
 
@@ -122,14 +125,25 @@ class AsyncClient(ClientBase[asyncio.Future[Receipt]]):
 
     # -- Direct appends -------------------------------------------------------------------
 
-    async def append(self, decision: Decision | ContextChange | SignedRecord) -> Receipt:
-        """Sign, send and wait for one record; its verified receipt (see `Client.append`)."""
+    async def append(
+        self,
+        decision: Decision | ContextChange | SignedRecord,
+        *,
+        raise_on_flag: bool | None = None,
+    ) -> AppendResult:
+        """Sign, send and wait for one record; its verified receipt with the monitors it
+        counted toward (see `Client.append`, also for `raise_on_flag`)."""
         self._check_open()
         record = self.sign(decision)
-        return await self._run(append_flow(record, await self.verifier(), self._attempts()))
+        result = await self._run(append_flow(record, await self.verifier(), self._attempts()))
+        self._check_flags([result], raise_on_flag)
+        return result
 
     async def append_batch(
-        self, decisions: Iterable[Decision | ContextChange | SignedRecord]
+        self,
+        decisions: Iterable[Decision | ContextChange | SignedRecord],
+        *,
+        raise_on_flag: bool | None = None,
     ) -> list[BatchItemResult]:
         """One verified receipt or error per record, in order (see `Client.append_batch`)."""
         self._check_open()
@@ -138,7 +152,18 @@ class AsyncClient(ClientBase[asyncio.Future[Receipt]]):
         for chunk in self._chunks(records):
             verifier = await self.verifier()
             results.extend(await self._run(batch_flow(chunk, verifier, self._attempts())))
+        self._check_flags(results, raise_on_flag)
         return results
+
+    # -- Monitors -------------------------------------------------------------------------
+
+    async def apply_monitors(
+        self,
+        definitions: str | Mapping[str, Any] | Sequence[MonitorDefinition | Mapping[str, Any]],
+    ) -> list[dict[str, Any]]:
+        """Apply monitor definitions with `POST /v1/monitors` (see `Client.apply_monitors`)."""
+        self._check_open()
+        return await self._run(apply_monitors_flow(monitors_body(definitions), self._attempts()))
 
     # -- Background batching --------------------------------------------------------------
 

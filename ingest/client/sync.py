@@ -7,7 +7,7 @@ import functools
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
@@ -25,13 +25,16 @@ from ingest.client._flows import (
 )
 from ingest.client._receipts import BatchItemResult, parse_receipt
 from ingest.client._records import SignedRecord
+from ingest.client._results import AppendResult
 from ingest.client.errors import ClientClosed, QueueFull
 from ingest.client.freshness import freshness_flow, reusable
 from ingest.client.inclusion import ReceiptInLog, receipt_in_log_flow
+from ingest.client.monitors import apply_monitors_flow, monitors_body
 from ledger.log.note import Checkpoint, NoteVerifier
 from ledger.log.receipt import Receipt
 from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
+from ledger.records.monitor import MonitorDefinition
 
 T = TypeVar("T")
 
@@ -61,6 +64,9 @@ class Client(ClientBase[Future[Receipt]]):
       server's ``PROV_BATCH_MAX_RECORDS`` and ``PROV_MAX_BODY_BYTES``.
     - `flush_interval`: seconds the oldest queued record may wait for a batch to fill.
     - `queue_bound`: records `submit` may hold before it blocks or raises `QueueFull`.
+    - `raise_on_flag`: `append` and `append_batch` raise `MonitorBreached` when a `flag`
+      monitor the record counted toward is over its limit (the record is stored); each
+      call may say otherwise. `submit`'s futures always resolve to the result.
 
     Thread-safe. Use it as a context manager, or call `close()`, so queued records are sent.
     """
@@ -123,29 +129,58 @@ class Client(ClientBase[Future[Receipt]]):
 
     # -- Direct appends -------------------------------------------------------------------
 
-    def append(self, decision: Decision | ContextChange | SignedRecord) -> Receipt:
-        """Sign, send and wait for one record; its verified receipt.
+    def append(
+        self,
+        decision: Decision | ContextChange | SignedRecord,
+        *,
+        raise_on_flag: bool | None = None,
+    ) -> AppendResult:
+        """Sign, send and wait for one record; its verified receipt, with the monitors it
+        counted toward (`.monitors`, and `.stop` when a `flag` monitor is over its limit).
 
         Raises `InvalidDecision` before sending, `ProblemError` when refused,
-        `ReceiptInvalid`, or `ConnectionFailed` once retries are spent.
+        `ReceiptInvalid`, or `ConnectionFailed` once retries are spent; with `raise_on_flag`
+        (default: the client's), `MonitorBreached` once the record is stored, when a `flag`
+        monitor is over its limit (the result is `error.result`).
         """
         self._check_open()
         record = self.sign(decision)
-        return self._run(append_flow(record, self.verifier(), self._attempts()))
+        result = self._run(append_flow(record, self.verifier(), self._attempts()))
+        self._check_flags([result], raise_on_flag)
+        return result
 
     def append_batch(
-        self, decisions: Iterable[Decision | ContextChange | SignedRecord]
+        self,
+        decisions: Iterable[Decision | ContextChange | SignedRecord],
+        *,
+        raise_on_flag: bool | None = None,
     ) -> list[BatchItemResult]:
         """Send records in batches of at most `batch_size`; one result per record, in order:
-        its verified `Receipt`, or the `ClientError` that kept it out (`ProblemError`,
-        `ReceiptInvalid`). Raises when a whole batch request fails; earlier batches stay
-        appended, and sending them all again is safe."""
+        its verified `Receipt` (an `AppendResult`), or the `ClientError` that kept it out
+        (`ProblemError`, `ReceiptInvalid`). Raises when a whole batch request fails; earlier
+        batches stay appended, and sending them all again is safe. With `raise_on_flag`,
+        raises `MonitorBreached` after every batch is sent when a `flag` monitor is over its
+        limit in a result (`error.result`: the first such; `error.results`: all)."""
         self._check_open()
         records = self._sign_all(decisions)
         results: list[BatchItemResult] = []
         for chunk in self._chunks(records):
             results.extend(self._run(batch_flow(chunk, self.verifier(), self._attempts())))
+        self._check_flags(results, raise_on_flag)
         return results
+
+    # -- Monitors -------------------------------------------------------------------------
+
+    def apply_monitors(
+        self,
+        definitions: str | Mapping[str, Any] | Sequence[MonitorDefinition | Mapping[str, Any]],
+    ) -> list[dict[str, Any]]:
+        """Apply monitor definitions (`monitors.toml` text, `{"monitor": [...]}`, or a list)
+        with `POST /v1/monitors`, which takes an admin key; one answer per monitor: its
+        version, digest and status (`applied` with the log index, or `unchanged`).
+        A refused definition raises `ProblemError` (`monitor-invalid`, with the pointer)."""
+        self._check_open()
+        return self._run(apply_monitors_flow(monitors_body(definitions), self._attempts()))
 
     # -- Background batching --------------------------------------------------------------
 

@@ -7,6 +7,8 @@ ledger's verifier key (`prov checkpoint --verifier-key`, or `verifier_key` of
     event = verify_webhook(request.body, request.headers["Prov-Signature"], VERIFIER_KEY)
 
 Delivery is at least once: deduplicate on `event["id"]`, which is the same on every retry.
+Every event type is checked alike: `decision.stale` (its `decisions`) and `monitor.breach`
+(its `breach` record, log `index` and stored `envelope`) are signed over the whole body.
 No server dependency is needed: this imports with the base install.
 """
 

@@ -1,4 +1,5 @@
-"""The ledger's replay key: it signs every replay and policy-check record, and only it may.
+"""The ledger's record key: it signs every replay, policy-check, monitor and breach record,
+and only it may (its service name, `prov-replay`, is older than the other kinds).
 
 The key is an Ed25519 key in its own PEM file (`prov-replay.key` next to the ledger key by
 default), created by `prov init` like the ledger key and never stored in the database. Its
@@ -27,6 +28,13 @@ from ledger.keys.keyring import ServiceKey, get_key
 from ledger.keys.signing import SigningKey
 from ledger.log.sequencer import now_micros
 from ledger.records import dsse
+from ledger.records.monitor import (
+    BREACH_PAYLOAD_TYPE,
+    MONITOR_PAYLOAD_TYPE,
+    BreachRecord,
+    MonitorRecord,
+    encode_record,
+)
 from ledger.records.policy import POLICY_CHECK_PAYLOAD_TYPE, PolicyCheckRecord, encode_policy_check
 from ledger.records.replay import REPLAY_PAYLOAD_TYPE, REPLAY_SERVICE, ReplayRecord
 from ledger.storage.db import write_transaction
@@ -67,6 +75,12 @@ def sign_policy_check(record: PolicyCheckRecord, key: SigningKey) -> bytes:
         key,
         replay_keyid(record.tenant, key.public_key),
     )
+    return dsse.encode_envelope(envelope)
+
+
+def sign_ledger_record(payload_type: str, payload: bytes, tenant: str, key: SigningKey) -> bytes:
+    """Any record the ledger makes, as a DSSE envelope under the tenant's record keyid."""
+    envelope = dsse.sign_envelope(payload_type, payload, key, replay_keyid(tenant, key.public_key))
     return dsse.encode_envelope(envelope)
 
 
@@ -123,3 +137,21 @@ class ReplaySigner:
 
     def sign_policy_check(self, record: PolicyCheckRecord) -> bytes:
         return sign_policy_check(record, self.key)
+
+    def sign_monitor(self, record: MonitorRecord) -> bytes:
+        return sign_ledger_record(
+            MONITOR_PAYLOAD_TYPE, encode_record(record), record.tenant, self.key
+        )
+
+    def sign_breach(self, record: BreachRecord, connection: Connection) -> tuple[bytes, str]:
+        """A breach record, signed inside the sequencing transaction on `connection`; the
+        key is registered for the tenant there first if this process has not yet."""
+        keyid = replay_keyid(record.tenant, self.key.public_key)
+        with self._lock:
+            known = record.tenant in self._registered
+        if not known:
+            register_replay_key(connection, record.tenant, self.key.public_key)
+        raw = sign_ledger_record(
+            BREACH_PAYLOAD_TYPE, encode_record(record), record.tenant, self.key
+        )
+        return raw, keyid

@@ -16,6 +16,7 @@ import msgspec
 from ledger.log.entry import rfc3339
 from ledger.log.note import NoteSigner, NoteVerifier
 from ledger.records import dsse
+from ledger.records.monitor import MonitorReading
 
 if TYPE_CHECKING:
     # Only a type here: the sequencer needs SQLAlchemy, and clients open receipts without it.
@@ -47,6 +48,9 @@ class Receipt(msgspec.Struct, omit_defaults=True):
     # A context change appended now: how many decisions it made stale (docs/freshness.md).
     # Not part of the signed body: `prov fresh` answers for each decision, with evidence.
     invalidated: int | None = None
+    # A decision appended now: the state of every monitor it counted toward, with it in
+    # the window (docs/monitors.md). Not part of the signed body: a breach is its own record.
+    monitors: list[MonitorReading] | None = None
 
 
 _body_encoder = msgspec.json.Encoder()
@@ -82,6 +86,7 @@ def issue_receipt(appended: Appended, signer: NoteSigner, origin: str) -> Receip
         status="created" if appended.created else "existing",
         receipt=envelope,
         invalidated=appended.invalidated,
+        monitors=list(appended.monitors) if appended.monitors else None,
     )
 
 

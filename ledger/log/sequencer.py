@@ -20,14 +20,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import sqlalchemy.exc
+from msgspec.structs import replace as replace_struct
 from sqlalchemy import Connection, Engine, String, any_, bindparam, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from ledger.admission import Admitted
-from ledger.errors import IdConflict, LedgerError, RecordRejected, RecordUnstorable
+from ledger.errors import (
+    IdConflict,
+    LedgerError,
+    MonitorVersionConflict,
+    RecordRejected,
+    RecordUnstorable,
+)
 from ledger.indexes.decisions import insert_index_rows
 from ledger.indexes.delegations import AuthorityGuard, AuthorityRow, insert_authority_rows
 from ledger.indexes.freshness import FreshnessBatch, write_batch
+from ledger.indexes.monitors import MonitorRow, applied_version, insert_monitor_rows
 from ledger.indexes.policies import (
     PolicyCheckRow,
     PolicyGuard,
@@ -41,7 +49,10 @@ from ledger.log.entry import entry_leaf_hash
 from ledger.log.merkle import CompactRange
 from ledger.log.note import Checkpoint, NoteSigner
 from ledger.log.store import Head, bulk_insert, read_head, read_tree
-from ledger.notify.outbox import enqueue_stale
+from ledger.monitors.live import LiveMonitors, Made
+from ledger.notify.outbox import enqueue_breaches, enqueue_stale
+from ledger.records.decision import DECISION_PAYLOAD_TYPE
+from ledger.records.monitor import BREACH_PAYLOAD_TYPE, BreachRecord, MonitorReading
 from ledger.storage.db import write_transaction
 from ledger.storage.schema import checkpoints, log_entries
 
@@ -59,6 +70,8 @@ class Appended:
     created: bool
     # For a context change appended now: how many decisions it made stale.
     invalidated: int | None = None
+    # For a decision appended now: the monitors it counted toward (`ledger.monitors.live`).
+    monitors: tuple[MonitorReading, ...] = ()
 
 
 ENTRY_COLUMNS = (
@@ -104,13 +117,23 @@ def append(
     signer: NoteSigner,
     origin: str,
     frontier: Frontier | None = None,
+    monitors: LiveMonitors | None = None,
 ) -> list[Appended | RecordRejected]:
     """Append a batch; results line up with `records`. A record refused here is an
     `IdConflict` or, for rules 9 and 10, a `DelegationInvalid`."""
     frontier = frontier or Frontier()
-    with write_transaction(engine) as connection:
-        results, tree, last_leaf = _append_locked(connection, records, signer, origin, frontier)
-    frontier.remember(tree, last_leaf)  # only once the batch has committed
+    monitors = monitors or LiveMonitors()
+    try:
+        with write_transaction(engine) as connection:
+            results, tree, last_leaf = _append_locked(
+                connection, records, signer, origin, frontier, monitors
+            )
+    except BaseException:
+        monitors.forget()  # the windows counted a batch that never committed
+        raise
+    # Only once the batch has committed.
+    frontier.remember(tree, last_leaf)
+    monitors.remember(tree.size, last_leaf)
     return results
 
 
@@ -131,6 +154,7 @@ def append_isolated(
     signer: NoteSigner,
     origin: str,
     frontier: Frontier | None = None,
+    monitors: LiveMonitors | None = None,
 ) -> list[Appended | RecordRejected]:
     """`append`, except that a record the database refuses fails alone.
 
@@ -140,8 +164,9 @@ def append_isolated(
     `RecordUnstorable`. Arrival order is kept, and a good batch still costs one commit.
     """
     frontier = frontier or Frontier()
+    monitors = monitors or LiveMonitors()
     try:
-        return append(engine, records, signer, origin, frontier)
+        return append(engine, records, signer, origin, frontier, monitors)
     except Exception as error:
         # The root error also covers malformed input (a token, a policy: the `ValueError`
         # ones), which is one record's fault like any other refusal, not the log's state.
@@ -156,8 +181,8 @@ def append_isolated(
                 )
             ]
     middle = len(records) // 2
-    return append_isolated(engine, records[:middle], signer, origin, frontier) + (
-        append_isolated(engine, records[middle:], signer, origin, frontier)
+    return append_isolated(engine, records[:middle], signer, origin, frontier, monitors) + (
+        append_isolated(engine, records[middle:], signer, origin, frontier, monitors)
     )
 
 
@@ -167,6 +192,7 @@ def _append_locked(
     signer: NoteSigner,
     origin: str,
     frontier: Frontier,
+    monitors: LiveMonitors,
 ) -> tuple[list[Appended | RecordRejected], CompactRange, bytes]:
     head = read_head(connection)
     existing = _existing(connection, records)
@@ -174,13 +200,15 @@ def _append_locked(
     registry = PolicyGuard.load(
         connection, ((r.tenant, r.policy) for r in records if r.policy is not None)
     )
+    monitors.sync(connection, head)
     # Integration time never runs backwards along the log, even if clocks of two appending
     # processes disagree.
     integrated_us = max(now_micros(), head.last_integrated_us)
-    tree = frontier.tree_at(connection, head)
-    prev_leaf = head.last_leaf
+    log = _Placer(frontier.tree_at(connection, head), head.last_leaf, _BatchRows(integrated_us))
     results: list[Appended | RecordRejected] = []
-    rows = _BatchRows(integrated_us)
+    # Breach records the windows' expiry at this batch's time made come first.
+    log.place_made(monitors.start_batch_if_new(log.tree.size, integrated_us, connection))
+    applied: dict[tuple[str, str, int], str] = {}
     for record in records:
         digest = hashlib.sha256(record.raw).digest()
         key = (record.tenant, record.record_id)
@@ -198,15 +226,15 @@ def _append_locked(
         if stored is not None:
             results.append(_retry_result(record, digest, stored))
             continue
-        refused = guard.admit(record.tenant, record.authority)
+        refused = guard.admit(record.tenant, record.authority) or (
+            None
+            if record.monitor is None
+            else _monitor_conflict(connection, record.tenant, record.monitor, applied)
+        )
         if refused is not None:
             results.append(refused)
             continue
-        index = tree.size
-        leaf = entry_leaf_hash(index, integrated_us, prev_leaf, digest, record.tenant)
-        appended = Appended(
-            index, leaf, integrated_us, record.tenant, record.record_id, digest, True
-        )
+        appended = log.place(record, digest)
         # A second copy of the same id later in this batch is a retry of this one.
         existing[key] = (appended, record.raw)
         if record.policy is not None:
@@ -214,21 +242,127 @@ def _append_locked(
                 record.tenant,
                 record.policy,
                 StoredPolicy(
-                    index, leaf, integrated_us, record.record_id, digest, record.policy.digest
+                    appended.index,
+                    appended.leaf_hash,
+                    integrated_us,
+                    record.record_id,
+                    digest,
+                    record.policy.digest,
                 ),
             )
-        rows.add(index, record, leaf)
-        rows.nodes.extend(
-            (level, node, node_hash) for (level, node), node_hash in tree.append(leaf)
-        )
-        prev_leaf = leaf
+        if record.monitor is not None:
+            monitors.activate(appended.index, appended.leaf_hash, record.monitor.record)
+        if record.payload_type == DECISION_PAYLOAD_TYPE and monitors.watches(record.tenant):
+            appended = _count_in_monitors(connection, monitors, log, record, appended)
         results.append(appended)
+    rows = log.rows
     if rows.entries:
+        rows.samples.extend(
+            (*sample[:4], log.tree.size - 1, integrated_us, *sample[4:])
+            for tenant, touched in rows.touched.items()
+            for sample in monitors.samples(tenant, sorted(touched))
+        )
         invalidated = rows.write(connection)
         if invalidated:
             results = [_with_invalidated(result, invalidated) for result in results]
-        store_checkpoint(connection, tree, signer, origin, integrated_us)
-    return results, tree, prev_leaf
+        store_checkpoint(connection, log.tree, signer, origin, integrated_us)
+    return results, log.tree, log.prev_leaf
+
+
+@dataclass
+class _Placer:
+    """The tree and the rows as the batch grows: gives each record placed the next index."""
+
+    tree: CompactRange
+    prev_leaf: bytes
+    rows: _BatchRows
+
+    def place(self, record: Admitted, digest: bytes) -> Appended:
+        index = self.tree.size
+        integrated_us = self.rows.integrated_us
+        leaf = entry_leaf_hash(index, integrated_us, self.prev_leaf, digest, record.tenant)
+        self.rows.add(index, record, leaf)
+        self.rows.nodes.extend(
+            (level, node, node_hash) for (level, node), node_hash in self.tree.append(leaf)
+        )
+        self.prev_leaf = leaf
+        return Appended(index, leaf, integrated_us, record.tenant, record.record_id, digest, True)
+
+    def place_made(self, made: Sequence[Made]) -> list[int]:
+        """Place breach records the ledger made and signed; returns their indexes."""
+        indexes = []
+        for item in made:
+            admitted = Admitted(
+                item.raw,
+                BREACH_PAYLOAD_TYPE,
+                item.record.tenant,
+                item.record.id,
+                item.keyid,
+                None,
+                breach=item.record,
+            )
+            indexes.append(self.place(admitted, hashlib.sha256(item.raw).digest()).index)
+        return indexes
+
+
+def _count_in_monitors(
+    connection: Connection,
+    monitors: LiveMonitors,
+    log: _Placer,
+    record: Admitted,
+    appended: Appended,
+) -> Appended:
+    """Count a decision in its tenant's monitors, place the breach records it caused right
+    after it, and answer with the monitors' readings."""
+    observed = monitors.observe(
+        connection,
+        appended.index,
+        appended.leaf_hash,
+        appended.integrated_us,
+        record.tenant,
+        record.raw,
+    )
+    if observed is None:
+        return appended
+    placed = log.place_made(observed.made)
+    readings = []
+    touched = log.rows.touched.setdefault(record.tenant, set())
+    for reading in observed.readings:
+        # A breach is named by its position among `made` until it is placed.
+        placed_reading = (
+            reading
+            if reading.breach is None
+            else replace_struct(reading, breach=placed[-1 - reading.breach])
+        )
+        readings.append(placed_reading)
+        touched.add((reading.monitor, reading.group or ""))
+    log.rows.flags.extend(
+        (appended.index, record.tenant, monitor_id, group) for monitor_id, group in observed.flagged
+    )
+    return replace(appended, monitors=tuple(readings))
+
+
+def _monitor_conflict(
+    connection: Connection,
+    tenant: str,
+    row: MonitorRow,
+    applied: dict[tuple[str, str, int], str],
+) -> MonitorVersionConflict | None:
+    """A monitor version applied before (in the log or this batch) with another definition."""
+    record = row.record
+    key = (tenant, record.definition.id, record.version)
+    digest = applied.get(key)
+    if digest is None:
+        stored = applied_version(connection, *key)
+        digest = None if stored is None else stored[1]
+    applied.setdefault(key, record.digest)
+    if digest is None or digest == record.digest:
+        return None
+    return MonitorVersionConflict(
+        f"monitor {record.definition.id!r} version {record.version} of tenant {tenant!r} was "
+        "applied with another definition",
+        pointer="/payload/version",
+    )
 
 
 @dataclass
@@ -244,6 +378,12 @@ class _BatchRows:
     freshness: FreshnessBatch = field(default_factory=FreshnessBatch.empty)
     policies: list[tuple[int, str, PolicyRow]] = field(default_factory=list)
     policy_checks: list[tuple[int, str, PolicyCheckRow]] = field(default_factory=list)
+    monitors: list[tuple[int, str, MonitorRow]] = field(default_factory=list)
+    breaches: list[tuple[int, BreachRecord]] = field(default_factory=list)
+    samples: list[tuple[object, ...]] = field(default_factory=list)
+    flags: list[tuple[object, ...]] = field(default_factory=list)
+    # The (monitor, group) pairs each tenant's decisions moved in this batch.
+    touched: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
 
     def add(self, index: int, record: Admitted, leaf: bytes) -> None:
         self.entries.append(
@@ -271,6 +411,10 @@ class _BatchRows:
             self.policies.append((index, record.tenant, record.policy))
         if record.policy_check is not None:
             self.policy_checks.append((index, record.tenant, record.policy_check))
+        if record.monitor is not None:
+            self.monitors.append((index, record.tenant, record.monitor))
+        if record.breach is not None:
+            self.breaches.append((index, record.breach))
 
     def write(self, connection: Connection) -> dict[int, int]:
         """Insert every row; returns how many decisions each context change invalidated,
@@ -283,6 +427,8 @@ class _BatchRows:
         insert_replay_rows(connection, self.replays)
         insert_policy_rows(connection, self.policies)
         insert_policy_check_rows(connection, self.policy_checks)
+        insert_monitor_rows(connection, self.monitors, self.breaches, self.samples, self.flags)
+        enqueue_breaches(connection, self.breaches, self.integrated_us)
         outcome = write_batch(connection, self.freshness, self.integrated_us)
         enqueue_stale(connection, outcome.events, self.integrated_us)
         return outcome.invalidated

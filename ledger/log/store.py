@@ -10,7 +10,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Connection,
+    Integer,
     LargeBinary,
     Row,
     SmallInteger,
@@ -251,6 +253,8 @@ def _postgres_types(table: str, columns: Sequence[str]) -> list[str]:
     kinds = {
         BigInteger: "int8",
         SmallInteger: "int2",
+        Integer: "int4",
+        Boolean: "bool",
         LargeBinary: "bytea",
         String: "text",
         Text: "text",

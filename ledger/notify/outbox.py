@@ -26,11 +26,12 @@ from sqlalchemy import Connection, Engine, and_, func, or_, select, text, update
 
 from ledger.indexes.freshness import StaleEvent
 from ledger.log.entry import rfc3339
-from ledger.notify.webhook import STALE_EVENT
+from ledger.notify.webhook import BREACH_EVENT, STALE_EVENT
+from ledger.records.monitor import BreachRecord
 from ledger.storage.db import side_write_transaction
 from ledger.storage.schema import context_changes, log_entries, outbox, stale_marks, subscriptions
 
-EVENT_TYPES = (STALE_EVENT,)
+EVENT_TYPES = (STALE_EVENT, BREACH_EVENT)
 CHUNK = 500
 DeliveryState = Literal["pending", "delivered", "dead"]
 STATES: tuple[DeliveryState, ...] = get_args(DeliveryState)
@@ -63,6 +64,27 @@ def enqueue_stale(connection: Connection, events: Sequence[StaleEvent], now_us: 
                 "now": now_us,
                 "tenant": event.tenant,
                 "pattern": f"% {STALE_EVENT} %",
+            },
+        )
+
+
+def enqueue_breaches(
+    connection: Connection, breaches: Sequence[tuple[int, BreachRecord]], now_us: int
+) -> None:
+    """Queue a `monitor.breach` notification for each breach record (by its log index),
+    inside the transaction that appended it; the body is the breach itself."""
+    for index, breach in breaches:
+        connection.execute(
+            _ENQUEUE,
+            {
+                "event": BREACH_EVENT,
+                "subject": index,
+                "first": index,
+                "last": index,
+                "cursor": index - 1,
+                "now": now_us,
+                "tenant": breach.tenant,
+                "pattern": f"% {BREACH_EVENT} %",
             },
         )
 

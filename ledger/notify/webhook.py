@@ -32,6 +32,8 @@ SIGNATURE_HEADER = "Prov-Signature"
 EVENT_ID_HEADER = "Prov-Event-Id"
 EVENT_TYPE_HEADER = "Prov-Event-Type"
 STALE_EVENT = "decision.stale"
+# A monitor crossed its limit or returned within it (docs/monitors.md).
+BREACH_EVENT = "monitor.breach"
 
 # A keyid holds no white space (key names have none), so ", sig=" ends it.
 _HEADER = re.compile(r"keyid=(?P<keyid>\S+), sig=(?P<sig>[A-Za-z0-9+/_-]+={0,2})")

@@ -12,7 +12,9 @@ from ledger.errors import InvalidPayload
 _T = TypeVar("_T")
 
 _PATH_SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-_NAMED_MEMBER = re.compile(r"^(?:Object missing required field )?`([^`]+)`")
+_NAMED_MEMBER = re.compile(
+    r"^(?:Object missing required field |Object contains unknown field )?`([^`]+)`"
+)
 
 
 def explain(error: Exception) -> tuple[str, str]:

@@ -39,6 +39,14 @@ from ledger.records.context_change import (
     decode_context_change,
 )
 from ledger.records.decision import DECISION_PAYLOAD_TYPE, Decision, decode_decision
+from ledger.records.monitor import (
+    BREACH_PAYLOAD_TYPE,
+    MONITOR_PAYLOAD_TYPE,
+    BreachRecord,
+    MonitorRecord,
+    decode_breach,
+    decode_monitor,
+)
 from ledger.records.policy import (
     POLICY_CHECK_PAYLOAD_TYPE,
     POLICY_PAYLOAD_TYPE,
@@ -60,6 +68,8 @@ LoggedRecord = (
     | ContextChange
     | PolicyRecord
     | PolicyCheckRecord
+    | MonitorRecord
+    | BreachRecord
 )
 
 # payloadType -> strict decoder.
@@ -71,6 +81,8 @@ PAYLOAD_DECODERS: dict[str, Callable[[bytes], LoggedRecord]] = {
     CONTEXT_CHANGE_PAYLOAD_TYPE: decode_context_change,
     POLICY_PAYLOAD_TYPE: decode_policy,
     POLICY_CHECK_PAYLOAD_TYPE: decode_policy_check,
+    MONITOR_PAYLOAD_TYPE: decode_monitor,
+    BREACH_PAYLOAD_TYPE: decode_breach,
 }
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Table,
@@ -403,4 +405,73 @@ policy_checks = Table(
     Column("occurred_us", BigInteger, nullable=False),
     Index("ix_policy_checks_tenant_decision", "tenant", "decision_id", "idx"),
     Index("ix_policy_checks_tenant_batch", "tenant", "batch", "idx"),
+)
+
+# Monitors (ledger/indexes/monitors.py, docs/monitors.md): derived from monitor and breach
+# records and written with their log entries. The live windows are not stored: they are
+# rebuilt from the log (`ledger.monitors.live`).
+monitors = Table(
+    "monitors",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("record_id", String(256), nullable=False),
+    Column("monitor_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("digest", String(71), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("action", String(8), nullable=False),
+    Column("applied_us", BigInteger, nullable=False),
+    UniqueConstraint("tenant", "monitor_id", "version", name="uq_monitors_tenant_monitor_version"),
+)
+
+# One row per breach record: a monitor's group crossing its limit or returning within it.
+monitor_breaches = Table(
+    "monitor_breaches",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("record_id", String(256), nullable=False),
+    Column("monitor_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("group_key", String(512), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("action", String(8), nullable=False),
+    Column("value", String(64), nullable=False),
+    Column("limit_value", String(64), nullable=False),
+    Column("first_idx", BigInteger, nullable=False),
+    Column("last_idx", BigInteger, nullable=False),
+    Column("decision_idx", BigInteger, nullable=True),
+    Column("occurred_us", BigInteger, nullable=False),
+    Index("ix_monitor_breaches_tenant_monitor", "tenant", "monitor_id", "idx"),
+    Index("ix_monitor_breaches_decision", "decision_idx"),
+)
+
+# A monitor's value per group, as each batch that moved it left it: the history the page
+# draws and what `prov monitor status` reads. One row per (batch, monitor, group touched).
+monitor_samples = Table(
+    "monitor_samples",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("monitor_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("group_key", String(512), nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("integrated_us", BigInteger, nullable=False),
+    Column("value", String(64), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("breached", Boolean, nullable=False),
+    PrimaryKeyConstraint("tenant", "monitor_id", "group_key", "idx"),
+    Index("ix_monitor_samples_monitor_idx", "tenant", "monitor_id", "idx"),
+)
+
+# Decisions sequenced while a `flag` monitor they counted stood over its limit.
+monitor_flags = Table(
+    "monitor_flags",
+    metadata,
+    Column("decision_idx", BigInteger, nullable=False),
+    Column("tenant", String(64), nullable=False),
+    Column("monitor_id", String(64), nullable=False),
+    Column("group_key", String(512), nullable=False),
+    PrimaryKeyConstraint("decision_idx", "monitor_id", "group_key"),
 )

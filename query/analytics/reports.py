@@ -1,7 +1,13 @@
 """The canned reports, as DuckDB queries over an export's views.
 
-- `cost`: decisions, tokens and cost by tenant, service, decision type and model, per day,
-  week or month, and in total. Amounts are summed per currency, never across currencies.
+- `cost`: decisions, tokens and cost by tenant, service, decision type and model (or
+  subject and trace), per day, week or month, and in total; then decision economics:
+  - cost per decision (average, p50, p95) by tenant, service, model, subject and trace;
+  - cost per unit of exposure decided, per service, decision type, currency and exposure
+    unit, over the decisions that carry both a cost and exposures;
+  - replay models cheaper per decision than the recorded model, with how many of their
+    replays reproduced the decision identically (verdict `identical`).
+  Amounts are summed per currency, never across currencies.
 - `drift`: the share of each model and prompt version per day; and, at each version
   change, how the distribution of every low-cardinality output field moved from the
   previous version to the new one (with the total variation distance per field).
@@ -39,8 +45,15 @@ DIMENSIONS = {
     "service": "service",
     "decision_type": "decision_type",
     "model": "model_name AS model",
+    "subject": "subject",
+    "trace": "trace_id AS trace",
 }
-DEFAULT_BY = tuple(DIMENSIONS)
+DEFAULT_BY = ("tenant", "service", "decision_type", "model")
+# The dimensions of the cost-per-decision sections; subject and trace, which a decision
+# may lack and which have as many values as there are customers or requests, are listed
+# without the decisions that lack them and at most `limit` rows per currency.
+PER_DECISION_BY = ("tenant", "service", "model", "subject", "trace")
+_OPTIONAL = {"subject": "subject", "trace": "trace_id"}
 OUTPUT_FIELD_VALUES = 20  # an output field with more distinct values is not a category
 
 
@@ -164,8 +177,135 @@ def cost(connection: duckdb.DuckDBPyConnection, query: ReportQuery) -> Report:
                 Chart("line", ("period",), ("cost",), (*query.by, "currency"), "cost"),
             ),
             Section("Totals", totals),
+            *_economics(connection, query, where, parameters),
         ],
     )
+
+
+# Cost per decision by one dimension, over the decisions that carry a cost, per currency.
+# Quantiles interpolate linearly, in DOUBLE; totals stay exact decimals.
+_PER_DECISION = """
+WITH priced AS (
+    SELECT {dimension}, cost_currency AS currency, count(*) AS decisions, sum(cost) AS cost,
+           avg(cost) AS cost_per_decision,
+           quantile_cont(cost::DOUBLE, 0.5) AS cost_per_decision_p50,
+           quantile_cont(cost::DOUBLE, 0.95) AS cost_per_decision_p95
+    FROM decisions
+    WHERE {where} AND cost IS NOT NULL AND cost_currency IS NOT NULL{present}
+    GROUP BY ALL
+)
+SELECT * FROM priced
+{limited}
+ORDER BY currency, cost DESC, {name}
+"""
+
+# Cost against the exposure decided: each decision's exposures summed per unit first, so a
+# decision's cost counts once per unit however many exposures of that unit it carries.
+_PER_EXPOSURE = """
+WITH exposed AS (
+    SELECT tenant, idx, unit, sum(amount) AS amount FROM exposures GROUP BY ALL
+)
+SELECT d.service, d.decision_type, d.cost_currency AS currency, e.unit,
+       count(*) AS decisions, sum(d.cost) AS cost, sum(e.amount) AS exposure,
+       sum(d.cost) / nullif(sum(e.amount), 0) AS cost_per_unit
+FROM (SELECT * FROM decisions WHERE {where}) d
+JOIN exposed e ON e.tenant = d.tenant AND e.idx = d.idx
+WHERE d.cost IS NOT NULL AND d.cost_currency IS NOT NULL
+GROUP BY ALL
+ORDER BY d.service, d.decision_type, currency, e.unit
+"""
+
+# Replays by another model than the recorded one (a deterministic replay runs no model),
+# joined to the decision they replay by its entry's leaf hash. `cost_before` and
+# `cost_after` are summed over the replays priced on both sides (`priced`), in the
+# currency of the replay's diff; a model is listed when its cost per decision is lower.
+_CHEAPER_MODELS = """
+WITH replayed AS (
+    SELECT d.decision_type, r.recorded_model_name AS recorded_model,
+           r.model_name AS replay_model, r.cost_currency AS currency, r.verdict,
+           r.cost_before IS NOT NULL AND r.cost_after IS NOT NULL AS priced,
+           r.cost_before, r.cost_after
+    FROM replays r
+    JOIN (SELECT tenant, leaf_hash, decision_type FROM decisions WHERE {where}) d
+      ON d.tenant = r.tenant AND d.leaf_hash = r.replay_of_leaf
+    WHERE r.mode <> 'deterministic' AND r.model_name <> r.recorded_model_name
+),
+per_model AS (
+    SELECT decision_type, recorded_model, replay_model, currency, count(*) AS replays,
+           count(*) FILTER (WHERE verdict = 'identical') AS identical,
+           count(*) FILTER (WHERE priced) AS priced,
+           sum(cost_before) FILTER (WHERE priced) AS cost_before,
+           sum(cost_after) FILTER (WHERE priced) AS cost_after
+    FROM replayed WHERE currency IS NOT NULL GROUP BY ALL
+)
+SELECT decision_type, recorded_model, replay_model, currency, replays, identical,
+       identical / replays AS share_identical, priced, cost_before, cost_after,
+       cost_before / priced AS cost_per_decision_before,
+       cost_after / priced AS cost_per_decision_after
+FROM per_model
+WHERE priced > 0 AND cost_after < cost_before
+ORDER BY share_identical DESC, decision_type, recorded_model, replay_model, currency
+"""
+
+
+def _economics(
+    connection: duckdb.DuckDBPyConnection,
+    query: ReportQuery,
+    where: str,
+    parameters: dict[str, Any],
+) -> list[Section]:
+    """The decision-economics sections of the cost report, over the decisions `where`
+    chooses (`_filters`)."""
+    sections = []
+    for name in PER_DECISION_BY:
+        column = _OPTIONAL.get(name)
+        sql = _PER_DECISION.format(
+            dimension=DIMENSIONS[name],
+            where=where,
+            present="" if column is None else f" AND {column} IS NOT NULL",
+            limited=""
+            if column is None
+            else "QUALIFY row_number() OVER (PARTITION BY currency "
+            f"ORDER BY cost DESC, {name}) <= {query.limit}",
+            name=name,
+        )
+        title = f"Cost per decision by {name}"
+        if column is not None:
+            title += f" (the {query.limit} costliest per currency)"
+        chart = None
+        if name == "model":
+            chart = Chart(
+                "bar",
+                ("model", "currency"),
+                ("cost_per_decision_p50", "cost_per_decision", "cost_per_decision_p95"),
+                ylabel="cost per decision",
+            )
+        sections.append(Section(title, run_sql(connection, sql, **parameters), chart))
+    sections.append(
+        Section(
+            "Cost per unit of exposure decided",
+            run_sql(connection, _PER_EXPOSURE.format(where=where), **parameters),
+            Chart(
+                "bar",
+                ("service", "decision_type", "currency", "unit"),
+                ("cost_per_unit",),
+                ylabel="cost per unit of exposure",
+            ),
+        )
+    )
+    sections.append(
+        Section(
+            "Cheaper models and how often they replay identically",
+            run_sql(connection, _CHEAPER_MODELS.format(where=where), **parameters),
+            Chart(
+                "bar",
+                ("decision_type", "replay_model", "currency"),
+                ("share_identical",),
+                ylabel="share of replays identical",
+            ),
+        )
+    )
+    return sections
 
 
 _VERSIONS = """

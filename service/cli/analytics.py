@@ -30,6 +30,7 @@ from ledger.errors import BadRequest, LedgerError, NoteError
 from ledger.log.note import NoteVerifier
 from query.analytics.reports import (
     BUCKETS,
+    DEFAULT_BY,
     DIMENSIONS,
     REPORTS,
     ReportQuery,
@@ -186,9 +187,9 @@ def sql(query: str, uri: str | None, fmt: str, output: Path | None) -> None:
 @click.option("--bucket", type=click.Choice(BUCKETS), default="day", show_default=True)
 @click.option(
     "--by",
-    default=",".join(DIMENSIONS),
+    default=",".join(DEFAULT_BY),
     show_default=True,
-    help="cost: the columns to group by, comma-separated",
+    help=f"cost: the columns to group by, comma-separated, of {','.join(DIMENSIONS)}",
 )
 @click.option("--window", default="24h", show_default=True, help="exposure: 90s, 30m, 24h, 7d")
 @click.option(

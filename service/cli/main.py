@@ -6,6 +6,7 @@ is one line on stderr and a non-zero exit status.
 
 from __future__ import annotations
 
+import secrets
 import sys
 import time
 from collections import deque
@@ -43,11 +44,13 @@ from service.cli.common import (
 from service.cli.delegation import COMMANDS as DELEGATION_COMMANDS
 from service.cli.freshness import COMMANDS as FRESHNESS_COMMANDS
 from service.cli.models import COMMANDS as MODELS_COMMANDS
+from service.cli.monitors import COMMANDS as MONITOR_COMMANDS
 from service.cli.policy import COMMANDS as POLICY_COMMANDS
 from service.cli.receipts import COMMANDS as RECEIPT_COMMANDS
 from service.cli.replay import COMMANDS as REPLAY_COMMANDS
 from service.cli.subscriptions import COMMANDS as SUBSCRIPTION_COMMANDS
 from service.cli.times import TIME, TIME_HELP
+from service.demo.microloans import run_microloans
 from service.demo.traffic import demo_context_change, demo_envelopes, prepare_demo
 from service.settings import Settings
 
@@ -105,6 +108,15 @@ def init(settings: Settings, origin: str | None) -> None:
     help="After the decisions, append a context change of a demo key (carrier.cutoffs, "
     "credit.bureau_report, ...) signed by the service that owns it; repeatable",
 )
+@click.option(
+    "--scenario",
+    type=click.Choice(["mixed", "microloans"]),
+    default="mixed",
+    show_default=True,
+    help="mixed: order routing, loan approval and payment retry decisions; microloans: "
+    "small loan approvals drifting into one sector until a sector-concentration monitor "
+    "(applied first) is breached, then a summary of the breach",
+)
 @ledger_options
 def demo(
     settings: Settings,
@@ -113,10 +125,22 @@ def demo(
     tenant: str,
     emit: IO[bytes] | None,
     changes: tuple[str, ...],
+    scenario: str,
 ) -> None:
     """Append N (--records) signed demo decisions, registering the demo service keys first;
-    then each --change, saying how many decisions it made stale."""
+    then each --change, saying how many decisions it made stale. With --scenario
+    microloans, apply a sector-concentration monitor, append N small loan approvals and
+    say where and when the monitor was breached."""
     parsed = [_key_version(text) for text in changes]
+    if scenario == "microloans":
+        if emit is not None or parsed:
+            raise click.UsageError("--scenario microloans takes neither --emit nor --change")
+        run = run_microloans(open_ledger(settings), count, seed=_demo_seed(seed), tenant=tenant)
+        for line in run.summary():
+            click.echo(line)
+        if run.rejected:
+            raise Failed(f"{run.rejected} demo records were rejected")
+        return
     ledger = open_ledger(settings)
     shape = prepare_demo(ledger, tenant)
     if count == 0:
@@ -146,6 +170,11 @@ def demo(
     if rejected:
         raise Failed(f"{rejected} demo records were rejected")
     _append_changes(ledger, tenant, parsed)
+
+
+def _demo_seed(seed: int | None) -> int:
+    # A random seed by default, so that two runs add new loans rather than retrying.
+    return secrets.randbits(48) if seed is None else seed
 
 
 def _key_version(text: str) -> tuple[str, str]:
@@ -449,6 +478,7 @@ for _command in (
     *POLICY_COMMANDS,
     *SUBSCRIPTION_COMMANDS,
     *FRESHNESS_COMMANDS,
+    *MONITOR_COMMANDS,
 ):
     cli.add_command(_command)
 

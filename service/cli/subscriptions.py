@@ -29,7 +29,8 @@ from service.settings import Settings
 
 @click.group()
 def subscriptions() -> None:
-    """Webhook subscriptions: where a tenant's events (decision.stale) are sent, signed."""
+    """Webhook subscriptions: where a tenant's events (decision.stale, monitor.breach) are
+    sent, signed."""
 
 
 @subscriptions.command("add")

@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from ingest.commit.groupcommit import GroupCommitter
 from ingest.routes import blobs as routes_blobs
 from ingest.routes import keys as routes_keys
+from ingest.routes import monitors as routes_monitors
 from ingest.routes import records as routes_records
 from ingest.routes import subscriptions as routes_subscriptions
 from ingest.routes.bodies import SMALL_BODY_BYTES, BodyBudget
@@ -34,6 +35,7 @@ from ledger.ledger import Ledger
 from ledger.storage.db import make_engine
 from query.routes import decisions as routes_decisions
 from query.routes import log as routes_log
+from query.routes import monitors as routes_monitor_reads
 from query.routes import proofs as routes_proofs
 from query.routes import reports as routes_reports
 from query.services import READ_SERVICES, ReadServices, SessionPolicy, read_services
@@ -165,6 +167,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         security=KEY_REQUIRED,
     )
+    # Applying (admin) and reading (audit) monitors share one router: Litestar refuses two
+    # routers on the same path (each would answer its OPTIONS).
+    monitors = Router(
+        "/v1/monitors",
+        route_handlers=[
+            routes_monitors.apply_monitors,
+            routes_monitor_reads.list_monitors_route,
+            routes_monitor_reads.monitor_route,
+        ],
+        security=KEY_REQUIRED,
+    )
     decisions = Router(
         "/v1/decisions",
         route_handlers=[
@@ -175,6 +188,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         security=KEY_REQUIRED,
     )
     reports = Router("/v1/reports", route_handlers=[routes_reports.report], security=KEY_REQUIRED)
+    breaches = Router(
+        "/v1/breaches", route_handlers=[routes_monitor_reads.breach_route], security=KEY_REQUIRED
+    )
     policies = Router(
         "/v1/policies", route_handlers=[routes_policy.list_policy_versions], security=KEY_REQUIRED
     )
@@ -209,8 +225,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             keys,
             api_keys,
             subscriptions,
+            monitors,
             decisions,
             reports,
+            breaches,
             replays,
             policies,
             policy_checks,

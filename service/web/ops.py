@@ -13,6 +13,7 @@ from sqlalchemy import Engine, text
 
 from ledger.errors import LedgerError
 from ledger.storage.migrate import schema_is_current
+from service.web.monitor_metrics import monitor_exposition
 from service.webhooks.metrics import outbox_exposition
 
 # The framework appends `; charset=utf-8` to every text/* type, and the client library's
@@ -53,10 +54,10 @@ def readyz(engine: Engine) -> Status:
 @get("/metrics", summary="Prometheus metrics", tags=["operations"], sync_to_thread=True)
 def metrics(engine: Engine) -> Response[bytes]:
     """Every worker's metrics: with several workers they share a directory of counters.
-    The webhook outbox's gauge is read from the database."""
+    The webhook outbox's gauge and the monitors' metrics are read from the database."""
     registry = REGISTRY
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    body = generate_latest(registry) + outbox_exposition(engine)
+    body = generate_latest(registry) + outbox_exposition(engine) + monitor_exposition(engine)
     return Response(body, media_type=METRICS_MEDIA_TYPE)

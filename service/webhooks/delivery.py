@@ -2,8 +2,10 @@
 
 One worker runs in each server process, on a thread of its own (`WebhookWorker`). Each
 round it claims one due outbox row at a time (`ledger.notify.outbox.claim_due`, a lease, so
-several processes share the outbox safely), and sends the row's decisions in chunks: each
-chunk is one event, signed with the ledger key and POSTed to the subscription's URL. A 2xx
+several processes share the outbox safely). A `decision.stale` row's decisions go in
+chunks: each chunk is one event, signed with the ledger key and POSTed to the
+subscription's URL. A `monitor.breach` row is one event: the breach record at the row's
+log index, its payload and its stored envelope (`BreachEventBody`). A 2xx
 answer acknowledges the chunk and moves the row's cursor past it; the row is delivered when
 no decision is left. Any other answer, a timeout or a connection error is a failed attempt:
 the row waits out a backoff (full jitter, doubling from the base up to the cap, the rule of
@@ -22,6 +24,7 @@ import time
 from dataclasses import dataclass, replace
 
 import httpx
+import msgspec
 import structlog
 
 from ledger.backoff import RetryPolicy, retry_after_from_headers
@@ -29,8 +32,10 @@ from ledger.ledger import Ledger
 from ledger.log.entry import rfc3339
 from ledger.log.receipt import receipt_keyid
 from ledger.log.sequencer import now_micros
+from ledger.log.store import read_entry
 from ledger.notify import outbox
 from ledger.notify.webhook import (
+    BREACH_EVENT,
     EVENT_ID_HEADER,
     EVENT_TYPE_HEADER,
     SIGNATURE_HEADER,
@@ -41,6 +46,8 @@ from ledger.notify.webhook import (
     encode_body,
     sign_body,
 )
+from ledger.records import dsse
+from ledger.records.monitor import BREACH_PAYLOAD_TYPE
 from service.settings import Settings
 from service.webhooks.metrics import DELIVERIES
 
@@ -48,6 +55,26 @@ log = structlog.get_logger("prov.webhooks")
 
 USER_AGENT = "prov-webhooks/1"
 _MAX_ERROR_BODY = 200  # characters of a refusal's body kept as its last error
+
+
+class BreachEventBody(msgspec.Struct, kw_only=True):
+    """A `monitor.breach` event: one breach record, as signed and as it sits in the log.
+
+    `breach` is the record's payload exactly as the ledger signed it (so a receiver reads
+    it without decoding the envelope); `envelope` is the stored DSSE envelope, base64, for
+    a receiver that checks the record's signature or its inclusion at `index` itself."""
+
+    type: str
+    id: str  # `<outbox row>-<log index>`: the same on every retry
+    log: str
+    tenant: str
+    sent_at: str
+    breach: msgspec.Raw
+    index: int
+    envelope: str
+
+
+_breach_encoder = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +151,46 @@ class Deliverer:
         return claimed
 
     def _deliver(self, row: outbox.OutboxRow) -> None:
+        if row.event_type == BREACH_EVENT:
+            self._deliver_breach(row)
+        else:
+            self._deliver_stale(row)
+
+    def _deliver_breach(self, row: outbox.OutboxRow) -> None:
+        """One event, the breach record at the row's subject index, then the row is done."""
+        engine = self._ledger.engine
+        with engine.connect() as connection:
+            entry = read_entry(connection, row.subject_idx)
+        if entry is None or entry.payload_type != BREACH_PAYLOAD_TYPE:
+            self._fail(row, None, f"no breach record at log index {row.subject_idx}", None)
+            return
+        payload = dsse.payload_bytes(dsse.decode_envelope(entry.envelope))
+        event_id = f"{row.id}-{entry.index}"
+        body = _breach_encoder.encode(
+            BreachEventBody(
+                type=BREACH_EVENT,
+                id=event_id,
+                log=self._ledger.origin,
+                tenant=row.tenant,
+                sent_at=rfc3339(now_micros()),
+                breach=msgspec.Raw(payload),
+                index=entry.index,
+                envelope=dsse.b64encode(entry.envelope),
+            )
+        )
+        status = self._send(row, body, event_id, BREACH_EVENT)
+        if status is not None:
+            outbox.acknowledge(
+                engine,
+                row,
+                row.last_idx,
+                status=status,
+                done=True,
+                now_us=now_micros(),
+                lease_us=self._policy.lease_us,
+            )
+
+    def _deliver_stale(self, row: outbox.OutboxRow) -> None:
         engine = self._ledger.engine
         change = outbox.load_change(engine, row.subject_idx)
         if change is None:  # the index row goes only with the ledger; never expected
@@ -190,12 +257,16 @@ class Deliverer:
                 more=chunk.more,
             )
         )
+        return self._send(row, body, event_id, STALE_EVENT)
+
+    def _send(self, row: outbox.OutboxRow, body: bytes, event_id: str, event: str) -> int | None:
+        """POST one signed event; its 2xx status, or None after recording the failure."""
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
             SIGNATURE_HEADER: sign_body(body, self._ledger.signer.key, self._keyid),
             EVENT_ID_HEADER: event_id,
-            EVENT_TYPE_HEADER: STALE_EVENT,
+            EVENT_TYPE_HEADER: event,
         }
         try:
             answer = self._http.post(row.url, content=body, headers=headers)
