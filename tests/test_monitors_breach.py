@@ -62,6 +62,8 @@ def test_every_breach_verifies_offline_and_an_altered_one_is_refused(ledger: Led
         bundles = [breach_bundle(connection, "acme", record_id) for record_id in ids]
     for bundle in bundles:
         assert verify_breach(json.loads(json.dumps(bundle)), ledger.verifier), bundle
+    with ledger.engine.connect() as connection:  # a breach is also found by its log index
+        assert breach_bundle(connection, "acme", str(bundles[0]["breach_index"])) == bundles[0]
     bundle = json.loads(json.dumps(bundles[0]))
     # A decision of the window changed in the bundle: the chain no longer reaches the leaf.
     target = next(e for e in bundle["entries"] if "envelope" in e and e["index"] > 1)

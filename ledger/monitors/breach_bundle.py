@@ -29,11 +29,17 @@ BUNDLE_FORMAT = "prov.breach-bundle/v1"
 
 
 def breach_bundle(connection: Connection, tenant: str, record_id: str) -> dict[str, Any]:
-    """The bundle for the breach record `record_id` of `tenant`; `NotFound` if there is none."""
+    """The bundle for the breach record `record_id` of `tenant`, or the one at that log
+    index when `record_id` is a number (breach ids never are); `NotFound` if there is none."""
+    named = (
+        log_entries.c.idx == int(record_id)
+        if record_id.isdigit()
+        else log_entries.c.record_id == record_id
+    )
     row = connection.execute(
         select(log_entries.c.idx).where(
             log_entries.c.tenant == tenant,
-            log_entries.c.record_id == record_id,
+            named,
             log_entries.c.payload_type == BREACH_PAYLOAD_TYPE,
         )
     ).first()

@@ -73,7 +73,8 @@ def apply(settings: Settings, file: Path, applied_by: str) -> None:
 @click.option("--tenant", required=True)
 @ledger_options
 def breach(settings: Settings, record_id: str, tenant: str) -> None:
-    """Print the breach RECORD_ID with what an offline check needs, as JSON."""
+    """Print the breach RECORD_ID (or the one at that log index) with what an offline
+    check needs, as JSON."""
     with open_ledger(settings).engine.connect() as connection:
         emit(breach_bundle(connection, tenant, record_id))
 
