@@ -198,6 +198,12 @@ class MonitorBreached(ProvError):
     kind = "monitor-breached"
     title = "A flag monitor is over its limit"
 
+    # What the client was answered, set where it raises: the result whose reading is over
+    # (the record is stored), and for a batch every result. Typed loosely: this module stays
+    # free of the client's types.
+    result: object = None
+    results: list[object] | None = None
+
 
 class KeyRegistryError(ProvError):
     kind = "key-registry"

@@ -5,6 +5,7 @@ naming what is wrong; hostile definitions are refused with the member at fault."
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -13,12 +14,12 @@ import pytest
 from ledger.errors import MonitorInvalid
 from ledger.ledger import Ledger
 from ledger.log.receipt import Receipt
-from ledger.monitors.apply import parse_definitions
+from ledger.monitors.apply import parse_definitions, parse_toml
 from ledger.monitors.breach_bundle import breach_bundle
 from ledger.monitors.breach_check import verify_breach
 from ledger.records import dsse
 from ledger.storage.db import make_engine
-from ledger.storage.schema import monitor_breaches
+from ledger.storage.schema import monitor_breaches, monitor_flags
 from tests.conftest import TEST_ORIGIN
 from tests.monitor_support import definition, loan, register_tenant
 from tests.support import PROV, prov
@@ -171,3 +172,29 @@ def test_hostile_definitions_are_refused_with_the_member_at_fault(
     with pytest.raises(MonitorInvalid) as refused:
         parse_definitions({"monitor": [{**base, **members}]})
     assert refused.value.pointer == pointer, refused.value
+
+
+def test_prov_reindex_rebuilds_the_monitor_indexes_and_names_what_differs(tmp_path: Path) -> None:
+    db, key = str(tmp_path / "ledger.db"), tmp_path / "ledger.key"
+    ledger = Ledger.init(make_engine(db), key, TEST_ORIGIN)
+    breached_ledger(ledger)
+    with ledger.engine.begin() as connection:
+        connection.execute(monitor_flags.delete())  # flagged decisions lost
+        connection.execute(monitor_breaches.delete().where(monitor_breaches.c.state == "cleared"))
+    ledger.close()
+    checked = prov(["reindex", "--check"], db=db, key=key)
+    assert checked.code == 1
+    assert "row missing from monitor_flags" in checked.err
+    assert "row missing from monitor_breaches" in checked.err
+    assert prov(["reindex"], db=db, key=key).code == 0
+    again = prov(["reindex", "--check"], db=db, key=key)
+    assert again.code == 0, again.err
+    assert "flagged decisions" in again.out
+
+
+def test_the_definitions_in_the_docs_are_accepted() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "monitors.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) >= 2
+    for block in blocks:
+        assert parse_toml(block)

@@ -31,6 +31,7 @@ from ledger.log.entry import to_micros
 from ledger.log.receipt import Receipt
 from ledger.log.store import read_entries, read_head
 from ledger.monitors.live import LiveMonitors
+from ledger.monitors.reindex import rebuild_monitors
 from ledger.records import dsse
 from ledger.records.monitor import (
     BREACH_PAYLOAD_TYPE,
@@ -197,6 +198,12 @@ def run(
                 over = counted >= monitor.min_count and value > Decimal(monitor.limit)
                 assert reading.breached == over, (reading, value)
     check_breaches(first, definitions, record_index)
+    # The registry, breaches and flagged decisions, rebuilt from the log alone, are the
+    # ones the sequencers wrote.
+    with first.engine.connect() as connection, connection.begin() as transaction:
+        rebuilt = rebuild_monitors(connection)
+        transaction.rollback()
+    assert rebuilt.consistent, (rebuilt.missing, rebuilt.unexpected)
 
 
 def check_breaches(

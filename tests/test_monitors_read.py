@@ -124,10 +124,10 @@ def check_queries(connection: Connection, built: Built) -> None:
     assert states["sector:a"].value == "0.75"
     assert states["sector:a"].breached
     assert states["sector:a"].count == len(SECTORS)
-    # A group's sample is written when a batch moves it: b's is from the fourth loan.
-    assert states["sector:b"].value == "0.5"
+    # Every group of a share is sampled whenever a batch moves the total: b's 2 of 8.
+    assert states["sector:b"].value == "0.25"
     assert not states["sector:b"].breached
-    assert states["sector:b"].count == 4
+    assert states["sector:b"].count == len(SECTORS)
     assert conc.breached
     volume = found["volume"]
     assert [(g.group, g.value, g.breached) for g in volume.groups] == [(None, "8", False)]
@@ -138,7 +138,8 @@ def check_queries(connection: Connection, built: Built) -> None:
     assert history.limit == "0.5"
     series = {s.group: s for s in history.series}
     a_points = series["sector:a"].points
-    assert series["sector:a"].total == len(a_points) == SECTORS.count("a")
+    # One point per batch from a's first loan on: every batch moves each group's share.
+    assert series["sector:a"].total == len(a_points) == len(SECTORS) - SECTORS.index("a")
     assert [p.index for p in a_points] == sorted(p.index for p in a_points)
     assert a_points[-1].value == 0.75
     thinned = monitor_history(connection, TENANT, "conc", max_points=2)
@@ -151,11 +152,9 @@ def check_queries(connection: Connection, built: Built) -> None:
 
     breaches = breaches_of(connection, TENANT, "conc")
     assert [b.state for b in breaches] == ["breached", "cleared", "breached"]
-    # A receipt names the breach its decision caused; a clearing caused by a decision of
-    # another group shows in no reading of that decision.
-    assert [b.index for b in breaches if b.state == "breached"] == sorted(
-        built.breach_indexes(), reverse=True
-    )
+    # A receipt names every breach record its decision caused, a clearing of another
+    # group's share included.
+    assert [b.index for b in breaches] == sorted(built.breach_indexes(), reverse=True)
     assert breaches_of(connection, OTHER) == []
     first = breaches[-1]
     detail = breach_detail(connection, TENANT, first.record_id)
@@ -201,7 +200,7 @@ def check_cli(server: Server) -> None:
     ]
     rows = {tuple(line.split()[:3]): line.split() for line in lines[1:]}
     assert rows[("conc", "v1", "sector:a")][3:7] == ["0.75", "0.5", "8", "BREACHED"]
-    assert rows[("conc", "v1", "sector:b")][3:7] == ["0.5", "0.5", "4", "no"]
+    assert rows[("conc", "v1", "sector:b")][3:7] == ["0.25", "0.5", "8", "no"]
     assert rows[("volume", "v1", "-")][3:7] == ["8", "100", "8", "no"]
 
     as_json = prov(
@@ -236,7 +235,7 @@ def check_http(server: Server) -> None:
     assert conc["definition"]["limit"] == "0.5"
     assert {g["group"]: g["value"] for g in conc["groups"]} == {
         "sector:a": "0.75",
-        "sector:b": "0.5",
+        "sector:b": "0.25",
     }
     only = httpx.get(f"{server.url}/v1/monitors", params={"monitor": "volume"}, headers=audit)
     assert [m["monitor_id"] for m in only.json()["monitors"]] == ["volume"]

@@ -83,8 +83,11 @@ def mutated(report: dict[str, Any], pointer: str) -> dict[str, Any]:
         parent[key] = value + 1
     elif isinstance(value, str):
         # Change one character, keeping hex hex and base64 base64 where possible.
+        # Never the last character before base64 padding: some of its bits are padding,
+        # which decoders ignore, so flipping it could leave the bytes as they were.
         flipped = {"0": "1", "A": "B", "a": "b"}
-        position = next((i for i, c in enumerate(value) if c in flipped), None)
+        end = len(value.rstrip("=")) - 1 if value.endswith("=") else len(value)
+        position = next((i for i, c in enumerate(value[:end]) if c in flipped), None)
         if position is None:
             parent[key] = value + "x"
         else:

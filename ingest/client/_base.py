@@ -192,7 +192,7 @@ class ClientBase(ABC, Generic[F]):
         for result in results:
             if isinstance(result, Receipt) and flagged(result):
                 error = monitor_breached(result)
-                error.results = list(results)  # type: ignore[attr-defined]
+                error.results = list(results)
                 raise error
 
     def _attempts(self) -> Attempts:

@@ -45,7 +45,7 @@ def monitor_breached(result: Receipt) -> MonitorBreached:
     error = MonitorBreached(
         f"record {result.id!r} (log index {result.index}) is stored; over the limit: {names}"
     )
-    error.result = result  # type: ignore[attr-defined]
+    error.result = result
     return error
 
 

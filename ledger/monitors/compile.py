@@ -182,11 +182,30 @@ def _optional_glob(pattern: str | None) -> Callable[[str], bool]:
     return (lambda _text: True) if pattern is None else glob_matcher(pattern)
 
 
+# How many answers a pattern's matcher remembers: group names, services and decision types
+# repeat across decisions, so the sequencer rarely matches the same text twice.
+MATCH_MEMO = 4096
+
+
 def glob_matcher(pattern: str) -> Callable[[str], bool]:
     """`*` matches any run of characters, `?` any one, the rest itself; linear per star."""
     if "*" not in pattern and "?" not in pattern:
         return lambda text: text == pattern
-    return lambda text: glob_match(pattern, text)
+    return _memoized(lambda text: glob_match(pattern, text))
+
+
+def _memoized(match: Callable[[str], bool]) -> Callable[[str], bool]:
+    answers: dict[str, bool] = {}
+
+    def remembered(text: str) -> bool:
+        answer = answers.get(text)
+        if answer is None:
+            if len(answers) >= MATCH_MEMO:
+                answers.clear()  # a bounded memo: hostile variety costs time, not memory
+            answer = answers[text] = match(text)
+        return answer
+
+    return remembered
 
 
 def glob_match(pattern: str, text: str) -> bool:
@@ -227,7 +246,7 @@ def safe_regex(pattern: str, pointer: str) -> Callable[[str], bool]:
             pointer=pointer,
         )
     compiled = re.compile(pattern)
-    return lambda text: compiled.fullmatch(text) is not None
+    return _memoized(lambda text: compiled.fullmatch(text) is not None)
 
 
 _REFUSED_NODES: Final = {

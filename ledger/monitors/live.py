@@ -31,7 +31,7 @@ from sqlalchemy import Connection, select
 
 from ledger.indexes.monitors import latest_versions
 from ledger.log.entry import from_micros
-from ledger.log.store import Head, read_entries, read_entry
+from ledger.log.store import Head, StoredEntry, read_entries, read_entry
 from ledger.monitors.compile import CompiledMonitor, compile_monitor
 from ledger.monitors.facts import DecisionFacts, facts_from_envelope
 from ledger.monitors.window import MonitorWindow, Reading, Transition, decimal_text
@@ -51,6 +51,9 @@ from ledger.records.replay import REPLAY_SERVICE
 from ledger.storage.schema import log_entries
 
 _log = logging.getLogger(__name__)
+
+# The most groups of one share monitor whose value a batch records in the history.
+SHARE_SAMPLE_GROUPS = 64
 
 # Signs a breach record for its tenant: returns the envelope and the keyid it names.
 BreachSigner = Callable[[BreachRecord, Connection], tuple[bytes, str]]
@@ -158,19 +161,39 @@ class LiveMonitors:
         step = 2_000
         for chunk_start in range(start, end, step):
             for entry in read_entries(connection, chunk_start, min(end, chunk_start + step)):
-                self.start_batch_if_new(entry.index, entry.integrated_us, None)
-                if entry.payload_type == MONITOR_PAYLOAD_TYPE:
-                    record = decode_monitor(
-                        dsse.payload_bytes(dsse.decode_envelope(entry.envelope))
-                    )
-                    self._activate(entry.index, entry.leaf_hash, record)
-                elif entry.payload_type == DECISION_PAYLOAD_TYPE and entry.tenant in self._tenants:
-                    facts = facts_from_envelope(entry.envelope)
-                    for active in self._tenants[entry.tenant].values():
-                        if entry.index > active.window.expired_through:
-                            active.window.observe(entry.index, entry.integrated_us, facts)
+                self.replay(entry)
         last = read_entry(connection, end - 1) if end > 0 else None
         self._known = (end, last.leaf_hash) if last is not None else None
+
+    def replay(self, entry: StoredEntry) -> list[tuple[str, str, bool]]:
+        """Apply one logged entry as its sequencing did, without making breach records
+        (those in the log are the ones it made). Returns, for a decision, the (monitor,
+        group, flagged) pairs it counted toward."""
+        self.start_batch_if_new(entry.index, entry.integrated_us, None)
+        if entry.payload_type == MONITOR_PAYLOAD_TYPE:
+            record = decode_monitor(dsse.payload_bytes(dsse.decode_envelope(entry.envelope)))
+            self._activate(entry.index, entry.leaf_hash, record)
+            return []
+        if entry.payload_type != DECISION_PAYLOAD_TYPE or entry.tenant not in self._tenants:
+            return []
+        facts = facts_from_envelope(entry.envelope)
+        counted: list[tuple[str, str, bool]] = []
+        for active in self._tenants[entry.tenant].values():
+            if entry.index <= active.window.expired_through:
+                continue
+            outcome = active.window.observe(entry.index, entry.integrated_us, facts)
+            if outcome is None:
+                continue
+            flags = active.record.definition.action == "flag"
+            counted.extend(
+                (
+                    active.record.definition.id,
+                    reading.group,
+                    flags and reading.group in active.window.breached,
+                )
+                for reading in outcome[0]
+            )
+        return counted
 
     # -- sequencing ----------------------------------------------------------------
 
@@ -237,7 +260,15 @@ class LiveMonitors:
                 crossed[transition.reading.group] = len(observed.made)
                 observed.made.append(made)
             definition = active.record.definition
-            for reading in readings:
+            counted = {reading.group for reading in readings}
+            # A group this decision did not count toward can change too (its share fell as
+            # the total rose): the answer names it, with the breach record it caused.
+            changed = (
+                [t.reading for t in transitions if t.reading.group not in counted]
+                if transitions
+                else []
+            )
+            for reading in [*readings, *changed]:
                 position = crossed.get(reading.group)
                 observed.readings.append(
                     MonitorReading(
@@ -253,16 +284,25 @@ class LiveMonitors:
                         breach=None if position is None else -1 - position,
                     )
                 )
-                if definition.action == "flag" and reading.group in active.window.breached:
+                flagged = definition.action == "flag" and reading.group in active.window.breached
+                if flagged and reading.group in counted:
                     observed.flagged.append((definition.id, reading.group))
         return observed
 
     def samples(self, tenant: str, touched: Iterable[tuple[str, str]]) -> list[tuple[Any, ...]]:
         """The current value of each (monitor, group) touched, as history rows (without
-        the index and time, which the sequencer adds)."""
+        the index and time, which the sequencer adds). A decision moves every group's share,
+        not only its own: a share monitor touched gets a row for each of its groups (up to
+        `SHARE_SAMPLE_GROUPS`), so the history never shows a share that has since fallen."""
         rows = []
         monitors = self._tenants.get(tenant, {})
-        for monitor_id, group in touched:
+        pairs = set(touched)
+        for monitor_id in {monitor_id for monitor_id, _ in pairs}:
+            active = monitors.get(monitor_id)
+            if active is not None and active.record.definition.aggregate == "share":
+                groups = sorted(active.window.counts)[:SHARE_SAMPLE_GROUPS]
+                pairs.update((monitor_id, group) for group in groups)
+        for monitor_id, group in sorted(pairs):
             active = monitors.get(monitor_id)
             if active is None:
                 continue

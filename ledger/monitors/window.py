@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal, localcontext
+from decimal import ROUND_DOWN, Context, Decimal
 from typing import Any
 
 from ledger.monitors.compile import CompiledMonitor
@@ -25,6 +25,7 @@ from ledger.records.monitor import MonitorDefinition
 
 _SHARE_PLACES = Decimal(1).scaleb(-18)
 _ZERO = Decimal(0)
+_SHARE_CONTEXT = Context(prec=60)
 EXPOSURE_AGGREGATES = ("sum_exposure", "share")
 
 
@@ -75,6 +76,8 @@ def contributions(monitor: CompiledMonitor, facts: DecisionFacts) -> dict[str, D
 def _selected(monitor: CompiledMonitor, facts: DecisionFacts) -> bool:
     if not monitor.service(facts.service) or not monitor.decision_type(facts.decision_type):
         return False
+    if not monitor.conditions:
+        return True
     output = {"decision": facts.decision}  # conditions name `output.decision.<field>`
     return all(condition(output) for condition in monitor.conditions)
 
@@ -158,8 +161,9 @@ class MonitorWindow:
             candidates |= self.breached
         if not was_counting and len(self.decisions) >= threshold:
             candidates |= set(self.counts)
-        transitions = self._transitions(candidates)
-        return [self.reading(group) for group in added], transitions
+        readings: dict[str, Reading] = {}
+        transitions = self._transitions(candidates, readings)
+        return [readings[group] for group in added], transitions
 
     def expire(self, now_us: int) -> list[Transition]:
         """Drop what the window ending at `now_us` no longer holds."""
@@ -217,10 +221,16 @@ class MonitorWindow:
             if not seen:
                 del self.subjects[group]
 
-    def _transitions(self, candidates: set[str]) -> list[Transition]:
+    def _transitions(
+        self, candidates: set[str], readings: dict[str, Reading] | None = None
+    ) -> list[Transition]:
+        """The groups among `candidates` whose over-ness changed, in name order; each
+        candidate's reading is left in `readings`."""
         transitions = []
-        for group in sorted(candidates):
+        for group in sorted(candidates) if len(candidates) > 1 else candidates:
             reading = self.reading(group)
+            if readings is not None:
+                readings[group] = reading
             if reading.over and group not in self.breached:
                 self.breached.add(group)
                 transitions.append(Transition("breached", reading))
@@ -233,9 +243,11 @@ class MonitorWindow:
 def _share(amount: Decimal, total: Decimal) -> Decimal:
     if total <= 0:
         return _ZERO
-    with localcontext() as context:
-        context.prec = 60
-        return (amount / total).quantize(_SHARE_PLACES, rounding=ROUND_DOWN)
+    # One context for every share, rather than a local context per call (which cost more
+    # than the division): 60 digits, then cut to 18 places.
+    return _SHARE_CONTEXT.divide(amount, total).quantize(
+        _SHARE_PLACES, rounding=ROUND_DOWN, context=_SHARE_CONTEXT
+    )
 
 
 def decimal_text(value: Decimal) -> str:

@@ -185,6 +185,18 @@ def search_command(
     print_value(page, as_json, render_search)
 
 
+def trust_options(command: F) -> F:
+    """`--verifier-key` and `--state`: the ledger key an offline check trusts, given
+    outright or pinned by a `prov audit` state file (`load_trust` reads them)."""
+    command = click.option(
+        "--state",
+        "state_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="A `prov audit` state file: its pinned key",
+    )(command)
+    return click.option("--verifier-key", help="The log's note verifier key")(command)
+
+
 @click.command("verify-report")
 @click.argument("report_file", type=click.File("rb"))
 @click.option("--verifier-key", help="The log's note verifier key")

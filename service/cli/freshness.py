@@ -12,6 +12,7 @@ from rich.text import Text
 
 from ledger.indexes.freshness import Rebuilt, rebuild
 from ledger.log.sequencer import now_micros
+from ledger.monitors.reindex import MonitorsRebuilt, rebuild_monitors
 from ledger.storage.db import write_transaction
 from query.audit.freshness import freshness_answer
 from query.audit.freshness_check import verify_freshness
@@ -23,6 +24,7 @@ from service.cli.audit import (
     print_value,
     read_json,
     source_options,
+    trust_options,
 )
 from service.cli.common import Failed, ledger_options, open_ledger
 from service.settings import Settings
@@ -87,13 +89,7 @@ def render_freshness(answer: dict[str, Any], console: Console) -> None:
 
 @click.command("verify-freshness")
 @click.argument("answer_file", type=click.File("rb"))
-@click.option("--verifier-key", help="The log's note verifier key")
-@click.option(
-    "--state",
-    "state_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A `prov audit` state file: its pinned key",
-)
+@trust_options
 def verify_freshness_command(
     answer_file: IO[bytes], verifier_key: str | None, state_path: Path | None
 ) -> None:
@@ -110,8 +106,9 @@ def verify_freshness_command(
 class _CheckOnly(Exception):
     """Raised inside the rebuild's transaction to roll it back after a check."""
 
-    def __init__(self, rebuilt: Rebuilt) -> None:
+    def __init__(self, rebuilt: Rebuilt, monitors: MonitorsRebuilt) -> None:
         self.rebuilt = rebuilt
+        self.monitors = monitors
 
 
 @click.command("reindex")
@@ -122,17 +119,20 @@ class _CheckOnly(Exception):
 )
 @ledger_options
 def reindex(settings: Settings, check: bool) -> None:
-    """Rebuild the freshness index (dependencies, context changes, stale marks) from the
-    log alone; with --check, only compare it with the one the ledger holds (exit 1 if they
-    differ). Appends wait for the rebuild, which holds the log's write lock."""
+    """Rebuild the freshness index (dependencies, context changes, stale marks) and the
+    monitor indexes (versions, breaches, history, flagged decisions) from the log alone;
+    with --check, only compare them with those the ledger holds (exit 1 if they differ).
+    Appends wait for the rebuild, which holds the log's write lock."""
     ledger = open_ledger(settings)
     try:
         with write_transaction(ledger.engine) as connection:
             rebuilt = rebuild(connection)
+            monitors = rebuild_monitors(connection)
             if check:
-                raise _CheckOnly(rebuilt)
+                raise _CheckOnly(rebuilt, monitors)
     except _CheckOnly as done:
-        rebuilt = done.rebuilt
+        rebuilt, monitors = done.rebuilt, done.monitors
+    _report_monitors(monitors, check)
     click.echo(
         f"{'checked' if check else 'rebuilt'} the freshness index from {rebuilt.entries} "
         f"decisions and context changes: {rebuilt.marks} stale marks"
@@ -153,6 +153,25 @@ def reindex(settings: Settings, check: bool) -> None:
         if check:
             raise Failed(f"the freshness index {what}")
         click.echo(f"the freshness index {what}")
+    if check and not monitors.consistent:
+        raise Failed("the monitor indexes differ from the log")
+
+
+def _report_monitors(rebuilt: MonitorsRebuilt, check: bool) -> None:
+    click.echo(
+        f"{'checked' if check else 'rebuilt'} the monitor indexes: {rebuilt.versions} "
+        f"versions, {rebuilt.breaches} breaches, {rebuilt.flags} flagged decisions, "
+        f"{rebuilt.samples} history rows"
+    )
+    for label, found in (
+        ("missing from", rebuilt.missing),
+        ("not given by the log, in", rebuilt.unexpected),
+    ):
+        for table, rows in found.items():
+            for row in rows[:20]:
+                click.echo(f"row {label} {table}: {row}", err=True)
+    if not rebuilt.consistent and not check:
+        click.echo("the monitor indexes differed from the log and were rebuilt")
 
 
 COMMANDS = (fresh, verify_freshness_command, reindex)

@@ -23,7 +23,7 @@ from ledger.errors import RecordRejected
 from ledger.monitors.apply import parse_toml
 from ledger.monitors.breach_bundle import breach_bundle
 from ledger.monitors.breach_check import verify_breach
-from service.cli.audit import load_trust, read_json
+from service.cli.audit import load_trust, read_json, trust_options
 from service.cli.common import Failed, emit, ledger_options, open_ledger
 from service.cli.monitor_status import status
 from service.settings import Settings
@@ -81,13 +81,7 @@ def breach(settings: Settings, record_id: str, tenant: str) -> None:
 
 @click.command("verify-breach")
 @click.argument("bundle_file", type=click.File("rb"))
-@click.option("--verifier-key", help="The log's note verifier key")
-@click.option(
-    "--state",
-    "state_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A `prov audit` state file: its pinned key",
-)
+@trust_options
 def verify_breach_command(
     bundle_file: IO[bytes], verifier_key: str | None, state_path: Path | None
 ) -> None:
