@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, case, or_, select
 
 from ledger.indexes.monitors import latest_versions
 from ledger.log.entry import from_micros
@@ -49,6 +49,7 @@ from ledger.records.monitor import (
 )
 from ledger.records.replay import REPLAY_SERVICE
 from ledger.storage.schema import log_entries
+from ledger.storage.schema import monitors as monitor_registry
 
 _log = logging.getLogger(__name__)
 
@@ -119,6 +120,14 @@ class LiveMonitors:
         if known is None or known[0] > head.size:
             self.rebuild(connection, head)
             return
+        if not self._tenants:
+            # Nothing is watched: the entries another process appended need no reading,
+            # unless one of them applied a monitor.
+            if _applied_since(connection, known[0]):
+                self.rebuild(connection, head)
+            else:
+                self._known = (head.size, head.last_leaf)
+            return
         self.catch_up(connection, known[0], head.size)
 
     def remember(self, size: int, last_leaf: bytes) -> None:
@@ -160,10 +169,49 @@ class LiveMonitors:
         """Apply entries [start, end) that this process did not sequence."""
         step = 2_000
         for chunk_start in range(start, end, step):
-            for entry in read_entries(connection, chunk_start, min(end, chunk_start + step)):
+            for entry in self._gap(connection, chunk_start, min(end, chunk_start + step)):
                 self.replay(entry)
         last = read_entry(connection, end - 1) if end > 0 else None
         self._known = (end, last.leaf_hash) if last is not None else None
+
+    def _gap(self, connection: Connection, start: int, end: int) -> list[StoredEntry]:
+        """Entries [start, end), with the envelopes of only those a window reads (monitor
+        records, decisions of watched tenants): the others matter only for their index and
+        time, which mark where batches start. A monitor applied in the range may watch a
+        new tenant from there on: then every envelope is read."""
+        if _applied_since(connection, start, end):
+            return read_entries(connection, start, end)
+        wanted = or_(
+            log_entries.c.payload_type == MONITOR_PAYLOAD_TYPE,
+            and_(
+                log_entries.c.payload_type == DECISION_PAYLOAD_TYPE,
+                log_entries.c.tenant.in_(sorted(self._tenants)),
+            ),
+        )
+        rows = connection.execute(
+            select(
+                log_entries.c.idx,
+                log_entries.c.tenant,
+                log_entries.c.payload_type,
+                case((wanted, log_entries.c.envelope), else_=None),
+                log_entries.c.integrated_us,
+                log_entries.c.leaf_hash,
+            )
+            .where(log_entries.c.idx >= start, log_entries.c.idx < end)
+            .order_by(log_entries.c.idx)
+        )
+        return [
+            StoredEntry(
+                row[0],
+                row[1],
+                "",
+                row[2],
+                b"" if row[3] is None else bytes(row[3]),
+                row[4],
+                bytes(row[5]),
+            )
+            for row in rows
+        ]
 
     def replay(self, entry: StoredEntry) -> list[tuple[str, str, bool]]:
         """Apply one logged entry as its sequencing did, without making breach records
@@ -407,6 +455,14 @@ class LiveMonitors:
         )
         raw, keyid = self._sign(record, connection)
         return Made(record, raw, keyid)
+
+
+def _applied_since(connection: Connection, index: int, end: int | None = None) -> bool:
+    """Whether a monitor record sits at `index` or after it (and before `end`)."""
+    query = select(monitor_registry.c.idx).where(monitor_registry.c.idx >= index)
+    if end is not None:
+        query = query.where(monitor_registry.c.idx < end)
+    return connection.execute(query.limit(1)).first() is not None
 
 
 def _first_at_or_after(connection: Connection, start_us: int, size: int) -> int:
