@@ -106,6 +106,7 @@ STATUS_BY_KIND: dict[str, int] = {
     "unknown-model": 422,
     "bad-registry": 503,
     "bad-replay-plan": 400,
+    "not-replayable": 422,
     "blob-unavailable": 422,
     "bad-token": 422,
     "bad-policy": 422,

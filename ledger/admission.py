@@ -40,7 +40,7 @@ from ledger._parallel import WorkerPool
 from ledger.delegation.admission import PendingChain, authorize, load_roots, verify_pending
 from ledger.delegation.mode import load_modes
 from ledger.errors import LedgerMadeRecord, RecordRejected, RecordUnprocessable
-from ledger.indexes.decisions import IndexRow, index_row
+from ledger.indexes.decisions import LEDGER_ATTESTED, PRODUCER_SIGNED, IndexRow, index_row
 from ledger.indexes.delegations import AuthorityRow
 from ledger.indexes.freshness import ChangeRow, DecisionFreshness, change_row, decision_freshness
 from ledger.indexes.monitors import MonitorRow
@@ -75,6 +75,7 @@ from ledger.records.signed import (
     PAYLOAD_DECODERS,
     Candidate,
     LoggedRecord,
+    attests,
     decode_payload,
     open_envelope,
     parse_record,
@@ -144,7 +145,9 @@ def authenticate(
         decision.tenant,
         decision.id,
         key.keyid,
-        index_row(decision) if isinstance(decision, Decision) else None,
+        index_row(decision, LEDGER_ATTESTED if attests(key, decision) else PRODUCER_SIGNED)
+        if isinstance(decision, Decision)
+        else None,
         replay=replay_row(decision) if isinstance(decision, ReplayRecord) else None,
         freshness=decision_freshness(decision) if isinstance(decision, Decision) else None,
         change=change_row(decision) if isinstance(decision, ContextChange) else None,

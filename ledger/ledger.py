@@ -31,6 +31,7 @@ from ledger.log.verify import VerifyReport, verify_log
 from ledger.monitors.apply import Planned
 from ledger.monitors.apply import plan as plan_monitors
 from ledger.monitors.live import LiveMonitors
+from ledger.records.decision import Decision
 from ledger.records.monitor import MonitorDefinition
 from ledger.records.policy import PolicyCheckRecord
 from ledger.records.replay import ReplayRecord
@@ -179,6 +180,12 @@ class Ledger:
         transaction; results line up with `records`."""
         signer = self._replay_signer_for(record.tenant for record in records)
         return self.append(self.pool.map(signer.sign_policy_check, records))
+
+    def attest_decisions(self, decisions: Sequence[Decision]) -> list[bytes]:
+        """Sign decisions the ledger built from unsigned input (OTLP spans) with the record
+        key, which is registered for each tenant first; append them like any record."""
+        signer = self._replay_signer_for(decision.tenant for decision in decisions)
+        return self.pool.map(signer.sign_decision, decisions)
 
     def _replay_signer_for(self, tenants: Iterable[str]) -> ReplaySigner:
         """The replay key, registered for each of `tenants` first if it is not already."""

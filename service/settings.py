@@ -86,6 +86,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_poll_seconds: PositiveFloat = 1.0
     webhook_lease_seconds: PositiveFloat = 60.0
 
+    # OTLP ingest (docs/otlp.md): the largest export body (and what a gzip body may inflate
+    # to); how long a trace stays quiet after its head span arrived before it is assembled;
+    # how long a trace whose head never came waits before it is closed as an incomplete
+    # decision; how long an assembler's claim lasts before another may take the trace; how
+    # long assembled traces are remembered (later spans for them are refused, not stored).
+    otlp_max_bytes: Positive = 16 << 20
+    otlp_settle_seconds: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    otlp_grace_seconds: PositiveFloat = 300.0
+    otlp_claim_seconds: PositiveFloat = 60.0
+    otlp_keep_seconds: PositiveFloat = 86_400.0
+
     def __post_init__(self) -> None:
         if self.batch_max_records > self.queue_max_records:
             raise ValueError("PROV_BATCH_MAX_RECORDS must not exceed PROV_QUEUE_MAX_RECORDS")
@@ -101,6 +112,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.webhook_backoff_base_seconds > self.webhook_backoff_cap_seconds:
             raise ValueError(
                 "PROV_WEBHOOK_BACKOFF_BASE_SECONDS must not exceed PROV_WEBHOOK_BACKOFF_CAP_SECONDS"
+            )
+        if self.otlp_grace_seconds < self.otlp_settle_seconds:
+            raise ValueError(
+                "PROV_OTLP_GRACE_SECONDS must not be less than PROV_OTLP_SETTLE_SECONDS"
             )
         if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
             # Else a slow receiver's delivery could be claimed again while still under way.

@@ -22,7 +22,7 @@ from msgspec import inspect
 
 from ledger.delegation import ucan
 from ledger.records.decision import Decision, LlmCall, Message, ToolCall, encode_decision
-from replay.engine.extract import decision_from_text
+from ledger.records.decision_text import decision_from_text
 from replay.engine.requests import initial_messages, recorded_run
 from service.demo.scenarios import (
     DEMO_MODELS,

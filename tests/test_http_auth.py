@@ -39,6 +39,8 @@ ADMIN = frozenset({Role.ADMIN})
 ROLES: dict[Operation, frozenset[Role]] = {
     Operation("POST", "/v1/records"): WRITE,
     Operation("POST", "/v1/records/batch"): WRITE,
+    Operation("POST", "/v1/traces"): WRITE,
+    Operation("POST", "/v1/logs"): WRITE,
     Operation("PUT", "/v1/blobs/{digest}"): WRITE,
     Operation("GET", "/v1/blobs/{digest}"): READ,
     Operation("DELETE", "/v1/blobs/{digest}"): ADMIN,

@@ -25,7 +25,7 @@ from ledger.records.replay import (
     ToolCallChange,
 )
 from replay.engine.diff import compare, escape, field_changes, same, tool_call_changes, verdict_of
-from replay.engine.extract import decision_from_text
+from ledger.records.decision_text import decision_from_text
 
 # Keys that need escaping in a pointer, or look like indexes, turn up often.
 KEYS = st.sampled_from(["a", "b", "a/b", "~", "~1", "0", "", "approved"]) | st.text(max_size=6)

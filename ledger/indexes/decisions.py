@@ -30,14 +30,21 @@ INDEX_COLUMNS = (
     "subject",
     "delegator",
     "output",
+    "attestation",
 )
 # A row without its first column: the log index is given only by the sequencer.
-IndexRow = tuple[str, str, str, str, int, str, str, str | None, str | None, str]
+IndexRow = tuple[str, str, str, str, int, str, str, str | None, str | None, str, str]
+
+# Who vouches for a decision's content (docs/otlp.md, "Attestation"): the service that made
+# it, by signing it with its own registered key, or the ledger, which built it from
+# unsigned input (OTLP spans) and signed it with its record key on arrival.
+PRODUCER_SIGNED = "producer-signed"
+LEDGER_ATTESTED = "ledger-attested"
 
 _encoder = msgspec.json.Encoder()
 
 
-def index_row(decision: Decision) -> IndexRow:
+def index_row(decision: Decision, attestation: str = PRODUCER_SIGNED) -> IndexRow:
     # `occurred_us` always fits its BIGINT: any datetime (years 1 to 9999, an offset of
     # under a day) is within about 2.6e17 microseconds of the epoch. Reads format it with
     # `ledger.log.entry.rfc3339`, which is total, so a time past year 9999 in UTC still shows.
@@ -52,6 +59,7 @@ def index_row(decision: Decision) -> IndexRow:
         decision.subject,
         decision.delegation[0].iss if decision.delegation else None,
         _encoder.encode(decision.output.decision).decode(),
+        attestation,
     )
 
 
@@ -69,5 +77,6 @@ def backfill(connection: Connection) -> int:
 
 
 def _backfill_row(index: int, _tenant: str, payload: bytes) -> tuple[Any, ...]:
-    # The tenant is the decision's own, which `index_row` reads from the payload.
+    # The tenant is the decision's own, which `index_row` reads from the payload. Only
+    # decisions logged before attestation was indexed come here, all producer-signed.
     return (index, *index_row(decode_decision(payload)))

@@ -66,6 +66,14 @@ def register_key(
             f"the service {REPLAY_SERVICE!r} is reserved for the ledger's replay key",
             pointer="/service",
         )
+    if keyid is not None and keyid.startswith(REPLAY_SERVICE + ":"):
+        # The prefix names the ledger's record key, so that offline readers can tell a
+        # ledger-attested record from a producer-signed one by its keyid alone.
+        raise KeyRegistryError(
+            f"keyids starting with {REPLAY_SERVICE + ':'!r} are reserved for the ledger's "
+            "record key",
+            pointer="/keyid",
+        )
     if len(public_key) != PUBLIC_KEY_SIZE:
         raise KeyRegistryError("an Ed25519 public key is 32 bytes", pointer="/public_key")
     if valid_until is not None and valid_until <= valid_from:

@@ -28,6 +28,7 @@ from ledger.keys.keyring import ServiceKey, get_key
 from ledger.keys.signing import SigningKey
 from ledger.log.sequencer import now_micros
 from ledger.records import dsse
+from ledger.records.decision import DECISION_PAYLOAD_TYPE, Decision, encode_decision
 from ledger.records.monitor import (
     BREACH_PAYLOAD_TYPE,
     MONITOR_PAYLOAD_TYPE,
@@ -137,6 +138,12 @@ class ReplaySigner:
 
     def sign_policy_check(self, record: PolicyCheckRecord) -> bytes:
         return sign_policy_check(record, self.key)
+
+    def sign_decision(self, decision: Decision) -> bytes:
+        """A decision the ledger built from unsigned input (OTLP spans): ledger-attested."""
+        return sign_ledger_record(
+            DECISION_PAYLOAD_TYPE, encode_decision(decision), decision.tenant, self.key
+        )
 
     def sign_monitor(self, record: MonitorRecord) -> bytes:
         return sign_ledger_record(

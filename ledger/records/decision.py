@@ -68,6 +68,9 @@ from ledger.records._pointer import decode_payload
 
 DECISION_PAYLOAD_TYPE = "application/vnd.prov.decision.v1+json"
 SCHEMA_VERSION = 1
+# The attribute that marks a recorded run replay cannot rebuild (a decision built from spans
+# that carried no message content), with the reason; replay refuses such a decision with it.
+NOT_REPLAYABLE_ATTRIBUTE = "prov.not_replayable"
 
 Id = Annotated[str, Meta(max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")]
 Slug = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]

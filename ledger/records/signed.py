@@ -55,7 +55,12 @@ from ledger.records.policy import (
     decode_policy,
     decode_policy_check,
 )
-from ledger.records.replay import REPLAY_PAYLOAD_TYPE, ReplayRecord, decode_replay
+from ledger.records.replay import (
+    REPLAY_PAYLOAD_TYPE,
+    REPLAY_SERVICE,
+    ReplayRecord,
+    decode_replay,
+)
 
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
 
@@ -140,6 +145,13 @@ def parse_record(raw: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Ca
     return decode_payload(raw, open_envelope(raw, max_bytes=max_bytes))
 
 
+def attests(key: ServiceKey, record: LoggedRecord) -> bool:
+    """Whether `key` is the ledger's record key signing a decision it built from unsigned
+    input (OTLP spans): such a decision names the service the spans came from, and is
+    ledger-attested rather than producer-signed. Only the ledger holds that key."""
+    return key.service == REPLAY_SERVICE and isinstance(record, Decision)
+
+
 def verify_signer(
     candidate: Candidate, keys: Mapping[str, ServiceKey], *, allow_revoked: bool = False
 ) -> ServiceKey:
@@ -163,7 +175,9 @@ def verify_signer(
         # 5.
         if key is None:
             error = UnknownKey(f"keyid {signature.keyid!r} is not registered", pointer=pointer)
-        elif (key.tenant, key.service) != (decision.tenant, decision.service):
+        elif key.tenant != decision.tenant or (
+            key.service != decision.service and not attests(key, decision)
+        ):
             error = KeyNotAuthorized(
                 f"keyid {key.keyid} signs for {key.tenant}/{key.service}, "
                 f"not {decision.tenant}/{decision.service}",

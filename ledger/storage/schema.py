@@ -134,6 +134,9 @@ decisions = Table(
     # The issuer of the root delegation: the principal who first granted the authority.
     Column("delegator", String(256), nullable=True),
     Column("output", Text, nullable=False),
+    # Who signed: `producer-signed` (the service's own key) or `ledger-attested` (the
+    # ledger's record key, for a decision it built from unsigned input such as OTLP spans).
+    Column("attestation", String(16), nullable=False, server_default="producer-signed"),
     Index("ix_decisions_tenant_occurred", "tenant", "occurred_us", "idx"),
     Index(
         "ix_decisions_tenant_service",
@@ -474,4 +477,40 @@ monitor_flags = Table(
     Column("monitor_id", String(64), nullable=False),
     Column("group_key", String(512), nullable=False),
     PrimaryKeyConstraint("decision_idx", "monitor_id", "group_key"),
+)
+
+# OTLP spans and span events waiting for their trace to be assembled into decisions
+# (`ingest.otlp.store`): what an export carried is stored here before the receiver answers,
+# so nothing acknowledged is lost; a trace's items are deleted once its decisions are in
+# the log. `item` is ``span``, or ``event:`` and a digest of a logged event.
+otlp_items = Table(
+    "otlp_items",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("span_id", String(16), nullable=False),
+    Column("item", String(40), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("received_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant", "trace_id", "span_id", "item"),
+)
+
+# One row per trace the receiver has seen: when its first and latest items arrived, when a
+# span that heads a decision arrived (`ready_us`), and its state: ``open``, ``busy`` (an
+# assembler claimed it at `claimed_us`) or ``done`` (its decisions are in the log; kept a
+# while so that a late or repeated export is told so rather than starting a new trace).
+otlp_traces = Table(
+    "otlp_traces",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("state", String(8), nullable=False),
+    Column("first_us", BigInteger, nullable=False),
+    Column("last_us", BigInteger, nullable=False),
+    Column("ready_us", BigInteger, nullable=True),
+    Column("claimed_us", BigInteger, nullable=True),
+    Column("decisions", Integer, nullable=True),
+    Column("note", Text, nullable=True),
+    PrimaryKeyConstraint("tenant", "trace_id"),
+    Index("ix_otlp_traces_state_last", "state", "last_us"),
 )

@@ -4,7 +4,8 @@
 (replay/engine/run.py) with answers from the record (``deterministic``), from the recorded model
 and version (``pinned``) or from the plan's model, version and parameters
 (``counterfactual``), derives the replayed decision (the provider's own, else the JSON in
-the final text: replay/engine/extract.py), diffs it against the record (replay/engine/diff.py) and
+the final text: ledger/records/decision_text.py), diffs it against the record
+(replay/engine/diff.py) and
 returns the unsigned `ReplayRecord`. Signing and appending it is the caller's.
 
 A plan that cannot run anywhere is refused up front with `ReplayPlanError`
@@ -23,10 +24,10 @@ import msgspec
 
 from ledger.errors import ProvError
 from ledger.indexes.replays import leaf_reference
-from ledger.records.decision import Decision, Output
+from ledger.records.decision import NOT_REPLAYABLE_ATTRIBUTE, Decision, Output
+from ledger.records.decision_text import decision_from_text
 from ledger.records.replay import REPLAY_SERVICE, Mode, ModelRef, ReplayRecord
 from replay.engine.diff import compare, verdict_of
-from replay.engine.extract import decision_from_text
 from replay.engine.requests import (
     Blobs,
     BlobUnavailable,
@@ -59,6 +60,21 @@ class ReplayPlanError(ProvError, ValueError):
 
     kind = "bad-replay-plan"
     title = "Replay plan cannot run"
+
+
+class NotReplayable(ReplayPlanError):
+    """The record cannot be replayed at all: its requests cannot be rebuilt (a decision
+    built from spans that carried no message content), whatever the plan."""
+
+    kind = "not-replayable"
+    title = "Decision cannot be replayed"
+
+
+def check_replayable(decision: Decision) -> None:
+    """Refuse, with the record's own reason, a decision whose run cannot be rebuilt."""
+    reason = decision.attributes.get(NOT_REPLAYABLE_ATTRIBUTE)
+    if isinstance(reason, str):
+        raise NotReplayable(f"decision {decision.id} cannot be replayed: {reason}")
 
 
 class ReplayPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -207,6 +223,7 @@ async def replay_decision(
     blobs are the verdict ``failed``, never an exception.
     """
     check_plan(plan, pool)
+    check_replayable(decision)
     occurred_at = now()
     recorded = recorded_run(decision)
     base = base_request(decision, [])

@@ -25,6 +25,7 @@ from ingest.commit.groupcommit import GroupCommitter
 from ingest.routes import blobs as routes_blobs
 from ingest.routes import keys as routes_keys
 from ingest.routes import monitors as routes_monitors
+from ingest.routes import otlp as routes_otlp
 from ingest.routes import records as routes_records
 from ingest.routes import subscriptions as routes_subscriptions
 from ingest.routes.bodies import SMALL_BODY_BYTES, BodyBudget
@@ -46,6 +47,7 @@ from service.web import ops, routes_policy, routes_replays
 from service.web.auth import ApiKeyCache, require_api_key
 from service.web.http_limits import read_deadline
 from service.web.http_metrics import count_requests
+from service.web.otlp_assembly import otlp_assembly_lifespan
 from service.web.problems import (
     database_error_handler,
     http_error_handler,
@@ -187,6 +189,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         security=KEY_REQUIRED,
     )
+    otlp_traces = Router(
+        "/v1/traces",
+        route_handlers=[routes_otlp.receive_traces],
+        request_max_body_size=settings.otlp_max_bytes,
+        security=KEY_REQUIRED,
+    )
+    otlp_logs = Router(
+        "/v1/logs",
+        route_handlers=[routes_otlp.receive_logs],
+        request_max_body_size=settings.otlp_max_bytes,
+        security=KEY_REQUIRED,
+    )
     reports = Router("/v1/reports", route_handlers=[routes_reports.report], security=KEY_REQUIRED)
     breaches = Router(
         "/v1/breaches", route_handlers=[routes_monitor_reads.breach_route], security=KEY_REQUIRED
@@ -227,6 +241,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             subscriptions,
             monitors,
             decisions,
+            otlp_traces,
+            otlp_logs,
             reports,
             breaches,
             replays,
@@ -243,6 +259,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             lifespan,
             routes_replays.replays_lifespan(settings),
             webhooks_lifespan(settings),
+            otlp_assembly_lifespan(settings),
         ],
         dependencies={
             "caller": Provide(provide_caller, sync_to_thread=False),

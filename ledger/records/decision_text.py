@@ -1,4 +1,5 @@
-"""Deriving a structured decision from a model's text.
+"""Deriving a structured decision from a model's text (shared by replay and the mappers
+that build decisions from recorded calls).
 
 A model that decides writes its decision as JSON somewhere in its answer. The first of
 these that holds a JSON object is the decision:
