@@ -277,3 +277,21 @@ def test_kill_9_between_two_exports_of_one_trace_loses_nothing(
         assert "incomplete" not in report["decision"]["attributes"]["otlp"]
     finally:
         server.stop()
+
+
+def test_metrics_count_what_was_received_and_assembled(shared: Server) -> None:
+    trace = TraceBuilder()
+    root, children = trace.loan_trace()
+    send(shared.url, shared.admin_key, [*children, root])
+    wait_for_why(shared.url, shared.admin_key, trace.decision_id(root))
+    text = httpx.get(f"{shared.url}/metrics").text
+
+    def value(series: str) -> float:
+        lines = [line for line in text.splitlines() if line.startswith(series + " ")]
+        assert lines, f"{series} missing from /metrics"
+        return float(lines[0].split()[-1])
+
+    assert value('prov_otlp_items_total{outcome="stored",signal="spans"}') >= 4
+    assert value('prov_otlp_traces_total{outcome="complete"}') >= 1
+    assert value("prov_otlp_decisions_total") >= 1
+    assert value('prov_otlp_traces_waiting{state="done"}') >= 1

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import anyio.to_thread
 from sqlalchemy import Engine
 
-from ingest.otlp import store
+from ingest.otlp import metrics, store
 from ingest.otlp.mapping import decisions_of
 from ledger.errors import RecordRejected
 from ledger.log.receipt import Receipt
@@ -52,16 +52,6 @@ class AssemblyPolicy:
     batch: int = 256
 
 
-@dataclass(slots=True)
-class AssemblyCounts:
-    """What this process assembled since it started (exported as metrics)."""
-
-    traces: int = 0
-    decisions: int = 0
-    incomplete: int = 0
-    failed: int = 0
-
-
 class TraceAssembler:
     """Polls the span store and appends the decisions of ready traces."""
 
@@ -82,7 +72,6 @@ class TraceAssembler:
         self.append = append
         self.policy = policy
         self.service = service  # every decision's service, when one key signs them all
-        self.counts = AssemblyCounts()
         self._task: asyncio.Task[None] | None = None
         self._pruned_us = 0
 
@@ -149,10 +138,11 @@ class TraceAssembler:
         outcomes = await self._append(built)
         await anyio.to_thread.run_sync(lambda: store.finish(self.engine, outcomes, now_micros()))
         for trace, count, note in outcomes:
-            self.counts.traces += 1
-            self.counts.decisions += count
-            self.counts.incomplete += trace.closing
-            self.counts.failed += note is not None
+            outcome = (
+                "failed" if note is not None else "incomplete" if trace.closing else "complete"
+            )
+            metrics.TRACES.labels(outcome).inc()
+            metrics.DECISIONS.inc(count)
 
     async def _append(
         self, built: list[tuple[store.Claimed, list[Decision] | str]]

@@ -245,9 +245,9 @@ def prune(engine: Engine, before_us: int) -> int:
 
 
 def pending(engine: Engine) -> dict[str, int]:
-    """How many traces are in each state (for metrics and `prov otlp status`)."""
+    """How many traces are in each state (for metrics)."""
     with engine.connect() as connection:
         rows = connection.execute(
-            select(otlp_traces.c.state, otlp_traces.c.tenant.count()).group_by(otlp_traces.c.state)
+            select(otlp_traces.c.state, func.count()).group_by(otlp_traces.c.state)
         )
         return {row[0]: row[1] for row in rows}

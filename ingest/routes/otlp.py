@@ -40,7 +40,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from sqlalchemy import Engine
 
-from ingest.otlp import store
+from ingest.otlp import metrics, store
 from ingest.otlp.decode import (
     JSON,
     PROTOBUF,
@@ -160,6 +160,7 @@ async def receive_traces_into(
     if isinstance(received, Response):
         return received
     export, saved = received
+    _count("spans", saved, export.dropped)
     rejected, message = _reasons(export, saved.late, "spans")
     answer = ExportTraceServiceResponse()
     if rejected or message:
@@ -177,6 +178,7 @@ async def receive_logs_into(
     if isinstance(received, Response):
         return received
     export, saved = received
+    _count("logs", saved, export.dropped)
     rejected, message = _reasons(export, saved.late, "log records")
     answer = ExportLogsServiceResponse()
     if rejected or message:
@@ -214,6 +216,11 @@ async def receive_traces(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def receive_logs(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Store the log records that name a span as events of that span."""
     return await receive_logs_into(request, _engine(request), caller_of(request).tenant, held_body)
+
+
+def _count(signal: str, saved: store.Saved, dropped: int) -> None:
+    metrics.ITEMS.labels(signal, "stored").inc(saved.stored)
+    metrics.ITEMS.labels(signal, "rejected").inc(saved.late + dropped)
 
 
 def _kind(request: Request[Any, Any, Any]) -> str:

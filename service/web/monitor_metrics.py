@@ -16,17 +16,14 @@ the rest.
 
 from __future__ import annotations
 
-import structlog
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, and_, func, select
 
 from ledger.storage.schema import monitor_breaches, monitor_samples
+from service.web.db_metrics import exposition
 
 MAX_SERIES = 1000
-
-log = structlog.get_logger("prov.monitors")
 
 
 def latest_values(
@@ -127,10 +124,4 @@ class MonitorCollector(Collector):
 def monitor_exposition(engine: Engine) -> bytes:
     """The monitor metrics in Prometheus text format; empty when the database does not
     answer."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(MonitorCollector(engine))
-    try:
-        return generate_latest(registry)
-    except Exception as error:  # the database is down: the other metrics still matter
-        log.warning("monitor metrics unavailable", error=type(error).__name__)
-        return b""
+    return exposition(MonitorCollector(engine), "monitor")

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text
 from ledger.errors import LedgerError
 from ledger.storage.migrate import schema_is_current
 from service.web.monitor_metrics import monitor_exposition
+from service.web.otlp_metrics import otlp_exposition
 from service.webhooks.metrics import outbox_exposition
 
 # The framework appends `; charset=utf-8` to every text/* type, and the client library's
@@ -59,5 +60,10 @@ def metrics(engine: Engine) -> Response[bytes]:
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    body = generate_latest(registry) + outbox_exposition(engine) + monitor_exposition(engine)
+    body = (
+        generate_latest(registry)
+        + outbox_exposition(engine)
+        + monitor_exposition(engine)
+        + otlp_exposition(engine)
+    )
     return Response(body, media_type=METRICS_MEDIA_TYPE)

@@ -7,13 +7,13 @@ reports the same figures and a dead letter stays visible until someone retries i
 
 from __future__ import annotations
 
-import structlog
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
 from ledger.notify.outbox import counts_by_state
+from service.web.db_metrics import exposition
 
 DELIVERIES = Counter(
     "prov_webhook_deliveries_total",
@@ -24,8 +24,6 @@ DELIVERIES = Counter(
 OUTCOMES = ("delivered", "failed", "dead")
 for _outcome in OUTCOMES:  # every series from the start, so rates have a baseline
     DELIVERIES.labels(_outcome)
-
-log = structlog.get_logger("prov.webhooks")
 
 
 class OutboxCollector(Collector):
@@ -50,10 +48,4 @@ class OutboxCollector(Collector):
 def outbox_exposition(engine: Engine) -> bytes:
     """The outbox gauge in Prometheus text format; empty when the database does not answer,
     so that /metrics still reports everything else."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(OutboxCollector(engine))
-    try:
-        return generate_latest(registry)
-    except Exception as error:  # the database is down: the other metrics still matter
-        log.warning("outbox metrics unavailable", error=type(error).__name__)
-        return b""
+    return exposition(OutboxCollector(engine), "outbox")
