@@ -295,3 +295,50 @@ def test_metrics_count_what_was_received_and_assembled(shared: Server) -> None:
     assert value('prov_otlp_traces_total{outcome="complete"}') >= 1
     assert value("prov_otlp_decisions_total") >= 1
     assert value('prov_otlp_traces_waiting{state="done"}') >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_workers_on_postgresql_assemble_each_trace_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Both workers' assemblers claim from one span store: every trace is appended exactly
+    once, whichever worker received its spans."""
+    import concurrent.futures
+
+    import psycopg
+
+    server = prepared_server(postgres_url, tmp_path, PROV_WORKERS="2", **SETTINGS)
+    server.start()
+    try:
+        traces = [TraceBuilder() for _ in range(120)]
+        built = [trace.loan_trace() for trace in traces]
+
+        def export(index: int) -> None:
+            root, children = built[index]
+            # The root in its own export, so that the two halves may reach different workers.
+            send(server.url, server.admin_key, children)
+            send(server.url, server.admin_key, [root])
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(export, range(len(traces))))
+        last = traces[-1].decision_id(built[-1][0])
+        wait_for_why(server.url, server.admin_key, last, timeout=60)
+        with psycopg.connect(postgres_url.replace("postgresql+psycopg", "postgresql")) as db:
+            deadline = 60
+            while deadline:
+                open_traces = db.execute(
+                    "SELECT count(*) FROM otlp_traces WHERE state <> 'done'"
+                ).fetchone()
+                if open_traces == (0,):
+                    break
+                import time
+
+                time.sleep(0.5)
+                deadline -= 1
+            ids = [row[0] for row in db.execute("SELECT record_id FROM decisions")]
+            waiting = db.execute("SELECT count(*) FROM otlp_items").fetchone()
+        assert sorted(ids) == sorted(t.decision_id(b[0]) for t, b in zip(traces, built, strict=True))
+        assert waiting == (0,)
+    finally:
+        server.stop()

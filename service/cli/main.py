@@ -33,6 +33,7 @@ from query.audit.auditor import audit as audit_log
 from query.audit.entry_view import show_entry
 from service.cli.analytics import COMMANDS as ANALYTICS_COMMANDS
 from service.cli.audit import COMMANDS as AUDIT_COMMANDS
+from service.cli.collector import COMMANDS as COLLECTOR_COMMANDS
 from service.cli.common import (
     Failed,
     emit,
@@ -479,6 +480,7 @@ for _command in (
     *SUBSCRIPTION_COMMANDS,
     *FRESHNESS_COMMANDS,
     *MONITOR_COMMANDS,
+    *COLLECTOR_COMMANDS,
 ):
     cli.add_command(_command)
 
