@@ -34,7 +34,8 @@ def _ready(url: str, process: subprocess.Popen[bytes]) -> None:
                 return
         except httpx.TransportError:
             pass
-        assert time.monotonic() < deadline and process.poll() is None, f"{url} did not start"
+        assert time.monotonic() < deadline, f"{url} did not start"
+        assert process.poll() is None, f"{url} exited"
         time.sleep(0.1)
 
 

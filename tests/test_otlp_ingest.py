@@ -8,15 +8,21 @@ real OpenTelemetry SDK and instrumentations emit.
 
 from __future__ import annotations
 
+import base64
+import concurrent.futures
 import gzip
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.http_server import Server, prepared_server
@@ -123,7 +129,8 @@ def test_spans_without_message_content_make_a_decision_that_says_it_cannot_repla
         key=shared.key_file,
     )
     assert replayed.code != 0
-    assert "cannot be replayed" in replayed.err and "without its messages" in replayed.err
+    assert "cannot be replayed" in replayed.err
+    assert "without its messages" in replayed.err
 
 
 def test_a_trace_whose_root_never_comes_is_closed_as_an_incomplete_decision(
@@ -212,11 +219,6 @@ def test_bad_exports_get_clear_otlp_errors_and_store_nothing(shared: Server) -> 
 
 
 def test_json_and_gzip_exports_make_the_same_record_as_protobuf(shared: Server) -> None:
-    from google.protobuf import json_format
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
-
     trace = TraceBuilder()
     root, children = trace.loan_trace()
     request = ExportTraceServiceRequest.FromString(export_body([*children, root]))
@@ -227,8 +229,6 @@ def test_json_and_gzip_exports_make_the_same_record_as_protobuf(shared: Server) 
             for span in scope["spans"]:
                 for name in ("traceId", "spanId", "parentSpanId"):
                     if name in span:
-                        import base64
-
                         span[name] = base64.b64decode(span[name]).hex()
     answer = httpx.post(
         f"{shared.url}/v1/traces",
@@ -259,9 +259,7 @@ def test_otlp_needs_a_writer_key(shared: Server) -> None:
 
 
 @pytest.mark.slow
-def test_kill_9_between_two_exports_of_one_trace_loses_nothing(
-    db_url: str, tmp_path: Path
-) -> None:
+def test_kill_9_between_two_exports_of_one_trace_loses_nothing(db_url: str, tmp_path: Path) -> None:
     # The grace period outlasts the restart: the root is late, not missing.
     server = prepared_server(db_url, tmp_path, **(SETTINGS | {"PROV_OTLP_GRACE_SECONDS": "120"}))
     server.start()
@@ -304,10 +302,6 @@ def test_two_workers_on_postgresql_assemble_each_trace_once(
 ) -> None:
     """Both workers' assemblers claim from one span store: every trace is appended exactly
     once, whichever worker received its spans."""
-    import concurrent.futures
-
-    import psycopg
-
     server = prepared_server(postgres_url, tmp_path, PROV_WORKERS="2", **SETTINGS)
     server.start()
     try:
@@ -332,13 +326,12 @@ def test_two_workers_on_postgresql_assemble_each_trace_once(
                 ).fetchone()
                 if open_traces == (0,):
                     break
-                import time
-
                 time.sleep(0.5)
                 deadline -= 1
             ids = [row[0] for row in db.execute("SELECT record_id FROM decisions")]
             waiting = db.execute("SELECT count(*) FROM otlp_items").fetchone()
-        assert sorted(ids) == sorted(t.decision_id(b[0]) for t, b in zip(traces, built, strict=True))
+        expected = [t.decision_id(b[0]) for t, b in zip(traces, built, strict=True)]
+        assert sorted(ids) == sorted(expected)
         assert waiting == (0,)
     finally:
         server.stop()

@@ -18,8 +18,10 @@ from typing import Any
 
 import openai
 import pytest
+from openinference.instrumentation.openai import OpenAIInstrumentor as OpenInferenceInstrumentor
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as OfficialInstrumentor
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
@@ -141,12 +143,10 @@ def _check(server: Server, trace_id: str, span_id: str, tmp_path: Path) -> dict[
 def test_the_official_openai_instrumentation_makes_a_replayable_decision(
     ledger_server: Server, models: ModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
-
     # Message content is opt-in; this instrumentation sends it as log events.
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
     tracer_provider, logger_provider = _providers(ledger_server)
-    instrumentor = OpenAIInstrumentor()
+    instrumentor = OfficialInstrumentor()
     instrumentor.instrument(tracer_provider=tracer_provider, logger_provider=logger_provider)
     try:
         client = openai.OpenAI(base_url=models.openai_base_url, api_key="test")
@@ -163,10 +163,8 @@ def test_the_official_openai_instrumentation_makes_a_replayable_decision(
 def test_openinference_instrumentation_makes_a_replayable_decision(
     ledger_server: Server, models: ModelServer, tmp_path: Path
 ) -> None:
-    from openinference.instrumentation.openai import OpenAIInstrumentor
-
     tracer_provider, logger_provider = _providers(ledger_server)
-    instrumentor = OpenAIInstrumentor()
+    instrumentor = OpenInferenceInstrumentor()
     instrumentor.instrument(tracer_provider=tracer_provider)
     try:
         client = openai.OpenAI(base_url=models.openai_base_url, api_key="test")
