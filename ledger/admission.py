@@ -40,7 +40,7 @@ from ledger._parallel import WorkerPool
 from ledger.delegation.admission import PendingChain, authorize, load_roots, verify_pending
 from ledger.delegation.mode import load_modes
 from ledger.errors import LedgerMadeRecord, RecordRejected, RecordUnprocessable
-from ledger.indexes.decisions import LEDGER_ATTESTED, PRODUCER_SIGNED, IndexRow, index_row
+from ledger.indexes.decisions import IndexRow, index_row
 from ledger.indexes.delegations import AuthorityRow
 from ledger.indexes.freshness import ChangeRow, DecisionFreshness, change_row, decision_freshness
 from ledger.indexes.monitors import MonitorRow
@@ -72,7 +72,9 @@ from ledger.records.replay import ReplayRecord
 # Steps 1 to 7 need no database; they live in `ledger.records.signed` for offline use too.
 from ledger.records.signed import (
     DEFAULT_MAX_RECORD_BYTES,
+    LEDGER_ATTESTED,
     PAYLOAD_DECODERS,
+    PRODUCER_SIGNED,
     Candidate,
     LoggedRecord,
     attests,

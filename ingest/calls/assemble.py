@@ -184,17 +184,22 @@ def _retrieval_step(run: RetrievalRun) -> Retrieval:
 
 
 def _call_steps(
-    calls: Sequence[ModelCall], runs: dict[str, ToolRun]
+    calls: Sequence[ModelCall], runs: dict[str, list[ToolRun]], used: set[int]
 ) -> list[tuple[datetime, int, list[Step]]]:
-    """Each call's LlmCall step and the ToolCall steps of the tools it asked for."""
+    """Each call's LlmCall step and the ToolCall steps of the tools it asked for; a run
+    that answers one (by call id, first come first served) is taken from `runs` and its
+    `id()` added to `used`."""
     groups: list[tuple[datetime, int, list[Step]]] = []
     for position, call in enumerate(calls):
         following = calls[position + 1] if position + 1 < len(calls) else None
         answers = _answered(following)
         steps: list[Step] = [_llm_step(call)]
         for asked in call.tool_calls:
-            run = runs.pop(asked.call_id, None)
-            if run is None:
+            waiting = runs.get(asked.call_id)
+            run = waiting.pop(0) if waiting else None
+            if run is not None:
+                used.add(id(run))
+            else:
                 turn = answers.get(asked.call_id)
                 end = following.started_at if following is not None else call.ended_at
                 run = ToolRun(
@@ -231,12 +236,15 @@ def assemble_decision(
     """The model, prompt, steps, usage and answer that `calls`, `tools` and `retrievals`
     make; `template_id` names the prompt (the decision type, say)."""
     ordered = sorted(calls, key=lambda call: call.started_at)
-    runs = {run.call_id: run for run in tools if run.call_id is not None}
-    groups = _call_steps(ordered, runs)
-    unasked = {id(run) for run in runs.values()}  # `_call_steps` took the asked-for runs
+    runs: dict[str, list[ToolRun]] = {}
+    for run in tools:
+        if run.call_id is not None:
+            runs.setdefault(run.call_id, []).append(run)
+    used: set[int] = set()
+    groups = _call_steps(ordered, runs, used)
     for number, run in enumerate(tools):
         # A run the model asked for was placed after its call; the rest go by time.
-        if run.call_id is not None and id(run) not in unasked:
+        if id(run) in used:
             continue
         groups.append((run.started_at, 1, [_tool_step(run, run.call_id or f"tool-{number}")]))
     groups += [(run.started_at, 2, [_retrieval_step(run)]) for run in retrievals]

@@ -10,6 +10,8 @@ is in the log by an inclusion proof against a checkpoint signed by the ledger ke
 `Client.freshness` and `Client.is_fresh` ask whether a decision may still be relied on, and
 `new_context_change` reports that a context key changed (docs/freshness.md).
 `verify_webhook` checks a webhook's signature by the ledger key before a receiver acts on it.
+`instrument_openai` and `instrument_anthropic` record a model client's calls made inside
+``with client.decision(...)`` into one decision (`ingest.client.instrument`).
 An append answers an `AppendResult`: the receipt with the monitors the record counted toward
 (`.monitors`, `.stop`); `raise_on_flag` makes a `flag` monitor over its limit raise
 `MonitorBreached`, and `Client.apply_monitors` applies definitions (docs/monitors.md).
@@ -38,6 +40,7 @@ from ingest.client.errors import (
     UnexpectedResponse,
 )
 from ingest.client.inclusion import ReceiptInLog, verify_receipt_in_log
+from ingest.client.instrument import instrument_anthropic, instrument_openai
 from ingest.client.monitors import MonitorBreached, MonitorReading
 from ingest.client.sync import Client
 from ingest.client.webhooks import WebhookInvalid, verify_webhook
@@ -70,6 +73,8 @@ __all__ = [
     "WebhookInvalid",
     "authorize",
     "digest_of",
+    "instrument_anthropic",
+    "instrument_openai",
     "new_decision",
     "new_id",
     "read_chain",

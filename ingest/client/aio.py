@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
@@ -30,6 +30,7 @@ from ingest.client._results import AppendResult
 from ingest.client.errors import ClientClosed, QueueFull
 from ingest.client.freshness import freshness_flow, reusable
 from ingest.client.inclusion import ReceiptInLog, receipt_in_log_flow
+from ingest.client.instrument.decision import AsyncDecisionScope, DecisionOptions
 from ingest.client.monitors import apply_monitors_flow, monitors_body
 from ledger.log.note import Checkpoint, NoteVerifier
 from ledger.log.receipt import Receipt
@@ -154,6 +155,40 @@ class AsyncClient(ClientBase[asyncio.Future[Receipt]]):
             results.extend(await self._run(batch_flow(chunk, verifier, self._attempts())))
         self._check_flags(results, raise_on_flag)
         return results
+
+    # -- Decisions made in a block (drop-in instrumentation) ---------------------------
+
+    def decision(
+        self,
+        decision_type: str,
+        *,
+        inputs: dict[str, Any],
+        subject: str | None = None,
+        id: str | None = None,
+        template_id: str | None = None,
+        record_errors: bool = True,
+        raise_on_flag: bool | None = None,
+        **options: Unpack[DecisionOptions],
+    ) -> AsyncDecisionScope:
+        """A decision made by the block it opens: ``async with client.decision("loan.approve",
+        inputs=...) as d:``. Calls of instrumented model clients (`instrument_openai`,
+        `instrument_anthropic`) inside it are recorded into it; when it ends the decision is
+        built, signed and appended, and `d.result` is its verified receipt. A block that
+        raises is recorded as a failed decision unless `record_errors` is False. See
+        `ingest.client.instrument.decision` and docs/sdk.md, "Drop-in instrumentation".
+        """
+        self._check_open()
+        return AsyncDecisionScope(
+            self,
+            decision_type,
+            inputs=inputs,
+            subject=subject,
+            id=id,
+            template_id=template_id,
+            record_errors=record_errors,
+            raise_on_flag=raise_on_flag,
+            **options,
+        )
 
     # -- Monitors -------------------------------------------------------------------------
 

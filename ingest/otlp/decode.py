@@ -96,9 +96,24 @@ def _parse(data: bytes, kind: str, message: Message) -> None:
     try:
         if kind == PROTOBUF:
             message.ParseFromString(data)
-        else:
-            json_format.ParseDict(_hex_ids(_json.decode(data)), message, ignore_unknown_fields=True)
-    except (DecodeError, json_format.ParseError, msgspec.DecodeError, RecursionError) as error:
+            return
+        document = _json.decode(data)
+        if not isinstance(document, dict):
+            raise ExportInvalid(f"the body is not an OTLP export ({kind}): not a JSON object")
+        json_format.ParseDict(_hex_ids(document), message, ignore_unknown_fields=True)
+    except ExportInvalid:
+        raise
+    # protobuf's JSON reader raises TypeError or ValueError (not only ParseError) for
+    # members of the wrong shape; every one of them is the sender's fault.
+    except (
+        DecodeError,
+        json_format.ParseError,
+        msgspec.DecodeError,
+        RecursionError,
+        TypeError,
+        ValueError,
+        AttributeError,
+    ) as error:
         raise ExportInvalid(f"the body is not an OTLP export ({kind}): {error}") from error
 
 

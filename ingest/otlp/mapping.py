@@ -51,6 +51,7 @@ _READ = {
     "prov.output",
 }
 _SERVICE_FALLBACK = "otlp"
+CONVERSATION = "gen_ai.conversation.id"
 
 
 def decision_id(span: Span) -> str:
@@ -175,6 +176,17 @@ def build_decision(
     }
     if other:
         source["spans"] = other
+    conversation = next(
+        (
+            span.attributes[CONVERSATION]
+            for span in (head, *members)
+            if isinstance(span.attributes.get(CONVERSATION), str)
+        ),
+        None,
+    )
+    if conversation is not None:
+        # The thread the decision belongs to, even when only a model span names it.
+        source["conversation_id"] = conversation
     if incomplete:
         source["incomplete"] = True
     attributes: dict[str, Any] = {"otlp": source}

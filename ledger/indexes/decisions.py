@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from ledger.log.entry import to_micros
 from ledger.log.store import backfill_index, bulk_insert
 from ledger.records.decision import DECISION_PAYLOAD_TYPE, Decision, decode_decision
+from ledger.records.signed import PRODUCER_SIGNED
 from ledger.storage.schema import decisions
 
 INDEX_COLUMNS = (
@@ -34,12 +35,6 @@ INDEX_COLUMNS = (
 )
 # A row without its first column: the log index is given only by the sequencer.
 IndexRow = tuple[str, str, str, str, int, str, str, str | None, str | None, str, str]
-
-# Who vouches for a decision's content (docs/otlp.md, "Attestation"): the service that made
-# it, by signing it with its own registered key, or the ledger, which built it from
-# unsigned input (OTLP spans) and signed it with its record key on arrival.
-PRODUCER_SIGNED = "producer-signed"
-LEDGER_ATTESTED = "ledger-attested"
 
 _encoder = msgspec.json.Encoder()
 

@@ -145,6 +145,13 @@ def parse_record(raw: bytes, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Ca
     return decode_payload(raw, open_envelope(raw, max_bytes=max_bytes))
 
 
+# Who vouches for a decision's content (docs/otlp.md, "Attestation"): the service that made
+# it, by signing it with its own registered key, or the ledger, which built it from
+# unsigned input (OTLP spans) and signed it with its record key on arrival.
+PRODUCER_SIGNED = "producer-signed"
+LEDGER_ATTESTED = "ledger-attested"
+
+
 def attests(key: ServiceKey, record: LoggedRecord) -> bool:
     """Whether `key` is the ledger's record key signing a decision it built from unsigned
     input (OTLP spans): such a decision names the service the spans came from, and is

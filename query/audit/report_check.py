@@ -12,10 +12,16 @@ run in order and each names what it found wrong:
 5. The envelope's payload decodes as a decision of the entry's tenant, and the report's
    `decision` is exactly that payload.
 6. The signature verifies under the signing key (or the key the auditor pinned), which is
-   bound to the decision's tenant and service and was valid at `occurred_at`.
+   bound to the decision's tenant and service (or is the tenant's record key, whose keyid
+   starts with `prov-replay:`, for a decision the ledger built from OpenTelemetry spans)
+   and was valid at `occurred_at`. A keyid with that prefix names the record key and no
+   other; one whose service disagrees fails.
 7. The report's `analysis` is what the payload says at `generated_at`.
 8. The report's own verdicts (leaf, signature, inclusion, delegation, the list of blobs)
-   are what steps 3 to 6 found and what the payload says.
+   are what steps 3 to 6 found and what the payload says, and its `attestation` level is
+   the one the verifying key gives: `ledger-attested` for the record key, else
+   `producer-signed` (a report made before levels were shown has none, and still
+   verifies).
 9. Each listed replay passes steps 3 to 6 in its own evidence, under the same checkpoint:
    its entry and leaf, its inclusion proof, a payload that replays this decision's entry,
    and a signature by the tenant's replay key valid at its `occurred_at`; the report's
@@ -50,9 +56,11 @@ from ledger.log import merkle
 from ledger.log.entry import entry_bytes, rfc3339, to_micros
 from ledger.log.note import Checkpoint, NoteVerifier, open_checkpoint
 from ledger.records import dsse
+from ledger.records.decision import DECISION_PAYLOAD_TYPE
 from ledger.records.policy import POLICY_CHECK_PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE, document_digest
-from ledger.records.replay import REPLAY_PAYLOAD_TYPE
+from ledger.records.replay import REPLAY_PAYLOAD_TYPE, REPLAY_SERVICE
 from ledger.records.signed import Candidate, parse_record
+from query.audit.attestation import RECORD_KEYID_PREFIX, attestation_view, level_of_keyid
 from query.audit.auditor import TrustedState
 from query.audit.freshness_format import expiry_reasons, state_of
 from query.audit.policy_format import policy_check_item, policy_checks_status, policy_view
@@ -285,7 +293,18 @@ def check_signature(candidate: Candidate, key: Any, pinned: bytes | None) -> Non
     public_key = base64.b64decode(key["public_key"], validate=True)
     if pinned is not None and pinned != public_key:
         raise ReportInvalid("the signing key in the report is not the pinned service key")
-    if (key["tenant"], key["service"]) != (record.tenant, record.service):
+    record_key = key["keyid"].startswith(RECORD_KEYID_PREFIX)
+    if record_key != (key["service"] == REPLAY_SERVICE):
+        # The registry gives keyids with this prefix to the ledger's record key alone, so
+        # that the keyid tells a ledger-attested decision from a producer-signed one.
+        raise ReportInvalid(
+            f"key {key['keyid']} is registered for service {key['service']!r}, but keyids "
+            f"starting with {RECORD_KEYID_PREFIX!r} belong to the ledger's record key alone"
+        )
+    # The record key signs the decisions the ledger builds from spans, for the service the
+    # spans name (`ledger.records.signed.attests`).
+    attested = record_key and candidate.envelope.payloadType == DECISION_PAYLOAD_TYPE
+    if key["tenant"] != record.tenant or (key["service"] != record.service and not attested):
         raise ReportInvalid(
             f"key {key['keyid']} signs for {key['tenant']}/{key['service']}, "
             f"not {record.tenant}/{record.service}"
@@ -343,8 +362,31 @@ def _verdicts(report: dict[str, Any]) -> str:
     listed = [{k: blob[k] for k in ("pointer", "digest")} for blob in claims["blobs"]]
     if listed != referenced:
         raise ReportInvalid("the report's blob list is not the blobs the payload references")
+    _attestation_verdict(report)
     _freshness_verdict(report)
     return "the report's verdicts match what verifies"
+
+
+def _attestation_verdict(report: dict[str, Any]) -> None:
+    """The level the report claims is the one its verifying key gives (by its keyid), and
+    the rest of the member is what the payload says."""
+    claimed = report["verification"].get("attestation")
+    if claimed is None:
+        return  # a report made before attestation levels were shown
+    key = report["evidence"]["signing_key"]
+    level = level_of_keyid(key["keyid"])
+    if claimed["level"] != level:
+        raise ReportInvalid(
+            f"the report's attestation level is {claimed['level']!r}, but the signature "
+            f"verifies under {key['keyid']}, which makes the decision {level}, at "
+            "/verification/attestation/level"
+        )
+    changed = first_difference(claimed, attestation_view(report["decision"], key))
+    if changed is not None:
+        where = "/verification/attestation" + ("" if changed == "/" else changed)
+        raise ReportInvalid(
+            f"the report's attestation is not what its signing key and payload say, at {where}"
+        )
 
 
 def _freshness_verdict(report: dict[str, Any]) -> None:

@@ -45,6 +45,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from ledger.errors import BadRequest
 from ledger.log.entry import rfc3339, to_micros
+from ledger.records.signed import LEDGER_ATTESTED, PRODUCER_SIGNED
 from ledger.storage.schema import (
     decision_freshness,
     decisions,
@@ -146,6 +147,9 @@ class DecisionFilter:
     # decisions that went stale at or after that time.
     freshness: str | None = None
     stale_since: datetime | None = None
+    # `producer-signed` or `ledger-attested` (built by the ledger from OpenTelemetry spans),
+    # as the decision index recorded it from the key that verified the decision at admission.
+    attestation: str | None = None
 
     def __post_init__(self) -> None:
         # Checked wherever a filter is made, so the API, the pages and the CLI share limits.
@@ -161,6 +165,11 @@ class DecisionFilter:
             )
         if self.stale_since is not None and self.freshness != "stale":
             raise BadRequest("since applies to freshness=stale only", pointer="/since")
+        if self.attestation is not None and self.attestation not in ATTESTATIONS:
+            raise BadRequest(
+                f"attestation is one of {', '.join(ATTESTATIONS)}, not {self.attestation[:40]!r}",
+                pointer="/attestation",
+            )
 
     @classmethod
     def from_query(cls, tenant: str, query: Mapping[str, str | None]) -> DecisionFilter:
@@ -197,8 +206,10 @@ QUERY_FIELDS = {
     "output": "output",
     "freshness": "freshness",
     "since": "stale_since",
+    "attestation": "attestation",
 }
 FRESHNESS_STATES = ("stale", "fresh", "unknown")
+ATTESTATIONS = (PRODUCER_SIGNED, LEDGER_ATTESTED)
 
 
 def _parse_time(name: str, text: str) -> datetime:
@@ -221,6 +232,8 @@ class DecisionSummary(msgspec.Struct):
     subject: str | None
     delegator: str | None
     output: Any
+    # Who vouches for the content: `producer-signed` or `ledger-attested`.
+    attestation: str = PRODUCER_SIGNED
 
 
 class SearchPage(msgspec.Struct):
@@ -283,6 +296,7 @@ def search(
             row.subject,
             row.delegator,
             msgspec.json.decode(row.output),
+            row.attestation,
         )
         for row in rows[:limit]
     ]
@@ -301,6 +315,7 @@ def _query(connection: Connection, where: DecisionFilter) -> Select[Any]:
         columns.model_version: where.model_version,
         columns.subject: where.subject,
         columns.delegator: where.delegator,
+        columns.attestation: where.attestation,
     }
     conditions += [column == value for column, value in equal.items() if value is not None]
     if where.occurred_from is not None:
@@ -325,6 +340,7 @@ def _query(connection: Connection, where: DecisionFilter) -> Select[Any]:
         columns.subject,
         columns.delegator,
         columns.output,
+        columns.attestation,
     ).where(*conditions)
 
 

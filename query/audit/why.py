@@ -7,14 +7,16 @@ A report has four parts:
 - `analysis`: what follows from the payload alone at `generated_at`: the freshness of each
   context snapshot and of the decision, and the timeline of its steps.
 - `verification`: the checks the server made now: signature and key validity at
-  `occurred_at`, leaf and inclusion in the latest checkpoint, the erasure state of every
-  referenced blob, the delegation chain (who authorized the decision, each rule of
-  docs/delegation.md at the entry's integration time), every replay of the decision the
-  checkpoint covers, each with its own leaf, inclusion and signature checks, and freshness
-  now (expiries, the context changes that superseded what the decision relied on, and
-  decisions of its trace or conversation that saw other versions), the registered document
-  the decision's policy digest names (`unregistered` flags one that names none), and every
-  policy check of the decision, checked as replays are. A check not made says so.
+  `occurred_at`, how the decision is attested (`producer-signed` or `ledger-attested`, by
+  the key that verified it; `query.audit.attestation`), leaf and inclusion in the latest
+  checkpoint, the erasure state of every referenced blob, the delegation chain (who
+  authorized the decision, each rule of docs/delegation.md at the entry's integration
+  time), every replay of the decision the checkpoint covers, each with its own leaf,
+  inclusion and signature checks, and freshness now (expiries, the context changes that
+  superseded what the decision relied on, and decisions of its trace or conversation that
+  saw other versions), the registered document the decision's policy digest names
+  (`unregistered` flags one that names none), and every policy check of the decision,
+  checked as replays are. A check not made says so.
 - `evidence`: the exact envelope, the entry fields, the signed checkpoint, the inclusion
   proof, the signing key, what the ledger knows of the delegation chain, and the same
   envelope, entry, proof and key for each replay and policy check, so that
@@ -38,12 +40,14 @@ from ledger.log.entry import rfc3339
 from ledger.log.note import NoteVerifier
 from ledger.log.store import StoredCheckpoint, latest_checkpoint, rebuild_entries
 from ledger.storage.schema import blobs
-from query.audit.checks import inclusion_in, parse_stored, signature_status
+from query.audit.attestation import attestation_view
+from query.audit.checks import inclusion_in, parse_stored, signature_and_key
 from query.audit.evidence import (
     RecordEvidence,
     entry_evidence,
     find_decision_index,
     key_evidence,
+    key_json,
     record_evidence,
 )
 from query.audit.freshness import freshness_summary
@@ -95,7 +99,7 @@ def why_report(
     [rebuilt] = rebuild_entries(connection, index, index + 1)
     entry = rebuilt.stored
     candidate = parse_stored(entry.envelope)
-    signature = signature_status(connection, candidate)
+    signature, key = signature_and_key(connection, candidate)
     # Every entry of the report is proved into this one checkpoint.
     stored_checkpoint = latest_checkpoint(connection)
     inclusion = inclusion_in(connection, stored_checkpoint, verifier, origin, index, rebuilt.leaf)
@@ -104,6 +108,7 @@ def why_report(
         None if isinstance(candidate, RecordRejected) else msgspec.json.decode(candidate.payload)
     )
     authority = chain_evidence(connection, tenant, index, decision)
+    signing_key = None if key is None else key_json(key)
     replays = [
         _replay(connection, verifier, origin, stored_checkpoint, entry.leaf_hash, replay_index)
         for replay_index in replays_of(
@@ -128,6 +133,8 @@ def why_report(
         "verification": {
             "leaf": {"status": "valid" if rebuilt.leaf == entry.leaf_hash else "invalid"},
             "signature": signature,
+            # Who vouches for the content, by the key that verified the signature.
+            "attestation": attestation_view(decision, signing_key),
             "inclusion": {k: v for k, v in inclusion.items() if k in ("status", "detail")},
             "blobs": [] if decision is None else blob_states(connection, tenant, decision),
             "delegation": delegation_status(decision, entry.integrated_us, authority),
@@ -146,7 +153,7 @@ def why_report(
             "entry": entry_evidence(rebuilt),
             "checkpoint": inclusion.get("checkpoint"),
             "inclusion_proof": inclusion.get("proof"),
-            "signing_key": key_evidence(connection, signature),
+            "signing_key": signing_key,
             "delegation": authority,
             "replays": [evidence for _, evidence in replays],
             "policy": policy_evidence,

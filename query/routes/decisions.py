@@ -77,6 +77,14 @@ def search_decisions(
         datetime | None,
         Parameter(description="With freshness=stale: those that went stale at or after"),
     ] = None,
+    attestation: Annotated[
+        str | None,
+        Parameter(
+            max_length=MAX_TEXT,
+            description="producer-signed (signed by the service's own key) or ledger-attested "
+            "(built by the ledger from OpenTelemetry spans and signed with its record key)",
+        ),
+    ] = None,
     cursor: Annotated[str | None, Parameter(max_length=MAX_CURSOR)] = None,
     limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> SearchPage:
@@ -95,6 +103,7 @@ def search_decisions(
         output=None if output is None else OutputMatch.parse(output),
         freshness=freshness,
         stale_since=since,
+        attestation=attestation,
     )
     with ledger.engine.connect() as connection:
         return search(connection, where, cursor=cursor, limit=limit)

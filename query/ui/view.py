@@ -4,7 +4,8 @@ geometry.
 
 The templates show the report's own status words; this module only decides their colour.
 Only `valid` (a check that passed) and `present` (a blob whose bytes are held) are drawn
-as a pass, so a check that was not made, or could not be, never looks like one.
+as a pass, so a check that was not made, or could not be, never looks like one. The two
+attestation levels each have a tone of their own.
 """
 
 from __future__ import annotations
@@ -42,8 +43,13 @@ _TONES = {
     "registered": "pass",
     "registered-as-other": "warn",
     "unregistered": "warn",
+    # How a decision is attested is a level, not a check: neither is drawn as a pass, and
+    # each has its own look, so that a decision the ledger built from spans never passes
+    # for one its producer signed (`query.audit.attestation`).
+    "producer-signed": "signed",
+    "ledger-attested": "attested",
 }
-MARKS = {"pass": "✔", "neutral": "·", "warn": "!", "fail": "✘"}
+MARKS = {"pass": "✔", "neutral": "·", "warn": "!", "fail": "✘", "signed": "✎", "attested": "◆"}
 # The narrowest bar, in percent of the timeline, so that a 1 ms step stays visible next
 # to a human approval that took minutes.
 _MIN_BAR_PERCENT = 0.6

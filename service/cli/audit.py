@@ -25,7 +25,7 @@ from ledger.log.note import NoteVerifier
 from ledger.log.sequencer import now_micros
 from query.audit.auditor import TrustedState
 from query.audit.report_check import ReportCheck, verify_report
-from query.audit.search import DecisionFilter, search
+from query.audit.search import ATTESTATIONS, DecisionFilter, search
 from query.audit.why import why_report
 from service.cli.common import Failed, emit, ledger_options, open_ledger
 from service.cli.times import TIME, TIME_HELP, format_time
@@ -131,6 +131,12 @@ def why(
 @click.option(
     "--since", "stale_since", type=TIME, help="With --stale: those that went stale at or after"
 )
+@click.option(
+    "--attestation",
+    type=click.Choice(ATTESTATIONS),
+    help="producer-signed (the service's own key) or ledger-attested (built by the ledger "
+    "from OpenTelemetry spans)",
+)
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
 @click.option("--cursor", help="next_cursor of the previous page")
 @source_options
@@ -154,6 +160,7 @@ def search_command(
     freshness: str | None,
     stale: bool,
     stale_since: datetime | None,
+    attestation: str | None,
     limit: int,
     cursor: str | None,
 ) -> None:
@@ -174,6 +181,7 @@ def search_command(
         "output": output_match,
         "freshness": "stale" if stale else freshness,
         "since": None if stale_since is None else format_time(stale_since),
+        "attestation": attestation,
     }
     if remote is not None:
         page = get_json(remote, "/v1/decisions", params | {"limit": limit, "cursor": cursor})

@@ -32,6 +32,18 @@ _BADGES = {
     "unregistered": ("!", "yellow"),
 }
 
+# How a decision is attested is a level, not a check: each is drawn in its own colour, so
+# that a decision the ledger built from spans never looks like one its producer signed.
+_ATTESTATIONS = {
+    "producer-signed": ("✎", "bold green"),
+    "ledger-attested": ("◆", "bold magenta"),
+}
+
+
+def attestation_badge(level: str) -> Text:
+    mark, style = _ATTESTATIONS.get(level, ("✘", "bold red"))
+    return Text(f"{mark} {level}", style=style)
+
 
 def badge(status: str) -> Text:
     mark, style = _BADGES.get(status, ("✘", "bold red"))
@@ -86,6 +98,7 @@ def render_why(report: dict[str, Any], console: Console) -> None:
                     "subject": decision.get("subject"),
                     "log entry": f"{entry['index']} (integrated {entry['integrated_at']})",
                 }
+                | _attestation_rows(verification.get("attestation"))
             ),
             title="[bold]Why this decision was made",
             subtitle=f"report generated {report['generated_at']}",
@@ -101,6 +114,26 @@ def render_why(report: dict[str, Any], console: Console) -> None:
     _authority(verification, console)
     _replays(verification["replays"], console)
     _verification(report, console)
+
+
+def _attestation_rows(attestation: dict[str, Any] | None) -> dict[str, Any]:
+    """The header's lines on who vouches for the decision and what it was built from; none
+    for a report made before levels were shown."""
+    if attestation is None:
+        return {}
+    source = attestation.get("source")
+    built = None
+    if source is not None:
+        built = f"OpenTelemetry trace {source.get('trace_id') or '?'}"
+        if source.get("incomplete"):
+            built += " (incomplete: its root span never arrived)"
+    return {
+        "attested": Text.assemble(
+            attestation_badge(attestation["level"]), f"  ({attestation['detail']})"
+        ),
+        "built from": built,
+        "not replayable": attestation.get("not_replayable"),
+    }
 
 
 def _context(
@@ -304,7 +337,8 @@ def _verification(report: dict[str, Any], console: Console) -> None:
 
 def render_search(page: dict[str, Any], console: Console) -> None:
     table = Table(expand=True)
-    for column in ("index", "id", "type", "occurred at", "model", "subject", "output"):
+    columns = ("index", "id", "type", "occurred at", "model", "subject", "attested", "output")
+    for column in columns:
         table.add_column(column)
     for item in page["decisions"]:
         table.add_row(
@@ -314,6 +348,8 @@ def render_search(page: dict[str, Any], console: Console) -> None:
             item["occurred_at"],
             f"{item['model']} ({item['model_version']})",
             item.get("subject") or "",
+            # A page from a server that predates levels has none: shown as unknown.
+            attestation_badge(item.get("attestation") or "unknown"),
             msgspec.json.encode(item["output"]).decode(),
         )
     console.print(table)

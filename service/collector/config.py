@@ -9,14 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.otlp.assembler import AssemblyPolicy
+from ledger.errors import ProvError
 
 DEFAULT_PORT = 4318  # OTLP/HTTP's registered port: exporters send here unless told otherwise
 MAX_BODY_BYTES = 16 << 20  # as `prov serve` takes by default (PROV_OTLP_MAX_BYTES)
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")  # the record schema's tenant and service
 
 
-class CollectorConfigError(ValueError):
+class CollectorConfigError(ProvError, ValueError):
     """A collector option that cannot work, named with the reason."""
+
+    kind = "bad-collector-config"
+    title = "Collector option cannot work"
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from ingest.client import (
     SignedRecord,
 )
 from ledger.backoff import RetryPolicy, retryable_status
-from ledger.errors import RecordRejected
+from ledger.errors import ProvError, RecordRejected
 from ledger.keys.signing import SigningKey, sign_decision
 from ledger.log.receipt import Receipt
 from ledger.records.decision import Decision
@@ -51,8 +51,11 @@ OUTAGE_BACKOFF = RetryPolicy(
 MAX_RETRY_AFTER_S = 60.0
 
 
-class LedgerNotAccepting(Exception):
+class LedgerNotAccepting(ProvError):
     """The ledger refuses what the collector sends for a reason no retry soon will fix."""
+
+    kind = "ledger-not-accepting"
+    title = "Ledger does not accept the collector's records"
 
 
 @dataclass(slots=True)

@@ -10,14 +10,18 @@ from collections.abc import Callable
 
 import uvicorn
 
+from ledger.errors import ProvError
 from ledger.keys.signing import SigningKey
 from service.collector.app import collector_app
 from service.collector.config import CollectorConfig
 from service.collector.spool import open_spool
 
 
-class ListenError(Exception):
+class ListenError(ProvError):
     """The collector cannot listen where it was told to."""
+
+    kind = "cannot-listen"
+    title = "Cannot listen on the address"
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -17,6 +17,7 @@ from typing import IO
 from sqlalchemy import Engine, update
 
 from ingest.otlp.store import BUSY, OPEN
+from ledger.errors import ProvError
 from ledger.storage.db import make_engine, side_write_transaction
 from ledger.storage.schema import metadata, otlp_items, otlp_traces
 
@@ -24,8 +25,11 @@ LOCK_FILE = "collector.lock"
 STORE_FILE = "spans.db"
 
 
-class SpoolError(Exception):
+class SpoolError(ProvError):
     """The data directory cannot be used: not writable, or another collector holds it."""
+
+    kind = "spool-unavailable"
+    title = "Collector data directory unavailable"
 
 
 @dataclass(slots=True)
