@@ -27,6 +27,7 @@ from sqlalchemy import (
     Engine,
     Table,
     and_,
+    bindparam,
     delete,
     func,
     or_,
@@ -213,24 +214,39 @@ def finish(
 ) -> None:
     """Mark traces done (or failed, with the reason in `note`) after their decisions were
     committed, and delete their items; `outcomes` is (trace, decisions, note)."""
+    rows = [
+        {
+            "key_tenant": trace.tenant,
+            "key_trace": trace.trace_id,
+            "state": DONE if note is None else FAILED,
+            "decisions": count,
+            "note": note,
+            "last_us": now_us,
+        }
+        for trace, count, note in outcomes
+    ]
+    if not rows:
+        return
+    keys = sorted({(row["key_tenant"], row["key_trace"]) for row in rows})
     with side_write_transaction(engine) as connection:
-        for trace, count, note in outcomes:
-            key = (otlp_traces.c.tenant == trace.tenant, otlp_traces.c.trace_id == trace.trace_id)
-            connection.execute(
-                update(otlp_traces)
-                .where(*key)
-                .values(
-                    state=DONE if note is None else FAILED,
-                    decisions=count,
-                    note=note,
-                    last_us=now_us,
-                )
+        # One executemany and one DELETE for the whole batch, not two statements a trace.
+        connection.execute(
+            update(otlp_traces)
+            .where(
+                otlp_traces.c.tenant == bindparam("key_tenant"),
+                otlp_traces.c.trace_id == bindparam("key_trace"),
             )
-            connection.execute(
-                delete(otlp_items).where(
-                    otlp_items.c.tenant == trace.tenant, otlp_items.c.trace_id == trace.trace_id
-                )
-            )
+            .values(
+                state=bindparam("state"),
+                decisions=bindparam("decisions"),
+                note=bindparam("note"),
+                last_us=bindparam("last_us"),
+            ),
+            rows,
+        )
+        connection.execute(
+            delete(otlp_items).where(tuple_(otlp_items.c.tenant, otlp_items.c.trace_id).in_(keys))
+        )
 
 
 def prune(engine: Engine, before_us: int) -> int:
