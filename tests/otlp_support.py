@@ -23,23 +23,22 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from ingest.otlp.encode import any_value_of
+
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 
-def value_of(value: Any) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
+def _as_sent(value: Any) -> Any:
+    # Objects travel as JSON text, as instrumentations send messages and arguments.
+    if isinstance(value, dict):
+        return json.dumps(value)
     if isinstance(value, list):
-        wrapped = AnyValue()
-        wrapped.array_value.values.extend(value_of(item) for item in value)
-        return wrapped
-    if isinstance(value, dict | tuple):
-        return AnyValue(string_value=json.dumps(value))
-    return AnyValue(string_value=str(value))
+        return [_as_sent(item) for item in value]
+    return value
+
+
+def value_of(value: Any) -> AnyValue:
+    return any_value_of(_as_sent(value))
 
 
 @dataclass

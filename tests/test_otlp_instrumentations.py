@@ -140,21 +140,32 @@ def _check(server: Server, trace_id: str, span_id: str, tmp_path: Path) -> dict[
     return decision
 
 
+def _decide_instrumented(
+    server: Server, models: ModelServer, instrumentor: Any, **providers: bool
+) -> tuple[str, str]:
+    """One decision made with `instrumentor` on the client, exported and flushed."""
+    tracer_provider, logger_provider = _providers(server)
+    wanted: dict[str, Any] = {"tracer_provider": tracer_provider}
+    if providers.get("logs"):
+        wanted["logger_provider"] = logger_provider
+    instrumentor.instrument(**wanted)
+    try:
+        client = openai.OpenAI(base_url=models.openai_base_url, api_key="test")
+        return _approve(client, tracer_provider)
+    finally:
+        instrumentor.uninstrument()
+        logger_provider.shutdown()
+        tracer_provider.shutdown()
+
+
 def test_the_official_openai_instrumentation_makes_a_replayable_decision(
     ledger_server: Server, models: ModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Message content is opt-in; this instrumentation sends it as log events.
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
-    tracer_provider, logger_provider = _providers(ledger_server)
-    instrumentor = OfficialInstrumentor()
-    instrumentor.instrument(tracer_provider=tracer_provider, logger_provider=logger_provider)
-    try:
-        client = openai.OpenAI(base_url=models.openai_base_url, api_key="test")
-        trace_id, span_id = _approve(client, tracer_provider)
-    finally:
-        instrumentor.uninstrument()
-        logger_provider.shutdown()
-        tracer_provider.shutdown()
+    trace_id, span_id = _decide_instrumented(
+        ledger_server, models, OfficialInstrumentor(), logs=True
+    )
     decision = _check(ledger_server, trace_id, span_id, tmp_path)
     assert decision["model"]["seed"] == 7
     assert decision["steps"][0]["response_id"]
@@ -163,16 +174,7 @@ def test_the_official_openai_instrumentation_makes_a_replayable_decision(
 def test_openinference_instrumentation_makes_a_replayable_decision(
     ledger_server: Server, models: ModelServer, tmp_path: Path
 ) -> None:
-    tracer_provider, logger_provider = _providers(ledger_server)
-    instrumentor = OpenInferenceInstrumentor()
-    instrumentor.instrument(tracer_provider=tracer_provider)
-    try:
-        client = openai.OpenAI(base_url=models.openai_base_url, api_key="test")
-        trace_id, span_id = _approve(client, tracer_provider)
-    finally:
-        instrumentor.uninstrument()
-        logger_provider.shutdown()
-        tracer_provider.shutdown()
+    trace_id, span_id = _decide_instrumented(ledger_server, models, OpenInferenceInstrumentor())
     decision = _check(ledger_server, trace_id, span_id, tmp_path)
     # OpenInference records the tools offered, so a pinned replay would offer them too.
     assert [tool["name"] for tool in decision["model"]["tools"]] == ["check_credit"]

@@ -26,7 +26,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from sqlalchemy import create_engine
 
 from ingest.otlp.conventions import unflatten
-from ingest.otlp.decode import JSON, PROTOBUF, ExportInvalid, decode_traces
+from ingest.otlp.decode import JSON, PROTOBUF, ExportInvalid, any_value, decode_traces
+from ingest.otlp.encode import any_value_of
 from ingest.otlp.mapping import decisions_of
 from ingest.otlp.spans import Export
 from ingest.otlp.store import Claimed, load, save
@@ -238,3 +239,16 @@ def test_a_trace_without_a_root_is_closed_from_its_earliest_orphan(tmp_path: Pat
     assert closed.id == trace.decision_id(children[0])
     assert closed.attributes["otlp"]["incomplete"] is True
     assert len(closed.steps) == 3
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=15,
+)
+
+
+@given(json_values)
+@SETTINGS
+def test_attribute_values_survive_encoding_and_decoding(value: Any) -> None:
+    assert any_value(any_value_of(value)) == value

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
@@ -151,41 +152,67 @@ async def whole_body(request: Request[Any, Any, Any], limit: int) -> AsyncIterat
     yield body
 
 
-async def receive_traces_into(
-    request: Request[Any, Any, Any], engine: Engine, tenant: str, read: BodyReader = whole_body
-) -> Response[bytes]:
-    """Store a trace export's spans for `tenant` in the span store on `engine`, durably,
-    and answer it as OTLP does."""
-    received = await _receive(request, decode_traces, engine, tenant, read)
-    if isinstance(received, Response):
-        return received
-    export, saved = received
-    _count("spans", saved, export.dropped)
-    rejected, message = _reasons(export, saved.late, "spans")
+def _traces_answer(rejected: int, message: str) -> Message:
     answer = ExportTraceServiceResponse()
     if rejected or message:
         answer.partial_success.CopyFrom(
             ExportTracePartialSuccess(rejected_spans=rejected, error_message=message)
         )
-    return _answer(answer, _kind(request))
+    return answer
+
+
+def _logs_answer(rejected: int, message: str) -> Message:
+    answer = ExportLogsServiceResponse()
+    if rejected or message:
+        answer.partial_success.CopyFrom(
+            ExportLogsPartialSuccess(rejected_log_records=rejected, error_message=message)
+        )
+    return answer
+
+
+@dataclass(frozen=True, slots=True)
+class _Signal:
+    """What differs between the trace and log endpoints."""
+
+    name: str  # the metric label
+    unit: str  # what the partial-success message counts
+    decode: Decode
+    answer: Callable[[int, str], Message]
+
+
+TRACES = _Signal("spans", "spans", decode_traces, _traces_answer)
+LOGS = _Signal("logs", "log records", decode_logs, _logs_answer)
+
+
+async def _receive_into(
+    signal: _Signal,
+    request: Request[Any, Any, Any],
+    engine: Engine,
+    tenant: str,
+    read: BodyReader,
+) -> Response[bytes]:
+    received = await _receive(request, signal.decode, engine, tenant, read)
+    if isinstance(received, Response):
+        return received
+    export, saved = received
+    _count(signal.name, saved, export.dropped)
+    rejected, message = _reasons(export, saved.late, signal.unit)
+    return _answer(signal.answer(rejected, message), _kind(request))
+
+
+async def receive_traces_into(
+    request: Request[Any, Any, Any], engine: Engine, tenant: str, read: BodyReader = whole_body
+) -> Response[bytes]:
+    """Store a trace export's spans for `tenant` in the span store on `engine`, durably,
+    and answer it as OTLP does."""
+    return await _receive_into(TRACES, request, engine, tenant, read)
 
 
 async def receive_logs_into(
     request: Request[Any, Any, Any], engine: Engine, tenant: str, read: BodyReader = whole_body
 ) -> Response[bytes]:
     """Store a log export's records that name a span, as events of that span."""
-    received = await _receive(request, decode_logs, engine, tenant, read)
-    if isinstance(received, Response):
-        return received
-    export, saved = received
-    _count("logs", saved, export.dropped)
-    rejected, message = _reasons(export, saved.late, "log records")
-    answer = ExportLogsServiceResponse()
-    if rejected or message:
-        answer.partial_success.CopyFrom(
-            ExportLogsPartialSuccess(rejected_log_records=rejected, error_message=message)
-        )
-    return _answer(answer, _kind(request))
+    return await _receive_into(LOGS, request, engine, tenant, read)
 
 
 def _engine(request: Request[Any, Any, Any]) -> Engine:
