@@ -50,6 +50,7 @@ class AssemblyPolicy:
     keep_s: float = 86_400.0  # done traces are remembered this long (late spans refused)
     poll_s: float = 0.2
     batch: int = 256
+    in_flight: int = 2  # batches assembled at once
 
 
 class TraceAssembler:
@@ -85,19 +86,41 @@ class TraceAssembler:
                 await self._task
 
     async def _run(self) -> None:
+        # Up to `in_flight` batches at once: while one is appended (admission and the
+        # sequencer's commit), the next is claimed, read and mapped. A claimed trace is
+        # busy, so no batch takes another's traces.
+        running: set[asyncio.Task[None]] = set()
         while True:
             try:
-                done = await self.step()
+                claimed = await self._claim()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the loop outlives any one failure; the claim will expire
-                _log.exception("OTLP assembly failed; retrying")
-                done = 0
-            if done < self.policy.batch:
+            except Exception:  # the loop outlives any one failure
+                _log.exception("OTLP claim failed; retrying")
+                claimed = []
+            if claimed:
+                task = asyncio.create_task(self._guarded(claimed))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if len(running) >= self.policy.in_flight:
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            elif len(claimed) < self.policy.batch:
                 await asyncio.sleep(self.policy.poll_s)
 
+    async def _guarded(self, claimed: list[store.Claimed]) -> None:
+        try:
+            await self._assemble(claimed)
+        except Exception:  # the claims expire and the traces are assembled again
+            _log.exception("OTLP assembly failed; retrying after the claim expires")
+
     async def step(self) -> int:
-        """Assemble one batch of ready traces; returns how many were claimed."""
+        """Claim one batch of ready traces and assemble it; returns how many were claimed."""
+        claimed = await self._claim()
+        if claimed:
+            await self._assemble(claimed)
+        return len(claimed)
+
+    async def _claim(self) -> list[store.Claimed]:
         policy = self.policy
         now_us = now_micros()
         claimed = await anyio.to_thread.run_sync(
@@ -110,16 +133,18 @@ class TraceAssembler:
                 limit=policy.batch,
             )
         )
-        if claimed:
-            await self._assemble(claimed)
         if now_us - self._pruned_us > 60_000_000:
             self._pruned_us = now_us
             before = now_us - int(policy.keep_s * 1e6)
             await anyio.to_thread.run_sync(store.prune, self.engine, before)
-        return len(claimed)
+        return claimed
 
-    async def _assemble(self, claimed: list[store.Claimed]) -> None:
-        traces = await anyio.to_thread.run_sync(store.load, self.engine, claimed)
+    def _build(
+        self, claimed: list[store.Claimed]
+    ) -> list[tuple[store.Claimed, list[Decision] | str]]:
+        """Read and map the claimed traces (in a worker thread: mapping a batch takes
+        tens of milliseconds the event loop must not wait for)."""
+        traces = store.load(self.engine, claimed)
         built: list[tuple[store.Claimed, list[Decision] | str]] = []
         for trace in claimed:
             items = traces[(trace.tenant, trace.trace_id)]
@@ -135,6 +160,10 @@ class TraceAssembler:
             except Exception as error:  # one trace's fault stays its own
                 _log.exception("trace %s could not be mapped", trace.trace_id)
                 built.append((trace, f"the spans could not be mapped: {error}"))
+        return built
+
+    async def _assemble(self, claimed: list[store.Claimed]) -> None:
+        built = await anyio.to_thread.run_sync(self._build, claimed)
         outcomes = await self._append(built)
         await anyio.to_thread.run_sync(lambda: store.finish(self.engine, outcomes, now_micros()))
         for trace, count, note in outcomes:
