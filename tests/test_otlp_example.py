@@ -99,6 +99,8 @@ def test_the_opentelemetry_only_example_lands_attested_decisions(tmp_path: Path)
             page = browser.get(f"/ui/decisions/{ids[0]}")
             assert page.status_code == 200
             assert "ledger-attested" in page.text
+            for step in ("tool_call", "llm_call", "credit_bureau"):
+                assert step in page.text
         replayed = prov(
             ["replay", ids[0], "--tenant", "acme", "--mode", "deterministic", "--json"],
             db=db,
