@@ -1,9 +1,10 @@
 """What real instrumentations emit, through the real OpenTelemetry SDK, into `prov serve`.
 
-The `openai` Python client calls the local wire-protocol model server (no real provider is
-reachable here; `tests/model_servers.py` speaks OpenAI's protocol), instrumented by the
-official OpenTelemetry instrumentation (`opentelemetry-instrumentation-openai-v2`, messages
-captured as log events) or by OpenInference's (messages as indexed span attributes). The
+The `openai` and `anthropic` Python clients call the local wire-protocol model server (no
+real provider is reachable here; `tests/model_servers.py` speaks both providers'
+protocols), instrumented by the official OpenTelemetry instrumentation
+(`opentelemetry-instrumentation-openai-v2`, messages captured as log events) or by
+OpenInference's, for OpenAI and for Anthropic (messages as indexed span attributes). The
 SDK's OTLP/HTTP exporters send spans and logs to a live `prov serve`; the decision must
 appear in the why-report with every step, ledger-attested, and replay `identical` in
 deterministic mode.
@@ -16,8 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
+from openinference.instrumentation.anthropic import AnthropicInstrumentor
 from openinference.instrumentation.openai import OpenAIInstrumentor as OpenInferenceInstrumentor
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -110,7 +113,51 @@ def _approve(client: openai.OpenAI, tracer_provider: TracerProvider) -> tuple[st
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
-def _check(server: Server, trace_id: str, span_id: str, tmp_path: Path) -> dict[str, Any]:
+def _approve_with_claude(
+    client: anthropic.Anthropic, tracer_provider: TracerProvider
+) -> tuple[str, str]:
+    """The same decision through Anthropic's Messages API."""
+    tracer = tracer_provider.get_tracer("loan-service")
+    tools = [
+        {
+            "name": tool["function"]["name"],
+            "description": tool["function"]["description"],
+            "input_schema": tool["function"]["parameters"],
+        }
+        for tool in TOOLS
+    ]
+    with tracer.start_as_current_span("loan.approve") as root:
+        root.set_attribute("prov.subject", "applicant-7")
+        system = "You approve small loans."
+        messages: list[Any] = [{"role": "user", "content": "Applicant A-7 asks for 800 EUR."}]
+        first = client.messages.create(
+            model="scorer-v1", max_tokens=200, system=system, messages=messages, tools=tools
+        )
+        asked = [block for block in first.content if block.type == "tool_use"]
+        assert asked, "the test model calls the first tool it is offered"
+        messages.append({"role": "assistant", "content": [b.model_dump() for b in first.content]})
+        messages.append(
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": asked[0].id,
+                        "content": json.dumps({"score": 712}),
+                    }
+                ],
+            }
+        )
+        client.messages.create(
+            model="scorer-v1", max_tokens=200, system=system, messages=messages, tools=tools
+        )
+        context = root.get_span_context()
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+def _check(
+    server: Server, trace_id: str, span_id: str, tmp_path: Path, provider: str = "openai"
+) -> dict[str, Any]:
     record_id = f"otlp-{trace_id}-{span_id}"
     report = wait_for_why(server.url, server.admin_key, record_id)
     decision = report["decision"]
@@ -118,7 +165,7 @@ def _check(server: Server, trace_id: str, span_id: str, tmp_path: Path) -> dict[
     assert decision["service"] == "loan-service"
     assert decision["decision_type"] == "loan.approve"
     assert decision["subject"] == "applicant-7"
-    assert decision["model"]["provider"] == "openai"
+    assert decision["model"]["provider"] == provider
     assert decision["model"]["name"] == "scorer-v1"
     assert decision["prompt"]["messages"][0] == {
         "role": "system",
@@ -143,13 +190,17 @@ def _check(server: Server, trace_id: str, span_id: str, tmp_path: Path) -> dict[
 def _decide_instrumented(
     server: Server, models: ModelServer, instrumentor: Any, **providers: bool
 ) -> tuple[str, str]:
-    """One decision made with `instrumentor` on the client, exported and flushed."""
+    """One decision made with `instrumentor` on the client, exported and flushed; with
+    `claude`, through the anthropic client."""
     tracer_provider, logger_provider = _providers(server)
     wanted: dict[str, Any] = {"tracer_provider": tracer_provider}
     if providers.get("logs"):
         wanted["logger_provider"] = logger_provider
     instrumentor.instrument(**wanted)
     try:
+        if providers.get("claude"):
+            claude = anthropic.Anthropic(base_url=models.anthropic_base_url, api_key="test")
+            return _approve_with_claude(claude, tracer_provider)
         client = openai.OpenAI(base_url=models.openai_base_url, api_key="test")
         return _approve(client, tracer_provider)
     finally:
@@ -178,3 +229,14 @@ def test_openinference_instrumentation_makes_a_replayable_decision(
     decision = _check(ledger_server, trace_id, span_id, tmp_path)
     # OpenInference records the tools offered, so a pinned replay would offer them too.
     assert [tool["name"] for tool in decision["model"]["tools"]] == ["check_credit"]
+
+
+def test_openinference_anthropic_instrumentation_makes_a_replayable_decision(
+    ledger_server: Server, models: ModelServer, tmp_path: Path
+) -> None:
+    trace_id, span_id = _decide_instrumented(
+        ledger_server, models, AnthropicInstrumentor(), claude=True
+    )
+    decision = _check(ledger_server, trace_id, span_id, tmp_path, provider="anthropic")
+    assert decision["model"]["tools"][0]["parameters"]["required"] == ["applicant"]
+    assert decision["steps"][0]["finish_reason"] == "tool_use"

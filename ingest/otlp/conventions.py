@@ -203,11 +203,23 @@ def _parts_message(message: dict[str, Any]) -> ObservedMessage:
     )
 
 
+def _contents(parts: Any) -> str:
+    """OpenInference's typed content parts (``contents.N.message_content.text``)."""
+    return "".join(
+        part["message_content"].get("text") or ""
+        for part in (parts if isinstance(parts, list) else [])
+        if isinstance(part, dict)
+        and isinstance(part.get("message_content"), dict)
+        and isinstance(part["message_content"].get("text") or "", str)
+    )
+
+
 def _plain_message(message: dict[str, Any], role: str | None = None) -> ObservedMessage:
     """A message as providers write it (role, content, tool_calls, tool_call_id)."""
+    content = message.get("content")
     return ObservedMessage(
         role=str(message.get("role") or role or "user"),
-        content=_content(message.get("content")),
+        content=_content(content) if content is not None else _contents(message.get("contents")),
         tool_calls=_openai_tool_calls(message.get("tool_calls")),
         tool_call_id=_text(message.get("tool_call_id")) or _text(message.get("id")),
     )
@@ -315,7 +327,8 @@ def _offered(attrs: dict[str, Any]) -> tuple[ToolOffered, ...]:
         function: dict[str, Any] = item.get("function") or item
         name = function.get("name") if isinstance(function, dict) else None
         if isinstance(name, str) and name:
-            parameters = function.get("parameters")
+            # OpenAI names the schema `parameters`, Anthropic `input_schema`.
+            parameters = function.get("parameters", function.get("input_schema"))
             offered.append(
                 ToolOffered(
                     name=name,
