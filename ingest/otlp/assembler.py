@@ -45,7 +45,7 @@ class AssemblyPolicy:
     """When a trace is assembled, and how the assembler paces itself (docs/otlp.md)."""
 
     settle_s: float = 1.0  # quiet time after a head span arrived
-    grace_s: float = 300.0  # a trace with no head is closed, incomplete, after this
+    grace_s: float = 300.0  # a trace with no head, quiet this long, is closed incomplete
     claim_s: float = 60.0  # a claim older than this is taken again (its worker died)
     keep_s: float = 86_400.0  # done traces are remembered this long (late spans refused)
     poll_s: float = 0.2

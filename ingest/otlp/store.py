@@ -7,7 +7,7 @@ nothing twice. A trace whose decisions are already in the log is ``done``: items
 are refused and counted, never stored (they would change a record already written).
 
 `claim` hands an assembler the traces that are ready: a head span arrived and nothing has
-arrived for the settle time, or the first item is older than the grace period (the root
+arrived for the settle time, or nothing has arrived for the grace period (the root
 never came: closing). A claim is a row update, ``SKIP LOCKED`` on PostgreSQL, so two
 workers never assemble one trace at once; a claim older than `stale` is taken again, so
 a worker killed mid-assembly delays its traces and loses none. `finish` marks a trace done
@@ -165,7 +165,8 @@ def claim(
         t.state == OPEN,
         or_(
             and_(t.ready_us.is_not(None), t.last_us <= now_us - settle_us),
-            t.first_us <= now_us - grace_us,
+            # Quiet for the grace period, not merely old: a long agent run keeps sending.
+            t.last_us <= now_us - grace_us,
         ),
     )
     stale = and_(t.state == BUSY, t.claimed_us <= now_us - stale_us)
