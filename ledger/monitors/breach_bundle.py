@@ -22,7 +22,7 @@ from ledger.log.entry import GENESIS_PREV
 from ledger.log.proofs import inclusion_proof
 from ledger.log.store import latest_checkpoint, read_entries, read_entry
 from ledger.records import dsse
-from ledger.records.monitor import BREACH_PAYLOAD_TYPE, decode_breach
+from ledger.records.monitor import BREACH_PAYLOAD_TYPE, breach_in
 from ledger.storage.schema import log_entries
 
 BUNDLE_FORMAT = "prov.breach-bundle/v1"
@@ -49,7 +49,7 @@ def breach_bundle(connection: Connection, tenant: str, record_id: str) -> dict[s
     checkpoint = latest_checkpoint(connection)
     assert breach_entry is not None
     assert checkpoint is not None
-    breach = decode_breach(dsse.payload_bytes(dsse.decode_envelope(breach_entry.envelope)))
+    breach = breach_in(breach_entry.envelope)
     start = max(0, breach.window.first - 1)
     stretch = []
     for entry in read_entries(connection, start, breach_entry.index + 1):

@@ -38,9 +38,9 @@ from ledger.records.decision import DECISION_PAYLOAD_TYPE
 from ledger.records.monitor import (
     BreachRecord,
     MonitorRecord,
-    decode_breach,
-    decode_monitor,
+    breach_in,
     definition_digest,
+    monitor_in,
 )
 
 
@@ -120,9 +120,9 @@ def _verify(  # noqa: PLR0911, PLR0912, PLR0915
         check.failures.append(f"entry {monitor_part['index']} (the monitor) is not included")
         return
     # 4.
-    breach = decode_breach(dsse.payload_bytes(dsse.decode_envelope(envelopes[breach_index])))
+    breach = breach_in(envelopes[breach_index])
     check.breach = breach
-    monitor = decode_monitor(dsse.payload_bytes(dsse.decode_envelope(monitor_raw)))
+    monitor = monitor_in(monitor_raw)
     _check_monitor(breach, monitor, monitor_part, monitor_proof, check)
     if check.failures:
         return

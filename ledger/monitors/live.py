@@ -35,7 +35,6 @@ from ledger.log.store import Head, StoredEntry, read_entries, read_entry
 from ledger.monitors.compile import CompiledMonitor, compile_monitor
 from ledger.monitors.facts import DecisionFacts, facts_from_envelope
 from ledger.monitors.window import MonitorWindow, Reading, Transition, decimal_text
-from ledger.records import dsse
 from ledger.records.decision import DECISION_PAYLOAD_TYPE
 from ledger.records.monitor import (
     MONITOR_PAYLOAD_TYPE,
@@ -45,7 +44,7 @@ from ledger.records.monitor import (
     MonitorReading,
     MonitorRecord,
     MonitorRef,
-    decode_monitor,
+    monitor_in,
 )
 from ledger.records.replay import REPLAY_SERVICE
 from ledger.storage.schema import log_entries
@@ -146,7 +145,7 @@ class LiveMonitors:
             entry = read_entry(connection, index)
             if entry is None:
                 continue
-            record = decode_monitor(dsse.payload_bytes(dsse.decode_envelope(entry.envelope)))
+            record = monitor_in(entry.envelope)
             self._activate(index, entry.leaf_hash, record)
         if not self._tenants or head.size == 0:
             self._known = (head.size, head.last_leaf)
@@ -219,7 +218,7 @@ class LiveMonitors:
         group, flagged) pairs it counted toward."""
         self.start_batch_if_new(entry.index, entry.integrated_us, None)
         if entry.payload_type == MONITOR_PAYLOAD_TYPE:
-            record = decode_monitor(dsse.payload_bytes(dsse.decode_envelope(entry.envelope)))
+            record = monitor_in(entry.envelope)
             self._activate(entry.index, entry.leaf_hash, record)
             return []
         if entry.payload_type != DECISION_PAYLOAD_TYPE or entry.tenant not in self._tenants:

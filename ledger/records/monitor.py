@@ -31,6 +31,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 from msgspec import Meta
 
+from ledger.records import dsse
 from ledger.records._pointer import decode_payload
 from ledger.records.decision import Digest, Id, Label, Slug, Timestamp
 
@@ -220,6 +221,16 @@ def decode_monitor(data: bytes) -> MonitorRecord:
 
 def decode_breach(data: bytes) -> BreachRecord:
     return decode_payload(_breach_decoder, data)
+
+
+def monitor_in(envelope: bytes) -> MonitorRecord:
+    """The monitor record a stored DSSE envelope carries (its signature is not checked)."""
+    return decode_monitor(dsse.payload_bytes(dsse.decode_envelope(envelope)))
+
+
+def breach_in(envelope: bytes) -> BreachRecord:
+    """The breach record a stored DSSE envelope carries (its signature is not checked)."""
+    return decode_breach(dsse.payload_bytes(dsse.decode_envelope(envelope)))
 
 
 def encode_record(record: MonitorRecord | BreachRecord) -> bytes:
