@@ -17,21 +17,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-
 from ingest.client import Client, ClientError, Receipt, digest_of, utc_now
-from ledger.keys.signing import SigningKey, load_signing_key, save_signing_key
+from ingest.client.service_cli import register_command, service_client, service_parser
 from ledger.records.decision import (
     Cost,
     Decision,
@@ -195,56 +191,13 @@ def applications(count: int) -> list[Application]:
     ]
 
 
-def _load_or_create_key(path: Path) -> SigningKey:
-    if path.exists():
-        return load_signing_key(path)
-    key = SigningKey.generate()
-    save_signing_key(key, path)
-    print(f"created service key {path}", file=sys.stderr)
-    return key
-
-
-def register(args: argparse.Namespace) -> int:
-    """Create the service key if needed and register it with `POST /v1/keys`."""
-    if not args.admin_key:
-        print("an admin API key is needed: --admin-key or PROV_ADMIN_KEY", file=sys.stderr)
-        return 2
-    key = _load_or_create_key(args.key_file)
-    body = {
-        "service": SERVICE,
-        "public_key": key.public_key.hex(),
-        # A little in the past, so a decision made right now is inside the window.
-        "valid_from": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
-        "valid_until": None,
-    }
-    response = httpx.post(
-        f"{args.url.rstrip('/')}/v1/keys",
-        json=body,
-        headers={"Authorization": f"Bearer {args.admin_key}"},
-        timeout=10,
-    )
-    print(response.status_code, response.text)
-    return 0 if response.status_code == 201 else 1
-
-
 def run(args: argparse.Namespace) -> int:
     """Underwrite `--count` applications, recording each decision through the batcher."""
-    if not args.api_key:
-        print("an ingest API key is needed: --api-key or PROV_API_KEY", file=sys.stderr)
+    client = service_client(args, tenant=TENANT, service=SERVICE)
+    if client is None:
         return 2
-    if not args.key_file.exists():
-        print(f"no service key at {args.key_file}: run `register` first", file=sys.stderr)
-        return 2
-    key = load_signing_key(args.key_file)
     failures = 0
-    with Client(
-        args.url,
-        args.api_key,
-        key,
-        tenant=TENANT,
-        service=SERVICE,
-        verifier_key=args.verifier_key or None,
-    ) as client:
+    with client:
         submitted: list[tuple[Application, Future[Receipt]]] = []
         for app in applications(args.count):
             decision = underwrite(client, app)
@@ -279,26 +232,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("command", choices=["register", "run"], nargs="?", default="run")
-    parser.add_argument("--url", default=os.environ.get("PROV_URL", "http://127.0.0.1:8080"))
-    parser.add_argument("--api-key", default=os.environ.get("PROV_API_KEY"), help="ingest key")
-    parser.add_argument("--admin-key", default=os.environ.get("PROV_ADMIN_KEY"))
-    parser.add_argument(
-        "--key-file",
-        type=Path,
-        default=Path(os.environ.get("PROV_SERVICE_KEY_FILE", "loan-underwriter.key")),
-        help="the service's Ed25519 key, PKCS#8 PEM",
-    )
-    parser.add_argument(
-        "--verifier-key",
-        default=os.environ.get("PROV_VERIFIER_KEY"),
-        help="the ledger's verifier key (prov checkpoint --verifier-key); "
-        "fetched from the server when omitted",
-    )
+    parser = service_parser(__doc__, key_file="loan-underwriter.key")
     parser.add_argument("--count", type=int, default=5, help="applications to underwrite")
     args = parser.parse_args(argv)
-    return register(args) if args.command == "register" else run(args)
+    return register_command(args, SERVICE) if args.command == "register" else run(args)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,18 @@ import httpx
 import openai
 import pytest
 
-from ingest.client import AsyncClient, Client, instrument_anthropic, instrument_openai
+from ingest.client import (
+    AsyncClient,
+    Client,
+    MonitorBreached,
+    ProblemError,
+    instrument_anthropic,
+    instrument_openai,
+)
 from ingest.client.instrument import ERROR_ATTRIBUTE
 from ledger.keys.signing import SigningKey
 from ledger.log.note import NoteVerifier
+from ledger.records.decision import Decision
 from ledger.records.replay import decode_replay
 from replay.providers import ChatRequest
 from service.demo.model_server import Answer
@@ -457,6 +465,94 @@ def test_a_failing_block_is_recorded_with_its_error_and_re_raised(
         record = _stored(server, partial.result.index)
         assert record["steps"][0]["error"]["type"] == "stream_incomplete"
         stream.close()
+
+
+def _not_recorded_note(error: BaseException, decision_id: str) -> str:
+    [note] = error.__notes__
+    assert note.startswith(f"the failed decision {decision_id} was not recorded: ")
+    return note
+
+
+@pytest.mark.slow
+def test_a_block_that_cannot_be_recorded_says_so_sync_and_async(server: Server) -> None:
+    """How a block ends when its decision cannot be built or appended, with `Client` and
+    `AsyncClient` alike: the failure is the caller's when the block itself succeeded, and a
+    note on the block's own error when it raised. A flag monitor's breach is raised with
+    the receipt kept: the decision is stored."""
+    options = _ledger_options(server)
+    unregistered = options | {"signing_key": SigningKey.generate()}
+    flag_every = {
+        "id": "every",
+        "tenant": TENANT,
+        "select": {"decision_type": "loan.flagged"},
+        "aggregate": "count",
+        "window": "1h",
+        "limit": "0",
+        "action": "flag",
+    }
+    with Client(**(options | {"api_key": server.admin_key})) as admin:
+        admin.apply_monitors([flag_every])
+
+    def broken(record: Decision) -> Decision:
+        raise ZeroDivisionError("no amendment")
+
+    with Client(**unregistered) as ledger:
+        with (
+            pytest.raises(ProblemError) as refused,
+            ledger.decision("loan.approve", inputs={"n": 1}) as clean,
+        ):
+            pass
+        assert refused.value.kind == "unknown-key"
+        assert clean.decision is not None  # built and sent, not stored
+        with pytest.raises(RuntimeError, match="no receipt"):
+            _ = clean.result
+        with pytest.raises(KeyError) as raised, ledger.decision("loan.approve", inputs={}) as d:
+            raise KeyError("no such applicant")
+        assert _not_recorded_note(raised.value, d.id).endswith("[unknown-key]")
+        with (
+            pytest.raises(ZeroDivisionError),
+            ledger.decision("loan.approve", inputs={}) as unbuilt,
+        ):
+            unbuilt.amend(broken)
+        assert unbuilt.decision is None
+        unbuilt = ledger.decision("loan.approve", inputs={})
+        unbuilt.amend(broken)
+        with pytest.raises(KeyError) as raised, unbuilt:
+            raise KeyError("no such applicant")
+        assert _not_recorded_note(raised.value, unbuilt.id).endswith("no amendment")
+        assert unbuilt.decision is None
+    with Client(**options, raise_on_flag=True) as ledger:
+        with (
+            pytest.raises(MonitorBreached) as breached,
+            ledger.decision("loan.flagged", inputs={"n": 1}) as flagged,
+        ):
+            pass
+        assert flagged.result is breached.value.result  # the stored decision's
+
+    async def the_same_with_async_with() -> None:
+        async with AsyncClient(**unregistered) as ledger:
+            with pytest.raises(ProblemError, match="unknown-key"):
+                async with ledger.decision("loan.approve", inputs={"n": 1}):
+                    pass
+            with pytest.raises(KeyError) as raised:
+                async with ledger.decision("loan.approve", inputs={}) as d:
+                    raise KeyError("no such applicant")
+            assert _not_recorded_note(raised.value, d.id).endswith("[unknown-key]")
+            unbuilt = ledger.decision("loan.approve", inputs={})
+            unbuilt.amend(broken)
+            with pytest.raises(KeyError) as raised:
+                async with unbuilt:
+                    raise KeyError("no such applicant")
+            assert _not_recorded_note(raised.value, unbuilt.id).endswith("no amendment")
+        async with AsyncClient(**options) as ledger:
+            with pytest.raises(MonitorBreached) as breached:
+                async with ledger.decision(
+                    "loan.flagged", inputs={"n": 2}, raise_on_flag=True
+                ) as flagged:
+                    pass
+            assert flagged.result is breached.value.result  # the stored decision's
+
+    asyncio.run(the_same_with_async_with())
 
 
 def test_bad_input_is_refused_before_anything_is_sent() -> None:

@@ -30,7 +30,7 @@ from ingest.client._results import AppendResult
 from ingest.client.errors import ClientClosed, QueueFull
 from ingest.client.freshness import freshness_flow, reusable
 from ingest.client.inclusion import ReceiptInLog, receipt_in_log_flow
-from ingest.client.instrument.decision import AsyncDecisionScope, DecisionOptions
+from ingest.client.instrument.decision import AsyncDecisionScope, DecisionArguments
 from ingest.client.monitors import apply_monitors_flow, monitors_body
 from ledger.log.note import Checkpoint, NoteVerifier
 from ledger.log.receipt import Receipt
@@ -159,36 +159,11 @@ class AsyncClient(ClientBase[asyncio.Future[Receipt]]):
     # -- Decisions made in a block (drop-in instrumentation) ---------------------------
 
     def decision(
-        self,
-        decision_type: str,
-        *,
-        inputs: dict[str, Any],
-        subject: str | None = None,
-        id: str | None = None,
-        template_id: str | None = None,
-        record_errors: bool = True,
-        raise_on_flag: bool | None = None,
-        **options: Unpack[DecisionOptions],
+        self, decision_type: str, *, inputs: dict[str, Any], **arguments: Unpack[DecisionArguments]
     ) -> AsyncDecisionScope:
-        """A decision made by the block it opens: ``async with client.decision("loan.approve",
-        inputs=...) as d:``. Calls of instrumented model clients (`instrument_openai`,
-        `instrument_anthropic`) inside it are recorded into it; when it ends the decision is
-        built, signed and appended, and `d.result` is its verified receipt. A block that
-        raises is recorded as a failed decision unless `record_errors` is False. See
-        `ingest.client.instrument.decision` and docs/sdk.md, "Drop-in instrumentation".
-        """
+        """``async with client.decision(...) as d:``: see `Client.decision`."""
         self._check_open()
-        return AsyncDecisionScope(
-            self,
-            decision_type,
-            inputs=inputs,
-            subject=subject,
-            id=id,
-            template_id=template_id,
-            record_errors=record_errors,
-            raise_on_flag=raise_on_flag,
-            **options,
-        )
+        return AsyncDecisionScope(self, decision_type, inputs=inputs, **arguments)
 
     # -- Monitors -------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from ingest.calls import values
 from ingest.calls.observed import (
     CalledTool,
     ModelCall,
@@ -60,20 +61,6 @@ def kind_of(span: Span) -> SpanKind:
     if operation is None and inference is None and "llm.request.type" in attrs:
         return "model"  # OpenLLMetry before it named operations
     return "other"
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
 
 
 def decoded(value: Any) -> Any:
@@ -221,7 +208,7 @@ def _plain_message(message: dict[str, Any], role: str | None = None) -> Observed
         role=str(message.get("role") or role or "user"),
         content=_content(content) if content is not None else _contents(message.get("contents")),
         tool_calls=_openai_tool_calls(message.get("tool_calls")),
-        tool_call_id=_text(message.get("tool_call_id")) or _text(message.get("id")),
+        tool_call_id=values.text(message.get("tool_call_id")) or values.text(message.get("id")),
     )
 
 
@@ -295,21 +282,21 @@ def _answer(
     outputs = decoded(attrs.get("gen_ai.output.messages"))
     if isinstance(outputs, list) and outputs and isinstance(outputs[0], dict):
         message = _parts_message(outputs[0])
-        reason = _text(outputs[0].get("finish_reason"))
+        reason = values.text(outputs[0].get("finish_reason"))
         return message.content, message.tool_calls, reason
     for prefix in ("llm.output_messages", "gen_ai.completion"):
         listed = unflatten(attrs, prefix)
         if listed and isinstance(listed[0], dict):
             found = _message(listed[0])
             if found is not None:
-                reason = _text(listed[0].get("finish_reason"))
+                reason = values.text(listed[0].get("finish_reason"))
                 return found.content, found.tool_calls, reason
     _, choices = _events_conversation(events)
     if choices:
         choice = choices[0]
         said = choice.get("message")
         found = _plain_message(said if isinstance(said, dict) else {}, "assistant")
-        return found.content, found.tool_calls, _text(choice.get("finish_reason"))
+        return found.content, found.tool_calls, values.text(choice.get("finish_reason"))
     return None, (), None
 
 
@@ -332,7 +319,7 @@ def _offered(attrs: dict[str, Any]) -> tuple[ToolOffered, ...]:
             offered.append(
                 ToolOffered(
                     name=name,
-                    description=_text(function.get("description")),
+                    description=values.text(function.get("description")),
                     parameters=parameters if isinstance(parameters, dict) else None,
                 )
             )
@@ -342,7 +329,7 @@ def _offered(attrs: dict[str, Any]) -> tuple[ToolOffered, ...]:
 def _error(span: Span) -> tuple[str | None, str | None]:
     if span.status_code != STATUS_ERROR:
         return None, None
-    kind = _text(span.attributes.get("error.type")) or "error"
+    kind = values.text(span.attributes.get("error.type")) or "error"
     return kind, span.status_message or kind
 
 
@@ -350,7 +337,7 @@ def _finish_reason(attrs: dict[str, Any]) -> str | None:
     reasons = attrs.get("gen_ai.response.finish_reasons")
     if isinstance(reasons, list) and reasons and isinstance(reasons[0], str):
         return reasons[0]
-    return _text(attrs.get("llm.finish_reason"))
+    return values.text(attrs.get("llm.finish_reason"))
 
 
 def _parameter(attrs: dict[str, Any], name: str, parameters: dict[str, Any], key: str) -> Any:
@@ -366,36 +353,38 @@ def model_call(span: Span, events: list[SpanEvent]) -> ModelCall:
     messages = _input_messages(attrs, events)
     stops = _parameter(attrs, "gen_ai.request.stop_sequences", parameters, "stop") or []
     error_type, error_message = _error(span)
-    response_model = _text(first(attrs, "gen_ai.response.model", "llm.model_name"))
+    response_model = values.text(first(attrs, "gen_ai.response.model", "llm.model_name"))
     return ModelCall(
-        provider=_text(
+        provider=values.text(
             first(attrs, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
         )
         or "unknown",
-        request_model=_text(
+        request_model=values.text(
             first(attrs, "gen_ai.request.model", "llm.request.model") or parameters.get("model")
         )
         or response_model
         or "unknown",
         response_model=response_model,
-        fingerprint=_text(
+        fingerprint=values.text(
             first(
                 attrs,
                 "gen_ai.openai.response.system_fingerprint",
                 "openai.response.system_fingerprint",
             )
         ),
-        temperature=_float(
+        temperature=values.number(
             _parameter(attrs, "gen_ai.request.temperature", parameters, "temperature")
         ),
-        top_p=_float(_parameter(attrs, "gen_ai.request.top_p", parameters, "top_p")),
-        top_k=_int(_parameter(attrs, "gen_ai.request.top_k", parameters, "top_k")),
-        seed=_int(
+        top_p=values.number(_parameter(attrs, "gen_ai.request.top_p", parameters, "top_p")),
+        top_k=values.integer(_parameter(attrs, "gen_ai.request.top_k", parameters, "top_k")),
+        seed=values.integer(
             _parameter(attrs, "gen_ai.request.seed", parameters, "seed")
             if "gen_ai.openai.request.seed" not in attrs
             else attrs["gen_ai.openai.request.seed"]
         ),
-        max_tokens=_int(_parameter(attrs, "gen_ai.request.max_tokens", parameters, "max_tokens")),
+        max_tokens=values.integer(
+            _parameter(attrs, "gen_ai.request.max_tokens", parameters, "max_tokens")
+        ),
         stop_sequences=tuple(s for s in stops if isinstance(s, str))
         if isinstance(stops, list)
         else (),
@@ -404,8 +393,8 @@ def model_call(span: Span, events: list[SpanEvent]) -> ModelCall:
         text=text,
         tool_calls=tool_calls,
         finish_reason=reason or _finish_reason(attrs),
-        response_id=_text(first(attrs, "gen_ai.response.id")),
-        input_tokens=_int(
+        response_id=values.text(first(attrs, "gen_ai.response.id")),
+        input_tokens=values.integer(
             first(
                 attrs,
                 "gen_ai.usage.input_tokens",
@@ -413,7 +402,7 @@ def model_call(span: Span, events: list[SpanEvent]) -> ModelCall:
                 "llm.token_count.prompt",
             )
         ),
-        output_tokens=_int(
+        output_tokens=values.integer(
             first(
                 attrs,
                 "gen_ai.usage.output_tokens",
@@ -421,14 +410,14 @@ def model_call(span: Span, events: list[SpanEvent]) -> ModelCall:
                 "llm.token_count.completion",
             )
         ),
-        cache_read_input_tokens=_int(
+        cache_read_input_tokens=values.integer(
             first(
                 attrs,
                 "gen_ai.usage.cache_read.input_tokens",
                 "llm.token_count.prompt_details.cache_read",
             )
         ),
-        reasoning_output_tokens=_int(
+        reasoning_output_tokens=values.integer(
             first(
                 attrs,
                 "gen_ai.usage.reasoning.output_tokens",
@@ -447,8 +436,8 @@ def tool_run(span: Span) -> ToolRun:
     attrs = span.attributes
     error_type, error_message = _error(span)
     return ToolRun(
-        name=_text(first(attrs, "gen_ai.tool.name", "tool.name")) or span.name,
-        call_id=_text(first(attrs, "gen_ai.tool.call.id", "tool_call.id")),
+        name=values.text(first(attrs, "gen_ai.tool.name", "tool.name")) or span.name,
+        call_id=values.text(first(attrs, "gen_ai.tool.call.id", "tool_call.id")),
         arguments=_arguments(
             first(attrs, "gen_ai.tool.call.arguments", "tool.parameters", "input.value")
         ),
@@ -472,7 +461,7 @@ def retrieval_run(span: Span) -> RetrievalRun:
         ]
     error_type, error_message = _error(span)
     return RetrievalRun(
-        source=_text(first(attrs, "gen_ai.data_source.id")) or span.name,
+        source=values.text(first(attrs, "gen_ai.data_source.id")) or span.name,
         query=decoded(first(attrs, "gen_ai.retrieval.query.text", "input.value")),
         documents=documents or None,
         started_at=at(span.start_ns),

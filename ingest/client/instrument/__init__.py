@@ -14,6 +14,7 @@ from ingest.client.instrument.anthropic import instrument_anthropic
 from ingest.client.instrument.decision import (
     ERROR_ATTRIBUTE,
     AsyncDecisionScope,
+    DecisionArguments,
     DecisionOptions,
     DecisionScope,
     OpenDecision,
@@ -24,6 +25,7 @@ from ingest.client.instrument.openai import instrument_openai
 __all__ = [
     "ERROR_ATTRIBUTE",
     "AsyncDecisionScope",
+    "DecisionArguments",
     "DecisionOptions",
     "DecisionScope",
     "OpenDecision",

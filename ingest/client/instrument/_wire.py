@@ -20,6 +20,9 @@ from typing import Any
 
 import msgspec
 
+from ingest.calls import ToolOffered
+from ingest.calls.values import obj, text
+
 # Keyword arguments of a `create` call that are not part of the request body.
 TRANSPORT_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
 # The SDKs' markers for an argument that was not given (`openai.NOT_GIVEN`, `omit`).
@@ -95,25 +98,7 @@ def materialized(kwargs: dict[str, Any], *names: str) -> dict[str, Any]:
     return fixed
 
 
-# Reading members of JSON objects whose shape the provider decides -----------------------
-
-
-def text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def integer(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def obj(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+# Reading members of JSON objects whose shape the provider decides: `ingest.calls.values`.
 
 
 def items(value: Any) -> list[Any]:
@@ -134,3 +119,25 @@ def arguments_of(raw: Any) -> dict[str, Any]:
         # Not an object (a model can emit broken JSON): keep what it said.
         return {"_unparsed": raw}
     return {}
+
+
+def offered_tools(raw: Any, *, schema: str, inside: str | None = None) -> tuple[ToolOffered, ...]:
+    """The tools a request offers (its ``tools`` list): each one's name, description and
+    JSON Schema (the member `schema`), read from the tool object or, when the provider nests
+    it, from its member `inside`. A tool without a name (a provider's built-in one) is left
+    out: a replay cannot offer it again."""
+    offered = []
+    for item in items(raw):
+        tool = obj(item) if inside is None else obj(obj(item).get(inside))
+        name = text(tool.get("name"))
+        if name is None:
+            continue
+        parameters = tool.get(schema)
+        offered.append(
+            ToolOffered(
+                name=name,
+                description=text(tool.get("description")),
+                parameters=parameters if isinstance(parameters, dict) else None,
+            )
+        )
+    return tuple(offered)

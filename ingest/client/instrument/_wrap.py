@@ -20,7 +20,6 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Protocol
 
 from ingest.calls import ModelCall
@@ -126,12 +125,37 @@ class StreamRecord:
         self.end(incomplete=True)
 
 
-class RecordedStream:
-    """A provider's stream, chunk for chunk, recording the call when it ends."""
+class _Recorded:
+    """A provider's stream, chunk for chunk, recording the call when it ends; what the
+    sync and the async wrapper share."""
+
+    # What the wrapped iterator raises at its end: StopIteration or StopAsyncIteration.
+    _end: type[Exception]
 
     def __init__(self, stream: Any, record: StreamRecord) -> None:
         self._stream = stream
         self._record = record
+
+    def _raised(self, error: BaseException) -> None:
+        """The stream raised `error` instead of giving a chunk: it ended, or failed. An
+        interruption (a BaseException that is not an Exception) records nothing."""
+        if isinstance(error, self._end):
+            self._record.end()
+        elif isinstance(error, Exception):
+            self._record.end(error)
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (`response`, ...) is the provider stream's own.
+        return getattr(self._stream, name)
+
+
+class RecordedStream(_Recorded):
+    """A provider's stream, chunk for chunk, recording the call when it ends."""
+
+    _end = StopIteration
+
+    def __init__(self, stream: Any, record: StreamRecord) -> None:
+        super().__init__(stream, record)
         self._iterator: Iterator[Any] = iter(stream)
 
     def __iter__(self) -> RecordedStream:
@@ -140,11 +164,8 @@ class RecordedStream:
     def __next__(self) -> Any:
         try:
             item = next(self._iterator)
-        except StopIteration:
-            self._record.end()
-            raise
-        except Exception as error:
-            self._record.end(error)
+        except BaseException as error:
+            self._raised(error)
             raise
         self._record.add(item)
         return item
@@ -158,25 +179,17 @@ class RecordedStream:
     def __enter__(self) -> RecordedStream:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __getattr__(self, name: str) -> Any:
-        # Everything else (`response`, ...) is the provider stream's own.
-        return getattr(self._stream, name)
 
-
-class AsyncRecordedStream:
+class AsyncRecordedStream(_Recorded):
     """A provider's async stream, chunk for chunk, recording the call when it ends."""
 
+    _end = StopAsyncIteration
+
     def __init__(self, stream: Any, record: StreamRecord) -> None:
-        self._stream = stream
-        self._record = record
+        super().__init__(stream, record)
         self._iterator: AsyncIterator[Any] = stream.__aiter__()
 
     def __aiter__(self) -> AsyncRecordedStream:
@@ -185,11 +198,8 @@ class AsyncRecordedStream:
     async def __anext__(self) -> Any:
         try:
             item = await self._iterator.__anext__()
-        except StopAsyncIteration:
-            self._record.end()
-            raise
-        except Exception as error:
-            self._record.end(error)
+        except BaseException as error:
+            self._raised(error)
             raise
         self._record.add(item)
         return item
@@ -203,16 +213,8 @@ class AsyncRecordedStream:
     async def __aenter__(self) -> AsyncRecordedStream:
         return self
 
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 
 
 def _streamed(request: dict[str, Any]) -> bool:

@@ -19,22 +19,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
 
-from ingest.calls import CalledTool, ObservedMessage, ToolOffered
+from ingest.calls import CalledTool, ObservedMessage
+from ingest.calls.values import integer, number, obj, text
 from ingest.client.builder import utc_now
 from ingest.client.instrument._wire import (
     as_dict,
-    integer,
     items,
     materialized,
-    number,
-    obj,
+    offered_tools,
     request_body,
-    text,
 )
 from ingest.client.instrument._wrap import (
     MARK,
@@ -100,23 +97,6 @@ def _turns(raw: Any) -> list[ObservedMessage]:
     return turns
 
 
-def _tools(raw: Any) -> tuple[ToolOffered, ...]:
-    offered = []
-    for tool in map(obj, items(raw)):
-        name = text(tool.get("name"))
-        if name is None:
-            continue
-        schema = tool.get("input_schema")
-        offered.append(
-            ToolOffered(
-                name=name,
-                description=text(tool.get("description")),
-                parameters=schema if isinstance(schema, dict) else None,
-            )
-        )
-    return tuple(offered)
-
-
 def request_fields(request: dict[str, Any]) -> dict[str, Any]:
     """The `ModelCall` members a Messages request determines."""
     system = request.get("system")
@@ -129,7 +109,7 @@ def request_fields(request: dict[str, Any]) -> dict[str, Any]:
         "top_k": integer(request.get("top_k")),
         "max_tokens": integer(request.get("max_tokens")),
         "stop_sequences": tuple(s for s in items(request.get("stop_sequences")) if text(s)),
-        "tools": _tools(request.get("tools")),
+        "tools": offered_tools(request.get("tools"), schema="input_schema"),
         "messages": tuple(messages),
     }
 
@@ -266,12 +246,7 @@ class _SyncHelper(_Helper):
             raise
         return self._stream
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> Any:
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> Any:
         try:
             return self._manager.__exit__(kind, error, traceback)
         finally:
@@ -288,12 +263,7 @@ class _AsyncHelper(_Helper):
             raise
         return self._stream
 
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> Any:
+    async def __aexit__(self, kind: object, error: BaseException | None, traceback: object) -> Any:
         try:
             return await self._manager.__aexit__(kind, error, traceback)
         finally:

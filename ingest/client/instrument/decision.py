@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from types import TracebackType
-from typing import Any, Protocol, TypedDict
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 import msgspec
 
@@ -85,6 +85,21 @@ class DecisionOptions(TypedDict, total=False):
     attributes: dict[str, Any]
 
 
+class DecisionArguments(DecisionOptions, total=False):
+    """The keyword arguments of `Client.decision` and `AsyncClient.decision` after `inputs`.
+
+    `subject` (default None), `id` (default a new one), `template_id` (default the decision
+    type) and `record_errors` (default True) are `OpenDecision`'s; `raise_on_flag` (default
+    the client's) is the append's; the rest are `DecisionOptions`.
+    """
+
+    subject: str | None
+    id: str | None
+    template_id: str | None
+    record_errors: bool
+    raise_on_flag: bool | None
+
+
 def _checked(value: Any, kind: Any, what: str) -> Any:
     try:
         return msgspec.convert(value, type=kind)
@@ -105,12 +120,24 @@ def _amount(value: Decimal | int | str) -> Decimal:
     return amount
 
 
-def _error_parts(error: BaseException | str | None) -> tuple[str | None, str | None]:
+def _outcome(
+    error: BaseException | str | None, started_at: datetime | None, ended_at: datetime | None
+) -> dict[str, Any]:
+    """How a step the block reports went: its error's type and message, and its times (it
+    ended now and started when it ended, unless the block says otherwise)."""
     if error is None:
-        return None, None
-    if isinstance(error, str):
-        return "error", error
-    return type(error).__name__, str(error)
+        error_type, error_message = None, None
+    elif isinstance(error, str):
+        error_type, error_message = "error", error
+    else:
+        error_type, error_message = type(error).__name__, str(error)
+    ended = ended_at or utc_now()
+    return {
+        "error_type": error_type,
+        "error_message": error_message,
+        "started_at": started_at or ended,
+        "ended_at": ended,
+    }
 
 
 class _ToolUse(msgspec.Struct, frozen=True, kw_only=True):
@@ -200,21 +227,16 @@ class OpenDecision:
             _checked(call_id, Label, "tool call id")
         if arguments is not None and not isinstance(arguments, dict):
             raise TypeError(f"tool arguments must be a dict, not {type(arguments).__name__}")
-        error_type, error_message = _error_parts(error)
-        ended = ended_at or utc_now()
         use = _ToolUse(
             name=name,
             call_id=call_id,
             arguments=arguments,
             result=result,
-            error_type=error_type,
-            error_message=error_message,
-            started_at=started_at or ended,
-            ended_at=ended,
+            **_outcome(error, started_at, ended_at),
         )
         body = (
-            {"error": {"type": error_type, "message": error_message}}
-            if error_type is not None
+            {"error": {"type": use.error_type, "message": use.error_message}}
+            if use.error_type is not None
             else result
         )
         content = _compact.encode(body).decode()  # also: the result must be JSON
@@ -234,16 +256,11 @@ class OpenDecision:
         """Record a retrieval (a vector search, say) as a step: what was asked, what came
         back. `document` lists what was retrieved in the decision's `retrieval` member."""
         _checked(source, Label, "retrieval source")
-        error_type, error_message = _error_parts(error)
-        ended = ended_at or utc_now()
         run = RetrievalRun(
             source=source,
             query=query,
             documents=documents,
-            started_at=started_at or ended,
-            ended_at=ended,
-            error_type=error_type,
-            error_message=error_message,
+            **_outcome(error, started_at, ended_at),
         )
         self._add(self._retrievals, run)
 
@@ -496,17 +513,19 @@ class _AppendsAsync(Protocol):
     ) -> AppendResult: ...
 
 
-def _not_recorded(error: BaseException, decision_id: str, failure: Exception) -> None:
-    # The block's own error is what the caller must see; the append's is a note on it.
-    error.add_note(f"the failed decision {decision_id} was not recorded: {failure}")
+ClientT = TypeVar("ClientT", _Appends, _AppendsAsync)
 
 
-class DecisionScope(OpenDecision):
-    """`OpenDecision` as a ``with`` block of a `Client` (`Client.decision`)."""
+class _ClientScope(OpenDecision, Generic[ClientT]):
+    """An `OpenDecision` appended, when its block ends, by the client that opened it.
+
+    The block's end is the same with or without ``await`` but for the append:
+    `_ending` builds the decision, `_appending` surrounds its append.
+    """
 
     def __init__(
         self,
-        client: _Appends,
+        client: ClientT,
         decision_type: str,
         *,
         inputs: dict[str, Any],
@@ -514,85 +533,63 @@ class DecisionScope(OpenDecision):
         **kwargs: Any,
     ) -> None:
         super().__init__(decision_type, inputs=inputs, **kwargs)
-        self._client = client
+        self._client: ClientT = client
         self._raise_on_flag = raise_on_flag
+
+    def _ending(self, error: BaseException | None) -> Decision | None:
+        """Close the block; the decision to append, or None: nothing is to be recorded, or
+        building it failed while the block's own `error` propagates (noted on it)."""
+        with self._noting(error):
+            self.decision = self._finish(self._client.tenant, self._client.service, error)
+        return self.decision
+
+    @contextmanager
+    def _noting(self, error: BaseException | None) -> Iterator[None]:
+        # The block's own error is what the caller must see; a failure to record is a note
+        # on it. Without one, the failure is the caller's to see.
+        try:
+            yield
+        except Exception as failure:
+            if error is None:
+                raise
+            error.add_note(f"the failed decision {self.id} was not recorded: {failure}")
+
+    @contextmanager
+    def _appending(self, error: BaseException | None) -> Iterator[None]:
+        """Around the append of the decision `_ending` built."""
+        with self._noting(error):
+            try:
+                yield
+            except MonitorBreached as breached:
+                if isinstance(breached.result, AppendResult):
+                    self._appended(breached.result)  # stored: the breach is about the next one
+                raise
+
+
+class DecisionScope(_ClientScope[_Appends]):
+    """`OpenDecision` as a ``with`` block of a `Client` (`Client.decision`)."""
 
     def __enter__(self) -> DecisionScope:
         self._open()
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        try:
-            decision = self._finish(self._client.tenant, self._client.service, error)
-            if decision is None:
-                return
-            self.decision = decision
-            try:
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        decision = self._ending(error)
+        if decision is not None:
+            with self._appending(error):
                 self._appended(self._client.append(decision, raise_on_flag=self._raise_on_flag))
-            except MonitorBreached as breached:
-                if isinstance(breached.result, AppendResult):
-                    self._appended(breached.result)  # stored: the breach is about the next one
-                raise
-        except Exception as failure:
-            if error is None:
-                raise
-            _not_recorded(error, self.id, failure)
 
 
-class AsyncDecisionScope(OpenDecision):
+class AsyncDecisionScope(_ClientScope[_AppendsAsync]):
     """`OpenDecision` as an ``async with`` block of an `AsyncClient` (`AsyncClient.decision`)."""
-
-    def __init__(
-        self,
-        client: _AppendsAsync,
-        decision_type: str,
-        *,
-        inputs: dict[str, Any],
-        raise_on_flag: bool | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(decision_type, inputs=inputs, **kwargs)
-        self._client = client
-        self._raise_on_flag = raise_on_flag
 
     async def __aenter__(self) -> AsyncDecisionScope:
         self._open()
         return self
 
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        try:
-            decision = self._finish(self._client.tenant, self._client.service, error)
-            if decision is None:
-                return
-            self.decision = decision
-            try:
+    async def __aexit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        decision = self._ending(error)
+        if decision is not None:
+            with self._appending(error):
                 result = await self._client.append(decision, raise_on_flag=self._raise_on_flag)
                 self._appended(result)
-            except MonitorBreached as breached:
-                if isinstance(breached.result, AppendResult):
-                    self._appended(breached.result)
-                raise
-        except Exception as failure:
-            if error is None:
-                raise
-            _not_recorded(error, self.id, failure)
-
-
-__all__ = [
-    "ERROR_ATTRIBUTE",
-    "AsyncDecisionScope",
-    "DecisionOptions",
-    "DecisionScope",
-    "OpenDecision",
-    "current_decision",
-]

@@ -20,8 +20,13 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from ingest.calls import CalledTool, ObservedMessage, ToolOffered
-from ingest.client.instrument._wire import arguments_of, integer, items, number, obj, text
+from ingest.calls import CalledTool, ObservedMessage
+from ingest.calls.values import integer, number, obj, text
+from ingest.client.instrument._wire import (
+    arguments_of,
+    items,
+    offered_tools,
+)
 from ingest.client.instrument._wrap import Adapter, instrument_method, resource, wrap_create
 
 C = TypeVar("C")
@@ -60,25 +65,6 @@ def _message(raw: Any) -> ObservedMessage:
     )
 
 
-def _tools(raw: Any) -> tuple[ToolOffered, ...]:
-    offered = []
-    for item in items(raw):
-        tool = obj(item)
-        function = obj(tool.get("function"))
-        name = text(function.get("name"))
-        if name is None:
-            continue  # a built-in tool: nothing a replay can offer again
-        parameters = function.get("parameters")
-        offered.append(
-            ToolOffered(
-                name=name,
-                description=text(function.get("description")),
-                parameters=parameters if isinstance(parameters, dict) else None,
-            )
-        )
-    return tuple(offered)
-
-
 def _stop(raw: Any) -> tuple[str, ...]:
     if isinstance(raw, str):
         return (raw,)
@@ -94,7 +80,7 @@ def request_fields(request: dict[str, Any]) -> dict[str, Any]:
         "seed": integer(request.get("seed")),
         "max_tokens": max_tokens or integer(request.get("max_completion_tokens")),
         "stop_sequences": _stop(request.get("stop")),
-        "tools": _tools(request.get("tools")),
+        "tools": offered_tools(request.get("tools"), inside="function", schema="parameters"),
         "messages": tuple(_message(message) for message in items(request.get("messages"))),
     }
 
