@@ -194,6 +194,9 @@ def test_bad_exports_get_clear_otlp_errors_and_store_nothing(shared: Server) -> 
     assert "OTLP export" in bad_json.json()["message"]
     wrong_type = httpx.post(url, content=b"x", headers=auth | {"Content-Type": "text/plain"})
     assert wrong_type.status_code == 415
+    # No OTLP encoding to answer in: a problem document, as the rest of the API answers.
+    assert wrong_type.headers["content-type"].startswith("application/problem+json")
+    assert wrong_type.json()["type"].endswith("unsupported-media-type")
     # 20 MB of zeros gzip to a few KB: the inflated size is what counts.
     bomb = gzip.compress(b"\0" * (20 << 20))
     inflated = httpx.post(url, content=bomb, headers=auth | PROTOBUF | {"Content-Encoding": "gzip"})

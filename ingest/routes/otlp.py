@@ -41,10 +41,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from sqlalchemy import Engine
 
+from httpapi.errors import UnsupportedMediaType
+from httpapi.problems import PROBLEM_MEDIA_TYPE, problem_for
 from ingest.otlp import metrics, store
 from ingest.otlp.decode import (
     JSON,
-    PROTOBUF,
     ExportInvalid,
     ExportTooLarge,
     decode_logs,
@@ -125,7 +126,11 @@ async def _receive(
     try:
         kind = media_type(request.headers.get("content-type"))
     except ExportInvalid as error:
-        return failure(415, INVALID_ARGUMENT, str(error), PROTOBUF)
+        # No OTLP encoding to answer in: the project's own error document, as elsewhere.
+        problem = problem_for(UnsupportedMediaType(str(error)))
+        return Response(
+            msgspec.json.encode(problem), status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE
+        )
     limit = body_limit_of(request)
     try:
         async with read(request, limit) as body:
