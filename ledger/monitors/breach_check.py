@@ -65,92 +65,131 @@ def verify_breach(bundle: dict[str, Any], verifier: NoteVerifier) -> BreachCheck
     return check
 
 
-# The numbered steps stay in one function, in the order the module docstring gives them.
-def _verify(  # noqa: PLR0911, PLR0912, PLR0915
-    bundle: dict[str, Any], verifier: NoteVerifier, check: BreachCheck
-) -> None:
+class _Stop(Exception):
+    """A step failed: the message says which and why; later steps cannot run."""
+
+
+@dataclass
+class _Stretch:
+    """The bundle's entries, chained: each index's leaf hash, envelope (when carried) and
+    integration time."""
+
+    leaves: dict[int, bytes] = field(default_factory=dict)
+    envelopes: dict[int, bytes] = field(default_factory=dict)
+    times: dict[int, int] = field(default_factory=dict)
+
+
+def _verify(bundle: dict[str, Any], verifier: NoteVerifier, check: BreachCheck) -> None:
+    """The numbered steps of the module docstring, in order; the first that fails stops."""
     if bundle.get("format") != BUNDLE_FORMAT:
         check.failures.append(f"not a {BUNDLE_FORMAT} bundle")
         return
-    # 1.
-    checkpoint = open_checkpoint(bundle["checkpoint"], verifier)
-    check.steps.append(f"1. checkpoint of size {checkpoint.size} is signed by {verifier.name}")
-    # 3. (first: it yields the leaves step 2 proves)
-    leaves: dict[int, bytes] = {}
-    envelopes: dict[int, bytes] = {}
-    times: dict[int, int] = {}
+    try:
+        # 1.
+        checkpoint = open_checkpoint(bundle["checkpoint"], verifier)
+        check.steps.append(f"1. checkpoint of size {checkpoint.size} is signed by {verifier.name}")
+        # 2-3.
+        stretch = _chained(bundle, checkpoint, check)
+        monitor_raw = _monitor_entry(bundle["monitor"], checkpoint)
+        # 4.
+        breach = breach_in(stretch.envelopes[bundle["breach_index"]])
+        check.breach = breach
+        monitor = monitor_in(monitor_raw)
+        part = bundle["monitor"]
+        _check_monitor(breach, monitor, part, part["inclusion"], check)
+        if check.failures:
+            return
+        # 5.
+        _window_complete(breach, stretch)
+        check.steps.append(
+            f"5. the window is entries {breach.window.first} to {breach.window.last}, complete"
+        )
+    except _Stop as stop:
+        check.failures.append(str(stop))
+        return
+    # 6.
+    _recompute(breach, monitor, stretch, check)
+
+
+def _chained(bundle: dict[str, Any], checkpoint: Any, check: BreachCheck) -> _Stretch:
+    """Step 3 (first: it yields the leaves step 2 proves), then step 2."""
+    stretch = _Stretch()
     prev = bytes.fromhex(bundle["chain_start"])
     for item in bundle["entries"]:
         index = item["index"]
         if "envelope" in item:
-            envelopes[index] = dsse.b64decode(item["envelope"])
-            digest = hashlib.sha256(envelopes[index]).digest()
+            stretch.envelopes[index] = dsse.b64decode(item["envelope"])
+            digest = hashlib.sha256(stretch.envelopes[index]).digest()
         else:
             digest = bytes.fromhex(item["envelope_sha256"])
-        if leaves and index != max(leaves) + 1:
-            check.failures.append(f"entry {index} does not follow entry {max(leaves)}")
-            return
+        if stretch.leaves and index != max(stretch.leaves) + 1:
+            raise _Stop(f"entry {index} does not follow entry {max(stretch.leaves)}")
         prev = entry_leaf_hash(index, item["integrated_us"], prev, digest, item["tenant"])
-        leaves[index] = prev
-        times[index] = item["integrated_us"]
+        stretch.leaves[index] = prev
+        stretch.times[index] = item["integrated_us"]
     breach_index = bundle["breach_index"]
-    proof = bundle["inclusion"]
-    if breach_index not in leaves or not _included(leaves[breach_index], proof, checkpoint):
-        check.failures.append(
+    leaves = stretch.leaves
+    if breach_index not in leaves or not _included(
+        leaves[breach_index], bundle["inclusion"], checkpoint
+    ):
+        raise _Stop(
             f"entry {breach_index} (the breach) is not the log's: the stretch of entries "
             f"{min(leaves, default=0)} to {breach_index} does not hash to a leaf the "
             "checkpoint includes; an entry in it was altered"
         )
-        return
     check.steps.append(
         f"2-3. entries {min(leaves)} to {breach_index} chain to the breach's leaf, included "
         "in the checkpoint"
     )
-    monitor_part = bundle["monitor"]
-    monitor_raw = dsse.b64decode(monitor_part["envelope"])
-    monitor_proof = monitor_part["inclusion"]
-    monitor_leaf = entry_leaf_hash(
-        monitor_part["index"],
-        monitor_part["integrated_us"],
-        bytes.fromhex(monitor_part["prev_leaf"]),
-        hashlib.sha256(monitor_raw).digest(),
-        monitor_part["tenant"],
+    return stretch
+
+
+def _monitor_entry(part: dict[str, Any], checkpoint: Any) -> bytes:
+    """The monitor record's envelope, once its entry is shown to be in the checkpoint."""
+    raw = dsse.b64decode(part["envelope"])
+    leaf = entry_leaf_hash(
+        part["index"],
+        part["integrated_us"],
+        bytes.fromhex(part["prev_leaf"]),
+        hashlib.sha256(raw).digest(),
+        part["tenant"],
     )
-    if not _included(monitor_leaf, monitor_proof, checkpoint):
-        check.failures.append(f"entry {monitor_part['index']} (the monitor) is not included")
-        return
-    # 4.
-    breach = breach_in(envelopes[breach_index])
-    check.breach = breach
-    monitor = monitor_in(monitor_raw)
-    _check_monitor(breach, monitor, monitor_part, monitor_proof, check)
-    if check.failures:
-        return
-    # 5.
+    if not _included(leaf, part["inclusion"], checkpoint):
+        raise _Stop(f"entry {part['index']} (the monitor) is not included")
+    return raw
+
+
+def _window_complete(breach: BreachRecord, stretch: _Stretch) -> None:
+    """Step 5: the window leaves no entry out at its start, and the bundle holds it all."""
     window = breach.window
-    start_us, end_us = to_micros(window.start), to_micros(window.end)
     before = window.first - 1
-    if before != breach.monitor.index and not (before in times and times[before] < start_us):
-        check.failures.append(
+    start_us = to_micros(window.start)
+    if before != breach.monitor.index and not (
+        before in stretch.times and stretch.times[before] < start_us
+    ):
+        raise _Stop(
             f"entry {before}, before the window's first entry, is neither the monitor's record "
             "nor older than the window's start: the window may leave entries out"
         )
-        return
-    if any(i not in leaves for i in range(window.first, window.last + 1)):
-        check.failures.append("the bundle does not hold every entry of the window")
-        return
-    check.steps.append(f"5. the window is entries {window.first} to {window.last}, complete")
-    # 6.
-    compiled = compile_monitor(monitor.definition)
-    state = MonitorWindow(compiled, record_index=breach.monitor.index)
+    if any(i not in stretch.leaves for i in range(window.first, window.last + 1)):
+        raise _Stop("the bundle does not hold every entry of the window")
+
+
+def _recompute(
+    breach: BreachRecord, monitor: MonitorRecord, stretch: _Stretch, check: BreachCheck
+) -> None:
+    """Step 6: the window's decisions, counted again, give the breach's figures."""
+    window = breach.window
+    start_us, end_us = to_micros(window.start), to_micros(window.end)
+    state = MonitorWindow(compile_monitor(monitor.definition), record_index=breach.monitor.index)
     state.expired_through = max(state.expired_through, window.first - 1)
     for index in range(window.first, window.last + 1):
-        raw = envelopes.get(index)
-        if raw is None or times[index] < start_us:
+        raw = stretch.envelopes.get(index)
+        if raw is None or stretch.times[index] < start_us:
             continue
         if dsse.decode_envelope(raw).payloadType != DECISION_PAYLOAD_TYPE:
             continue
-        state.observe(index, times[index], facts_from_envelope(raw))
+        state.observe(index, stretch.times[index], facts_from_envelope(raw))
     state.expire(end_us)
     reading = state.reading(breach.group or "")
     recomputed = {
