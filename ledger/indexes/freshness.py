@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, distinct, func, select, text
+from sqlalchemy import Connection, func, select, text
 
 from ledger.errors import RecordRejected
 from ledger.log.entry import to_micros
@@ -208,6 +208,8 @@ _HELD_BEFORE = """
         )
       )
 """
+# What a marking statement returns: the marks it made (a mark already held is not made again).
+_MARKED = "\n    RETURNING idx, tenant, change_idx"
 # A decision of the batch is stale at birth by the latest change of each key it relied on
 # that came before it, named another version, and replaced a version the log already held.
 # PostgreSQL finds that latest change once per dependency with a LATERAL join; SQLite, which
@@ -226,6 +228,7 @@ _STALE_AT_BIRTH = {
     WHERE dep.idx BETWEEN :first AND :last
       AND latest.version <> dep.version"""
         + _HELD_BEFORE
+        + _MARKED
     ),
     "sqlite": text(
         """
@@ -240,6 +243,7 @@ _STALE_AT_BIRTH = {
     WHERE dep.idx BETWEEN :first AND :last
       AND latest.version <> dep.version"""
         + _HELD_BEFORE
+        + _MARKED
     ),
 }
 
@@ -254,8 +258,8 @@ _INVALIDATE = text(
     FROM context_dependencies dep
     WHERE dep.tenant = :tenant AND dep.key = :key AND dep.idx < :change
       AND dep.version <> :version
-    ON CONFLICT (idx, key, version) DO NOTHING
-    """
+    ON CONFLICT (idx, key, version) DO NOTHING"""
+    + _MARKED
 )
 
 
@@ -265,15 +269,8 @@ def _mark_stale_at_birth(
     """Mark the batch's decisions that were stale when made; returns the (tenant, change)
     pairs that marked any."""
     statement = _STALE_AT_BIRTH[connection.dialect.name]
-    result = connection.execute(statement, {"first": first, "last": last, "now": now_us})
-    if not result.rowcount:
-        return []
-    marked = connection.execute(
-        select(stale_marks.c.tenant, stale_marks.c.change_idx)
-        .where(stale_marks.c.idx.between(first, last), stale_marks.c.stale_us == now_us)
-        .distinct()
-    )
-    return sorted((row.tenant, row.change_idx) for row in marked)
+    marked = connection.execute(statement, {"first": first, "last": last, "now": now_us})
+    return sorted({(row.tenant, row.change_idx) for row in marked})
 
 
 def _invalidate(
@@ -281,19 +278,11 @@ def _invalidate(
 ) -> int:
     """Mark what change `change` supersedes; returns how many decisions (a decision that
     relied on two versions of the key has two marks)."""
-    result = connection.execute(
+    marked = connection.execute(
         _INVALIDATE,
         {"change": change, "tenant": tenant, "key": key, "version": version, "now": now_us},
     )
-    if not result.rowcount:
-        return 0
-    return int(
-        connection.execute(
-            select(func.count(distinct(stale_marks.c.idx))).where(
-                stale_marks.c.change_idx == change, stale_marks.c.idx < change
-            )
-        ).scalar_one()
-    )
+    return len({row.idx for row in marked})
 
 
 @dataclass(frozen=True, slots=True)
