@@ -17,15 +17,12 @@ and deletes its items in one transaction, after its decisions are committed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 from sqlalchemy import (
-    Connection,
     Engine,
-    Table,
     and_,
     bindparam,
     delete,
@@ -35,11 +32,10 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ingest.otlp.mapping import DECISION_TYPE_ATTRIBUTE
 from ingest.otlp.spans import Export, Span, SpanEvent
-from ledger.storage.db import side_write_transaction
+from ledger.storage.db import conflict_insert, side_write_transaction
 from ledger.storage.schema import otlp_items, otlp_traces
 
 OPEN, BUSY, DONE, FAILED = "open", "busy", "done", "failed"
@@ -75,12 +71,6 @@ class Trace:
 
 def _heads(span: Span) -> bool:
     return span.parent_span_id is None or DECISION_TYPE_ATTRIBUTE in span.attributes
-
-
-def _insert(connection: Connection) -> Callable[[Table], Any]:
-    """The dialect's INSERT, which has ON CONFLICT."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert  # type: ignore[no-any-return]
 
 
 def save(engine: Engine, tenant: str, export: Export, now_us: int) -> Saved:
@@ -121,9 +111,10 @@ def save(engine: Engine, tenant: str, export: Export, now_us: int) -> Saved:
             if trace_id not in closed
         ]
         if items:
-            insert = _insert(connection)
-            connection.execute(insert(otlp_items).on_conflict_do_nothing(), items)
-            statement = insert(otlp_traces)
+            connection.execute(
+                conflict_insert(connection, otlp_items).on_conflict_do_nothing(), items
+            )
+            statement = conflict_insert(connection, otlp_traces)
             connection.execute(
                 statement.on_conflict_do_update(
                     index_elements=[otlp_traces.c.tenant, otlp_traces.c.trace_id],

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import msgspec
 from sqlalchemy import Connection, Engine
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ledger.errors import KeyConflict
 from ledger.keys.keyring import ServiceKey, get_key
@@ -38,7 +37,7 @@ from ledger.records.monitor import (
 )
 from ledger.records.policy import POLICY_CHECK_PAYLOAD_TYPE, PolicyCheckRecord, encode_policy_check
 from ledger.records.replay import REPLAY_PAYLOAD_TYPE, REPLAY_SERVICE, ReplayRecord
-from ledger.storage.db import write_transaction
+from ledger.storage.db import conflict_insert, write_transaction
 from ledger.storage.schema import service_keys
 
 REPLAY_KEY_NAME = "prov-replay.key"
@@ -100,8 +99,7 @@ def register_replay_key(connection: Connection, tenant: str, public_key: bytes) 
         "valid_until_us": None,
         "created_us": now_micros(),
     }
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(service_keys).values(row).on_conflict_do_nothing()
+    statement = conflict_insert(connection, service_keys).values(row).on_conflict_do_nothing()
     connection.execute(statement)
     key = get_key(connection, keyid)
     if key is None or (key.tenant, key.service, key.public_key) != (

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 _WRITE = "prov_write"
@@ -30,6 +31,13 @@ def normalize_url(url: str) -> str:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
+
+
+def conflict_insert(connection: Connection, table: Table) -> Any:
+    """`table`'s INSERT in the connection's own dialect, which has ON CONFLICT (the generic
+    INSERT has none): `.on_conflict_do_nothing()` or `.on_conflict_do_update(...)`."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 def is_sqlite(engine: Engine) -> bool:
