@@ -259,7 +259,11 @@ def _events_conversation(
     return inputs, choices
 
 
-def _input_messages(attrs: dict[str, Any], events: list[SpanEvent]) -> list[ObservedMessage] | None:
+# The input messages and the choices that event-based capture recorded.
+_Logged = tuple[list[ObservedMessage], list[dict[str, Any]]]
+
+
+def _input_messages(attrs: dict[str, Any], logged: _Logged) -> list[ObservedMessage] | None:
     messages = _messages(decoded(attrs.get("gen_ai.input.messages")))
     if messages:
         instructions = decoded(attrs.get("gen_ai.system_instructions"))
@@ -271,12 +275,11 @@ def _input_messages(attrs: dict[str, Any], events: list[SpanEvent]) -> list[Obse
         messages = _messages(unflatten(attrs, prefix))
         if messages:
             return messages
-    messages, _ = _events_conversation(events)
-    return messages or None
+    return logged[0] or None
 
 
 def _answer(
-    attrs: dict[str, Any], events: list[SpanEvent]
+    attrs: dict[str, Any], logged: _Logged
 ) -> tuple[str | None, tuple[CalledTool, ...], str | None]:
     """The first choice's text, tool calls and finish reason."""
     outputs = decoded(attrs.get("gen_ai.output.messages"))
@@ -291,7 +294,7 @@ def _answer(
             if found is not None:
                 reason = values.text(listed[0].get("finish_reason"))
                 return found.content, found.tool_calls, reason
-    _, choices = _events_conversation(events)
+    choices = logged[1]
     if choices:
         choice = choices[0]
         said = choice.get("message")
@@ -349,8 +352,10 @@ def model_call(span: Span, events: list[SpanEvent]) -> ModelCall:
     """A model span (`kind_of` says ``model``) as the call it recorded."""
     attrs = span.attributes
     parameters = _object(attrs.get("llm.invocation_parameters"))
-    text, tool_calls, reason = _answer(attrs, events)
-    messages = _input_messages(attrs, events)
+    # Read once for both: the events are where older instrumentations put the messages.
+    logged = _events_conversation(events)
+    text, tool_calls, reason = _answer(attrs, logged)
+    messages = _input_messages(attrs, logged)
     stops = _parameter(attrs, "gen_ai.request.stop_sequences", parameters, "stop") or []
     error_type, error_message = _error(span)
     response_model = values.text(first(attrs, "gen_ai.response.model", "llm.model_name"))

@@ -99,17 +99,10 @@ def heads(spans: Sequence[Span], *, closing: bool) -> tuple[list[Span], bool]:
     return [min(orphans, key=lambda span: (span.start_ns, span.span_id))], True
 
 
-def _members(head: Span, spans: Sequence[Span], others: set[str], closing: bool) -> list[Span]:
-    """The head and its descendants, stopping at other heads; when closing a rootless
-    trace, every span that is not under another head."""
-    children: dict[str | None, list[Span]] = {}
-    for span in spans:
-        children.setdefault(span.parent_span_id, []).append(span)
-    if closing and head.parent_span_id is not None:
-        present = {span.span_id for span in spans}
-        tops = [span for span in spans if span.parent_span_id not in present]
-    else:
-        tops = [head]
+def _members(
+    tops: Sequence[Span], children: Mapping[str | None, Sequence[Span]], others: set[str]
+) -> list[Span]:
+    """`tops` and their descendants, stopping at the heads in `others`."""
     found: list[Span] = []
     queue = list(tops)
     while queue:
@@ -232,9 +225,16 @@ def decisions_of(
     ordered = sorted(spans, key=lambda span: (span.start_ns, span.span_id))
     found, rootless = heads(ordered, closing=closing)
     ids = {head.span_id for head in found}
+    children: dict[str | None, list[Span]] = {}
+    for span in ordered:
+        children.setdefault(span.parent_span_id, []).append(span)
+    # When the root never came, its decision holds every span whose parent is missing.
+    present = {span.span_id for span in ordered}
+    orphans = [span for span in ordered if span.parent_span_id not in present]
     decisions = []
     for head in found:
-        members = _members(head, ordered, ids - {head.span_id}, rootless)
+        tops = orphans if rootless else [head]
+        members = _members(tops, children, ids - {head.span_id})
         decisions.append(
             build_decision(tenant, head, members, events, incomplete=rootless, service=service)
         )
