@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,29 @@ import httpx
 from tests.support import PROV, prov
 
 TENANT = "acme"
+
+
+def wait_ready(
+    url: str,
+    process: subprocess.Popen[bytes],
+    log: Callable[[], str] = lambda: "",
+    *,
+    timeout: float = 60.0,
+    answered: Callable[[int], bool] = lambda status: status == 200,
+) -> None:
+    """Wait until `url` answers a status `answered` accepts (200: ready); `RuntimeError`,
+    with the end of `log`, if the process exits first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited: {log()}")
+        try:
+            if answered(httpx.get(url, timeout=1).status_code):
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{process.args} did not get ready at {url}: {log()}")
 
 
 def free_port() -> int:
@@ -60,17 +84,12 @@ class Server:
             self.process = subprocess.Popen(
                 [PROV, "serve"], env=self.env(), stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prov serve exited: {self.log_file.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"prov serve did not get ready: {self.log_file.read_text()[-2000:]}")
+        wait_ready(
+            f"{self.url}/readyz",
+            self.process,
+            lambda: self.log_file.read_text()[-2000:],
+            timeout=timeout,
+        )
 
     def kill(self) -> None:
         """kill -9: no shutdown hook runs."""

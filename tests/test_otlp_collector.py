@@ -47,7 +47,7 @@ from ledger.storage.db import make_engine
 from ledger.storage.schema import decisions, log_entries
 from service.cli.collector import collector as collector_command
 from service.cli.main import cli
-from tests.http_server import TENANT, Server, free_port, prepared_server
+from tests.http_server import TENANT, Server, free_port, prepared_server, wait_ready
 from tests.support import PROV, register
 
 SERVICE = "checkout"
@@ -111,17 +111,7 @@ class Collector:
             self.process = subprocess.Popen(
                 self.command(), env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prov collector exited: {self.log()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"prov collector did not get ready: {self.log()}")
+        wait_ready(f"{self.url}/readyz", self.process, self.log, timeout=timeout)
 
     def status(self) -> dict[str, Any]:
         answer = httpx.get(f"{self.url}/readyz", timeout=5)

@@ -19,24 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.http_server import free_port
+from tests.http_server import free_port, wait_ready
 from tests.support import PROV, prov
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "otel_openai.py"
 pytestmark = pytest.mark.slow
-
-
-def _ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"{url} did not start"
-        assert process.poll() is None, f"{url} exited"
-        time.sleep(0.1)
 
 
 def test_the_opentelemetry_only_example_lands_attested_decisions(tmp_path: Path) -> None:
@@ -55,8 +42,9 @@ def test_the_opentelemetry_only_example_lands_attested_decisions(tmp_path: Path)
     )
     db, key = str(tmp_path / "prov.db"), tmp_path / "prov-ledger.key"
     try:
-        _ready(f"{url}/readyz", server)
-        _ready(f"http://127.0.0.1:{models_port}/", models)
+        wait_ready(f"{url}/readyz", server)
+        # The model server has no health route: any answer short of an error means it is up.
+        wait_ready(f"http://127.0.0.1:{models_port}/", models, answered=lambda status: status < 500)
         made = prov(["api-key", "create", "--tenant", "acme", "--role", "ingest"], db=db, key=key)
         ingest_key = str(made.json_lines()[0]["key"])
         audit = prov(["api-key", "create", "--tenant", "acme", "--role", "audit"], db=db, key=key)
