@@ -72,12 +72,10 @@ from ledger.records.replay import ReplayRecord
 # Steps 1 to 7 need no database; they live in `ledger.records.signed` for offline use too.
 from ledger.records.signed import (
     DEFAULT_MAX_RECORD_BYTES,
-    LEDGER_ATTESTED,
     PAYLOAD_DECODERS,
-    PRODUCER_SIGNED,
     Candidate,
     LoggedRecord,
-    attests,
+    attestation_of,
     decode_payload,
     open_envelope,
     parse_record,
@@ -147,7 +145,7 @@ def authenticate(
         decision.tenant,
         decision.id,
         key.keyid,
-        index_row(decision, LEDGER_ATTESTED if attests(key, decision) else PRODUCER_SIGNED)
+        index_row(decision, attestation_of(key.service))
         if isinstance(decision, Decision)
         else None,
         replay=replay_row(decision) if isinstance(decision, ReplayRecord) else None,

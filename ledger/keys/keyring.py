@@ -18,7 +18,7 @@ from ledger.errors import KeyConflict, KeyRegistryError
 from ledger.keys.ed25519 import PUBLIC_KEY_SIZE, derive_keyid
 from ledger.keys.service_key import ServiceKey
 from ledger.log.entry import to_micros
-from ledger.records.replay import REPLAY_SERVICE
+from ledger.records.replay import RECORD_KEYID_PREFIX, REPLAY_SERVICE
 from ledger.storage.schema import service_keys
 
 __all__ = [
@@ -66,11 +66,11 @@ def register_key(
             f"the service {REPLAY_SERVICE!r} is reserved for the ledger's replay key",
             pointer="/service",
         )
-    if keyid is not None and keyid.startswith(REPLAY_SERVICE + ":"):
+    if keyid is not None and keyid.startswith(RECORD_KEYID_PREFIX):
         # The prefix names the ledger's record key, so that offline readers can tell a
         # ledger-attested record from a producer-signed one by its keyid alone.
         raise KeyRegistryError(
-            f"keyids starting with {REPLAY_SERVICE + ':'!r} are reserved for the ledger's "
+            f"keyids starting with {RECORD_KEYID_PREFIX!r} are reserved for the ledger's "
             "record key",
             pointer="/keyid",
         )

@@ -36,7 +36,12 @@ from ledger.records.monitor import (
     encode_record,
 )
 from ledger.records.policy import POLICY_CHECK_PAYLOAD_TYPE, PolicyCheckRecord, encode_policy_check
-from ledger.records.replay import REPLAY_PAYLOAD_TYPE, REPLAY_SERVICE, ReplayRecord
+from ledger.records.replay import (
+    RECORD_KEYID_PREFIX,
+    REPLAY_PAYLOAD_TYPE,
+    REPLAY_SERVICE,
+    ReplayRecord,
+)
 from ledger.storage.db import conflict_insert, write_transaction
 from ledger.storage.schema import service_keys
 
@@ -52,7 +57,7 @@ def default_replay_key_path(ledger_key_path: Path) -> Path:
 
 def replay_keyid(tenant: str, public_key: bytes) -> str:
     """`prov-replay:<tenant>:` and the first 128 bits of the key's SHA-256, in hex."""
-    return f"{REPLAY_SERVICE}:{tenant}:{hashlib.sha256(public_key).hexdigest()[:32]}"
+    return f"{RECORD_KEYID_PREFIX}{tenant}:{hashlib.sha256(public_key).hexdigest()[:32]}"
 
 
 def sign_replay(record: ReplayRecord, key: SigningKey) -> bytes:

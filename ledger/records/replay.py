@@ -50,6 +50,9 @@ from ledger.records.decision import (
 REPLAY_PAYLOAD_TYPE = "application/vnd.prov.replay.v1+json"
 # The service under which each tenant's replay records are signed by the ledger's replay key.
 REPLAY_SERVICE: Final = "prov-replay"
+# Every keyid of the ledger's record key starts so, and no other key's may (the registry
+# refuses it), so that the keyid alone tells a ledger-made signature apart offline.
+RECORD_KEYID_PREFIX: Final = REPLAY_SERVICE + ":"
 SCHEMA_VERSION = 1
 
 Mode = Literal["deterministic", "pinned", "counterfactual"]

@@ -152,6 +152,12 @@ PRODUCER_SIGNED = "producer-signed"
 LEDGER_ATTESTED = "ledger-attested"
 
 
+def attestation_of(service: str) -> str:
+    """The level a signature verified under a key registered for `service` gives a
+    decision: only the ledger's record key is registered for `REPLAY_SERVICE`."""
+    return LEDGER_ATTESTED if service == REPLAY_SERVICE else PRODUCER_SIGNED
+
+
 def attests(key: ServiceKey, record: LoggedRecord) -> bool:
     """Whether `key` is the ledger's record key signing a decision it built from unsigned
     input (OTLP spans): such a decision names the service the spans came from, and is

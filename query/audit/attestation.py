@@ -24,13 +24,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from ledger.records.decision import NOT_REPLAYABLE_ATTRIBUTE
-from ledger.records.replay import REPLAY_SERVICE
-from ledger.records.signed import LEDGER_ATTESTED, PRODUCER_SIGNED
+from ledger.records.replay import RECORD_KEYID_PREFIX
+from ledger.records.signed import LEDGER_ATTESTED, PRODUCER_SIGNED, attestation_of
 
 # No key verifies the signature (or the record does not decode): nobody vouches for it.
 UNVERIFIED = "unverified"
-# Only the ledger's record key has keyids with this prefix (`ledger.keys.keyring`).
-RECORD_KEYID_PREFIX = REPLAY_SERVICE + ":"
 OTLP_ATTRIBUTE = "otlp"
 
 __all__ = [
@@ -45,10 +43,8 @@ __all__ = [
 ]
 
 
-def level_of_key(service: str) -> str:
-    """The level a signature verified under a key registered for `service` gives a
-    decision: only the ledger's record key is registered for `REPLAY_SERVICE`."""
-    return LEDGER_ATTESTED if service == REPLAY_SERVICE else PRODUCER_SIGNED
+# The level a signature verified under a key registered for a service gives a decision.
+level_of_key = attestation_of
 
 
 def level_of_keyid(keyid: str) -> str:
