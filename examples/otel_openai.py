@@ -83,7 +83,9 @@ def assess(client: openai.OpenAI, tracer_provider: TracerProvider, app: dict[str
             report = bureau_report(int(str(app["score"])))
             tool.set_attribute("gen_ai.operation.name", "execute_tool")
             tool.set_attribute("gen_ai.tool.name", "credit_bureau")
-            tool.set_attribute("gen_ai.tool.call.arguments", json.dumps({"id": app["application_id"]}))
+            tool.set_attribute(
+                "gen_ai.tool.call.arguments", json.dumps({"id": app["application_id"]})
+            )
             tool.set_attribute("gen_ai.tool.call.result", json.dumps(report))
         application = {k: v for k, v in app.items() if k != "score"}
         user = "\n".join(

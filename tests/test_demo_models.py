@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 
 from ledger.ledger import Ledger
 from ledger.log.sequencer import now_micros
+from ledger.records.decision_text import decision_from_text
 from ledger.records.replay import ReplayRecord
 from query.audit.why import why_report
 from replay.engine.engine import ReplayPlan, replay_decision
-from ledger.records.decision_text import decision_from_text
 from replay.engine.requests import recorded_requests, recorded_run
 from replay.providers import (
     ChatMessage,

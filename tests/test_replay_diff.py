@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.records.decision import Cost, StepError, Usage
+from ledger.records.decision_text import decision_from_text
 from ledger.records.replay import (
     Diff,
     Divergence,
@@ -25,7 +26,6 @@ from ledger.records.replay import (
     ToolCallChange,
 )
 from replay.engine.diff import compare, escape, field_changes, same, tool_call_changes, verdict_of
-from ledger.records.decision_text import decision_from_text
 
 # Keys that need escaping in a pointer, or look like indexes, turn up often.
 KEYS = st.sampled_from(["a", "b", "a/b", "~", "~1", "0", "", "approved"]) | st.text(max_size=6)

@@ -19,9 +19,9 @@ import msgspec
 import pytest
 
 from ledger.records.decision import Cost, Decision, LlmCall, StepError, ToolCall, Usage
+from ledger.records.decision_text import decision_from_text
 from ledger.records.replay import FieldChange, ReplayedLlmCall, ReplayedToolCall
 from replay.engine.engine import ReplayPlan, ReplayPlanError, check_plan, replay_decision
-from ledger.records.decision_text import decision_from_text
 from replay.engine.requests import recorded_requests
 from replay.engine.tools import ToolHandlers
 from replay.providers import ChatMessage, ProviderPool, parse_registry

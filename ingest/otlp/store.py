@@ -161,9 +161,15 @@ def claim(
         ),
     )
     stale = and_(t.state == BUSY, t.claimed_us <= now_us - stale_us)
+    claimable = or_(ready, stale)
+    # Look before taking the writer's lock: an idle server polls often, and on SQLite an
+    # empty claim would still hold the single writer's lock that every other process needs.
+    with engine.connect() as connection:
+        if connection.execute(select(t.trace_id).where(claimable).limit(1)).first() is None:
+            return []
     chosen = (
         select(t.tenant, t.trace_id)
-        .where(or_(ready, stale))
+        .where(claimable)
         .order_by(t.last_us)
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -18,6 +18,7 @@ from typing import Final
 from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 
 from ledger.keys.apikeys import KEY_COLUMNS, ApiKey, key_from_row, token_hash
+from ledger.storage.db import side_write_transaction
 from ledger.storage.schema import api_keys, ui_sessions
 
 # Seeing a session again moves its idle deadline; more often than this is not worth a write.
@@ -80,9 +81,9 @@ def resolve(engine: Engine, session_id: str, *, now_us: int, idle_us: int) -> Ap
     if row is None:
         return None
     if now_us - row.last_seen_us >= TOUCH_EVERY_US:
-        # Its own transaction, led by the write: SQLite cannot turn a read into a write
-        # once another writer has committed since.
-        with engine.begin() as connection:
+        # Its own write transaction: the read above was outside it, and SQLite cannot turn
+        # a read into a write once another writer has committed since.
+        with side_write_transaction(engine) as connection:
             connection.execute(
                 update(ui_sessions)
                 .where(ui_sessions.c.id_hash == digest)

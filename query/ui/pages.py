@@ -43,6 +43,7 @@ from ledger.keys import ui_sessions
 from ledger.keys.apikeys import READERS, ApiKey
 from ledger.ledger import Ledger
 from ledger.log.sequencer import now_micros
+from ledger.storage.db import side_write_transaction
 from query.audit.freshness import freshness_answer
 from query.audit.search import QUERY_FIELDS, DecisionFilter, search
 from query.audit.why import why_report
@@ -214,7 +215,7 @@ def _start_session(ledger: Ledger, key: ApiKey, previous: str | None, policy: Se
     """A new session for `key`; the browser's previous one (if any) ends, and so does every
     session past its time, so that the table holds only live ones."""
     now_us = now_micros()
-    with ledger.engine.begin() as connection:
+    with side_write_transaction(ledger.engine) as connection:
         session_id = ui_sessions.create(connection, key, now_us=now_us, ttl_us=policy.ttl_us)
         if previous:
             ui_sessions.end(connection, previous)
@@ -223,7 +224,7 @@ def _start_session(ledger: Ledger, key: ApiKey, previous: str | None, policy: Se
 
 
 def _end_session(ledger: Ledger, session_id: str) -> None:
-    with ledger.engine.begin() as connection:
+    with side_write_transaction(ledger.engine) as connection:
         ui_sessions.end(connection, session_id)
 
 

@@ -34,6 +34,7 @@ from ledger.ledger import Ledger
 from ledger.log.entry import rfc3339
 from ledger.log.sequencer import now_micros
 from ledger.records.replay import Mode, ReplayRecord, Verdict
+from ledger.storage.db import side_write_transaction
 from ledger.storage.schema import replay_jobs
 from replay.batch.batch import (
     DEFAULT_CONCURRENCY,
@@ -202,7 +203,7 @@ def update_job(
         values["error"] = error
     if report is not None:
         values["report"] = report.decode()
-    with engine.begin() as connection:
+    with side_write_transaction(engine) as connection:
         connection.execute(
             update(replay_jobs)
             .where(replay_jobs.c.id == job_id, replay_jobs.c.state.in_(UNFINISHED))
@@ -224,7 +225,7 @@ def fail_unfinished(
 def fail_interrupted(engine: Engine) -> int:
     """At server start, before any worker runs a job: every job still queued or running
     was left so by a process that is gone. Returns how many were marked failed."""
-    with engine.begin() as connection:
+    with side_write_transaction(engine) as connection:
         return fail_unfinished(connection, INTERRUPTED, now_micros())
 
 
@@ -307,7 +308,7 @@ class JobRunner:
                 await task
         if self._tasks:
             ids = list(self._tasks)
-            with self.ledger.engine.begin() as connection:
+            with side_write_transaction(self.ledger.engine) as connection:
                 fail_unfinished(connection, STOPPED, now_micros(), ids)
 
     def _start(self, job: Job, work: Callable[[], Awaitable[None]]) -> None:

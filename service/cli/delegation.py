@@ -38,6 +38,7 @@ from ledger.delegation.ucan_files import format_chain, parse_chain
 from ledger.errors import RecordRejected
 from ledger.keys.signing import SigningKey, load_signing_key, public_key_from_pem
 from ledger.log.sequencer import now_micros
+from ledger.storage.db import side_write_transaction
 from service.cli.common import Failed, emit, ledger_options, open_ledger
 from service.cli.times import TIME, TIME_HELP
 from service.settings import Settings
@@ -313,7 +314,7 @@ def tenant() -> None:
 @ledger_options
 def tenant_set_delegation_mode(settings: Settings, name: str, mode: str) -> None:
     """Set how ingest checks NAME's delegation chains: required, optional or off."""
-    with open_ledger(settings).engine.begin() as connection:
+    with side_write_transaction(open_ledger(settings).engine) as connection:
         set_mode(connection, name, DelegationMode(mode), now_us=now_micros())
     emit({"tenant": name, "delegation_mode": mode})
 

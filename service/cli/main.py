@@ -28,7 +28,7 @@ from ledger.ledger import Ledger
 from ledger.log.note import NoteVerifier
 from ledger.log.proofs import consistency_proof, inclusion_proof
 from ledger.log.sequencer import now_micros
-from ledger.storage.db import make_engine, write_transaction
+from ledger.storage.db import make_engine, side_write_transaction, write_transaction
 from query.audit.auditor import audit as audit_log
 from query.audit.entry_view import show_entry
 from service.cli.analytics import COMMANDS as ANALYTICS_COMMANDS
@@ -415,7 +415,7 @@ def keys_add(
     except ValueError as error:
         raise Failed(f"{public_key_file.name}: {error}") from None
     now = datetime.now(UTC)
-    with open_ledger(settings).engine.begin() as connection:
+    with side_write_transaction(open_ledger(settings).engine) as connection:
         key = register_key(
             connection,
             tenant=tenant,
@@ -444,7 +444,7 @@ def keys_list(settings: Settings, tenant: str | None) -> None:
 @ledger_options
 def keys_revoke(settings: Settings, keyid: str) -> None:
     """Revoke the service key KEYID as of now: new records signed with it are refused."""
-    with open_ledger(settings).engine.begin() as connection:
+    with side_write_transaction(open_ledger(settings).engine) as connection:
         emit(revoke_key(connection, keyid, at=datetime.now(UTC)).to_json())
 
 

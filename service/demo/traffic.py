@@ -35,7 +35,7 @@ from ledger.log.sequencer import now_micros
 from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
 from ledger.storage.blobs import put_blob
-from ledger.storage.db import write_transaction
+from ledger.storage.db import side_write_transaction, write_transaction
 from service.demo.loan_policy import POLICY_SERVICE, policy_records
 from service.demo.scenarios import (
     DEMO_SERVICES,
@@ -61,7 +61,7 @@ def register_demo_keys(
 ) -> None:
     """Register the demo keys of `services` (by default, the demo services)."""
     now = datetime.now(UTC)
-    with engine.begin() as connection:
+    with side_write_transaction(engine) as connection:
         for service in sorted(set(services)):
             register_key(
                 connection,

@@ -34,6 +34,7 @@ from ledger.ledger import Ledger
 from ledger.log.sequencer import now_micros
 from ledger.records.decision import Id, Label
 from ledger.records.replay import Mode
+from ledger.storage.db import side_write_transaction
 from query.audit.why import find_decision_index
 from query.services import read_services
 from replay.batch.batch import load_recorded
@@ -137,7 +138,7 @@ def _prepare(
             [recorded] = load_recorded(ledger.engine, indexes)
             models = [(recorded.decision.model.name, recorded.decision.model.version)]
     check_plan(request.plan(), replays.pool, models)
-    with ledger.engine.begin() as connection:
+    with side_write_transaction(ledger.engine) as connection:
         job = create_job(
             connection,
             tenant=tenant,
