@@ -289,11 +289,11 @@ def run(
         with_pool(
             registry,
             lambda pool: run_batch(
-                load_recorded(ledger.engine, indexes),
+                load_recorded(ledger, indexes),
                 total=count,
                 plan=PINNED,
                 pool=pool,
-                blobs=ledger_blobs(ledger.engine, TENANT),
+                blobs=ledger_blobs(ledger.blobs, TENANT),
                 append=ledger.append_replays,
                 batch="bench",
                 tenant=TENANT,
@@ -305,7 +305,7 @@ def run(
     assert report.stored == count, f"{count - report.stored} replays not stored"
     logged = [line.index for line in report.replays if line.index is not None]
     calls = model_calls(ledger, logged)
-    recorded = list(load_recorded(ledger.engine, indexes))
+    recorded = list(load_recorded(ledger, indexes))
     _, engine_s = asyncio.run(
         with_pool(registry, lambda pool: engine_only(pool, recorded, concurrency))
     )

@@ -45,6 +45,7 @@ from ledger.indexes.delegations import AuthorityRow
 from ledger.indexes.freshness import ChangeRow, DecisionFreshness, change_row, decision_freshness
 from ledger.indexes.monitors import MonitorRow
 from ledger.indexes.policies import (
+    BlobReader,
     PolicyCheckRow,
     PolicyRow,
     check_decision_link,
@@ -165,8 +166,10 @@ def admit_batch(
     *,
     max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     pool: WorkerPool | None = None,
+    blobs: BlobReader | None = None,
 ) -> list[Admitted | RecordRejected]:
     """Admit many records with one query each for keys, modes and principals per batch.
+    `blobs` reads the policy documents stored as blobs (none are found without it).
 
     Payload decoding (which holds the GIL) and signature checks (which do not) run
     together on `pool`'s threads, so one thread decodes while another verifies. Delegation
@@ -224,7 +227,7 @@ def admit_batch(
     principals = load_roots(engine, pending) if pending else {}
     replayed = _replayed_decisions(engine, first)
     documents = document_blobs(
-        engine,
+        blobs or (lambda wanted: {}),
         (
             (item.tenant, item.policy)
             for item in first

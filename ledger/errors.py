@@ -309,6 +309,35 @@ class RecordUnstorable(RecordRejected):
     title = "Record could not be stored"
 
 
+class BlobUnreadable(ProvError):
+    """A blob's stored bytes are missing from its object store or fail to authenticate
+    under its key although it was never erased: lost or altered storage."""
+
+    kind = "blob-unreadable"
+    title = "Blob unreadable"
+
+
+class BlobStoreUnavailable(ProvError):
+    """The blob object store did not answer or refused the request; nothing was
+    acknowledged, so a retry after a pause is safe (503 with Retry-After over HTTP)."""
+
+    kind = "blob-store-unavailable"
+    title = "Blob store unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class BadConfiguration(ProvError, ValueError):
+    """A setting names something that cannot work (a blob store URL of no known kind, an
+    S3 bucket name S3 refuses); the detail says which setting and why, in one line. A
+    ValueError too, so that settings validation reports it like any other bad value."""
+
+    kind = "bad-configuration"
+    title = "Setting cannot work"
+
+
 class DatabaseUnavailable(ProvError):
     """The database failed the whole group (unreachable, or refusing every write): nothing
     was acknowledged, so a retry after a pause is safe."""

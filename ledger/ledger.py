@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import sqlalchemy.exc
@@ -18,6 +19,11 @@ from sqlalchemy import Engine, insert
 
 from ledger._parallel import WorkerPool
 from ledger.admission import DEFAULT_MAX_RECORD_BYTES, Admitted, admit_batch
+from ledger.blobs.kek import default_kek_path, ensure_kek, load_kek
+from ledger.blobs.stores.base import ObjectStore
+from ledger.blobs.stores.database import DatabaseStore
+from ledger.blobs.subject_keys import SubjectKeys, default_subject_keys_path
+from ledger.blobs.vault import BlobVault
 from ledger.errors import LedgerNotInitialized, RecordRejected
 from ledger.keys import ed25519 as _ed25519
 from ledger.keys.replay_signing import ReplaySigner, default_replay_key_path
@@ -63,12 +69,26 @@ class Ledger:
     # Signs replay records (`ledger.keys.replay_signing`); None when its file does not exist.
     replay_signer: ReplaySigner | None = None
     replay_key_path: Path | None = None
+    # Where blob bytes live (None: the database) and, outside the database, the
+    # key-encryption key and the subjects' data keys (`ledger.blobs`).
+    blob_store: ObjectStore | None = None
+    kek_path: Path | None = None
+    subject_keys_file: Path | None = None
     # The monitors' windows, in step with the log (`ledger.monitors.live`).
     monitors: LiveMonitors = field(init=False)
 
     def __post_init__(self) -> None:
         signer = self.replay_signer
         self.monitors = LiveMonitors(None if signer is None else signer.sign_breach)
+
+    @cached_property
+    def blobs(self) -> BlobVault:
+        """The blob vault; its key-encryption key is read on first use, so commands that
+        never touch a blob do not need it."""
+        if self.kek_path is None or self.subject_keys_file is None:
+            raise LedgerNotInitialized("this ledger was opened without its blob keys")
+        keys = SubjectKeys(self.subject_keys_file, load_kek(self.kek_path))
+        return BlobVault(self.engine, self.blob_store or DatabaseStore(self.engine), keys)
 
     @classmethod
     def init(
@@ -79,14 +99,19 @@ class Ledger:
         *,
         replay_key_path: Path | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        blob_store: ObjectStore | None = None,
+        kek_path: Path | None = None,
+        subject_keys_file: Path | None = None,
     ) -> Ledger:
         """Create or migrate the schema, create the keys if missing, and fix the log's origin
         on first use. Safe to run again: an existing log keeps its origin.
 
-        The replay key is at `replay_key_path`, by default next to the ledger key."""
+        The replay key is at `replay_key_path`, the key-encryption key at `kek_path` and the
+        subjects' data keys under `subject_keys_file`, by default all next to the ledger key."""
         migrate(engine)
         key = ensure_key(key_path)
         ensure_key(replay_key_path or default_replay_key_path(key_path))
+        ensure_kek(kek_path or default_kek_path(key_path))
         with write_transaction(engine) as connection:
             stored_origin = read_info(connection, "origin")
             if stored_origin is None:
@@ -100,7 +125,13 @@ class Ledger:
                 )
                 store_checkpoint(connection, merkle.CompactRange(), signer, origin, now_micros())
         return cls.open(
-            engine, key_path, replay_key_path=replay_key_path, max_record_bytes=max_record_bytes
+            engine,
+            key_path,
+            replay_key_path=replay_key_path,
+            max_record_bytes=max_record_bytes,
+            blob_store=blob_store,
+            kek_path=kek_path,
+            subject_keys_file=subject_keys_file,
         )
 
     @classmethod
@@ -111,6 +142,9 @@ class Ledger:
         *,
         replay_key_path: Path | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        blob_store: ObjectStore | None = None,
+        kek_path: Path | None = None,
+        subject_keys_file: Path | None = None,
     ) -> Ledger:
         """Open an initialized ledger. Its replay key (by default next to the ledger key)
         is needed only to append replays."""
@@ -135,6 +169,9 @@ class Ledger:
             max_record_bytes,
             replay_signer=replay_signer,
             replay_key_path=replay_path,
+            blob_store=blob_store,
+            kek_path=kek_path or default_kek_path(key_path),
+            subject_keys_file=subject_keys_file or default_subject_keys_path(key_path),
         )
 
     @property
@@ -142,7 +179,15 @@ class Ledger:
         return self.signer.verifier
 
     def admit(self, raws: Sequence[bytes]) -> list[Admitted | RecordRejected]:
-        return admit_batch(self.engine, raws, max_bytes=self.max_record_bytes, pool=self.pool)
+        return admit_batch(
+            self.engine,
+            raws,
+            max_bytes=self.max_record_bytes,
+            pool=self.pool,
+            # A lambda, so that the vault (and its KEK) is opened only when a batch holds a
+            # policy document stored as a blob.
+            blobs=lambda wanted: self.blobs.find_many(wanted),  # noqa: PLW0108
+        )
 
     def append(self, raws: Sequence[bytes]) -> list[Receipt | RecordRejected]:
         """Admit and append a batch in one transaction; results line up with `raws`."""

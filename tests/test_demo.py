@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from msgspec import inspect
 
+from ledger.blobs.salted import content_of, is_salted
 from ledger.delegation import ucan
 from ledger.records.decision import Decision, LlmCall, Message, ToolCall, encode_decision
 from ledger.records.decision_text import decision_from_text
@@ -305,8 +306,11 @@ def test_every_referenced_blob_is_held_with_bytes_that_hash_to_it() -> None:
         assert sorted(record.blobs) == sorted(referenced)
         for digest, content in record.blobs.items():
             assert digest == "sha256:" + hashlib.sha256(content).hexdigest()
+            # Personal content is salted: the digest hides it (docs/log-format.md).
+            assert is_salted(content)
+            assert digest != "sha256:" + hashlib.sha256(content_of(content)).hexdigest()
     scenarios = {r.decision.decision_type: len(_referenced(r.decision)) for r in RECORDS}
-    assert scenarios == {"order.route": 1, "loan.approve": 2, "payment.retry": 0}
+    assert scenarios == {"order.route": 1, "loan.approve": 3, "payment.retry": 0}
 
 
 def test_message_blobs_are_the_rendered_messages_as_a_json_array() -> None:
@@ -314,7 +318,7 @@ def test_message_blobs_are_the_rendered_messages_as_a_json_array() -> None:
         prompt = record.decision.prompt
         assert prompt is not None
         assert prompt.messages_blob is not None
-        rendered = msgspec.json.decode(record.blobs[prompt.messages_blob])
+        rendered = msgspec.json.decode(content_of(record.blobs[prompt.messages_blob]))
         assert [set(message) for message in rendered] == [{"role", "content"}] * 2
         assert [Message(**message) for message in rendered] == _messages(record)
 
@@ -330,9 +334,10 @@ def test_the_user_message_carries_the_facts_the_model_needs() -> None:
         bureau, income = decision.context
         assert bureau.blob is not None
         assert bureau.digest == bureau.blob  # the snapshot is the report's bytes
-        assert facts[FACT_BUREAU] == msgspec.json.decode(record.blobs[bureau.blob])
+        assert facts[FACT_BUREAU] == msgspec.json.decode(content_of(record.blobs[bureau.blob]))
         assert facts[FACT_BUREAU]["version"] == bureau.version
-        assert facts[FACT_INCOME] == income.value
+        assert income.blob is not None
+        assert facts[FACT_INCOME] == msgspec.json.decode(content_of(record.blobs[income.blob]))
     for record in _of("payment.retry"):
         facts = _facts(record)
         assert facts[FACT_PAYMENT] == record.decision.inputs | {

@@ -435,7 +435,7 @@ def test_prov_demo_stores_every_referenced_blob(
                 assert blob["status"] == "present", blob
                 assert blob["size"] == len(held[blob["digest"]])
                 seen[blob["pointer"]] += 1
-    # Loans hold their bureau report and messages, orders their messages.
-    assert seen == {"/context/0/blob": 3, "/prompt/messages_blob": 6}
+    # Loans hold their bureau report, income and messages, orders their messages.
+    assert seen == {"/context/0/blob": 3, "/context/1/blob": 3, "/prompt/messages_blob": 6}
     for digest, content in held.items():
         assert digest == "sha256:" + hashlib.sha256(content).hexdigest()

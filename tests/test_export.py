@@ -16,7 +16,6 @@ from sqlalchemy import text
 from ledger.delegation.records import PRINCIPAL_PAYLOAD_TYPE, PRINCIPAL_SERVICE, sign_record
 from ledger.ledger import Ledger
 from ledger.log.sequencer import now_micros
-from ledger.storage.blobs import erase_blob, put_blob
 from query.analytics.views import connect, run_sql
 from query.export.exporter import export_ledger
 from query.export.manifest import read_history
@@ -100,13 +99,14 @@ def test_erased_blobs_are_exported_marked_as_erased(ledger: Ledger, out: Locatio
     # Upload the message blobs of two demo records (their bytes come with them), erase one.
     held = {record.decision.id: record.blobs for record in demo_records(6, seed=7)}
     kept, erased = loans[0], loans[1]
-    with ledger.engine.begin() as connection:
-        for decision in (kept, erased):
-            assert decision.prompt is not None
-            digest = decision.prompt.messages_blob or ""
-            put_blob(connection, "acme", digest, held[decision.id][digest], now_us=now_micros())
-        assert erased.prompt is not None
-        erase_blob(connection, "acme", erased.prompt.messages_blob or "", now_us=now_micros())
+    for decision in (kept, erased):
+        assert decision.prompt is not None
+        digest = decision.prompt.messages_blob or ""
+        ledger.blobs.put(
+            "acme", digest, held[decision.id][digest], subject=decision.subject, now_us=now_micros()
+        )
+    assert erased.prompt is not None
+    ledger.blobs.erase_now("acme", [erased.prompt.messages_blob or ""], now_us=now_micros())
     export_ledger(ledger, out)
 
     rows = run_sql(

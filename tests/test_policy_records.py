@@ -32,8 +32,6 @@ from ledger.records.policy import (
     policy_record_id,
 )
 from ledger.records.replay import REPLAY_SERVICE, leaf_reference
-from ledger.storage.blobs import put_blob
-from ledger.storage.db import write_transaction
 from query.audit.why import find_decision_index
 from service.demo import loan_rules
 from service.demo.loan_policy import LOAN_POLICY_V1, LOAN_POLICY_V2, POLICY_SERVICE
@@ -231,15 +229,13 @@ def test_a_document_stored_as_a_blob_is_checked_from_its_bytes(ledger: Ledger) -
         "policy-document-unavailable",
         "/payload/document_blob",
     )
-    with write_transaction(ledger.engine) as connection:
-        put_blob(connection, TENANT, digest, content, now_us=0)
+    ledger.blobs.put(TENANT, digest, content, subject=None, now_us=0)
     [receipt] = ledger.append([signed(by_blob)])
     assert isinstance(receipt, Receipt), receipt
     # A blob that is not a Cedar document is refused once read.
     junk = b"not cedar at all {"
     junk_digest = document_digest(junk)
-    with write_transaction(ledger.engine) as connection:
-        put_blob(connection, TENANT, junk_digest, junk, now_us=0)
+    ledger.blobs.put(TENANT, junk_digest, junk, subject=None, now_us=0)
     bad = policy_record(
         id="policy-junk", version="v3", document=None, document_blob=junk_digest, digest=junk_digest
     )

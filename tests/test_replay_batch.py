@@ -34,7 +34,6 @@ from ledger.records.replay import (
     MoneyDelta,
     ReplayRecord,
 )
-from ledger.storage.blobs import erase_blob
 from query.audit.search import DecisionFilter
 from replay.batch.batch import Progress, Recorded, ledger_blobs, load_recorded, run_batch
 from replay.batch.report_html import render_report
@@ -79,11 +78,11 @@ def shadow(
         _closing(
             pool,
             run_batch(
-                recorded if recorded is not None else load_recorded(ledger.engine, indexes),
+                recorded if recorded is not None else load_recorded(ledger, indexes),
                 total=len(indexes),
                 plan=plan,
                 pool=pool,
-                blobs=ledger_blobs(ledger.engine, TENANT),
+                blobs=ledger_blobs(ledger.blobs, TENANT),
                 append=ledger.append_replays,
                 batch=batch,
                 tenant=TENANT,
@@ -266,7 +265,7 @@ def test_a_replay_the_ledger_refuses_is_on_its_line_and_the_batch_goes_on(
     ledger: Ledger, db_url: str, key_path: Path
 ) -> None:
     indexes = demo_indexes(ledger, db_url, key_path, 5)
-    recorded = list(load_recorded(ledger.engine, indexes))
+    recorded = list(load_recorded(ledger, indexes))
     # A replay naming its decision by another leaf hash than the decision's entry has.
     recorded[2] = Recorded(recorded[2].decision, bytes(32))
     report = shadow(ledger, indexes, ReplayPlan(mode="deterministic"), pool=None, recorded=recorded)
@@ -288,7 +287,7 @@ def test_a_replay_that_raises_is_recorded_as_failed(
     # Without the blob bytes read along with each decision, the replay asks the store.
     recorded = [
         Recorded(one.decision, one.leaf_hash)
-        for one in load_recorded(ledger.engine, indexes)
+        for one in load_recorded(ledger, indexes)
         if one.decision.prompt is not None and one.decision.prompt.messages_blob is not None
     ]
     assert recorded, "the demo stores some prompts as blobs"
@@ -438,7 +437,7 @@ def test_prompt_blobs_are_read_with_the_decisions_and_an_erased_one_fails_its_re
     ledger: Ledger, db_url: str, key_path: Path, model_server: ModelServer
 ) -> None:
     indexes = demo_indexes(ledger, db_url, key_path, 6)
-    recorded = list(load_recorded(ledger.engine, indexes))
+    recorded = list(load_recorded(ledger, indexes))
     by_blob = [one for one in recorded if one.decision.prompt and one.decision.prompt.messages_blob]
     assert by_blob
     for one in by_blob:
@@ -447,8 +446,7 @@ def test_prompt_blobs_are_read_with_the_decisions_and_an_erased_one_fails_its_re
     erased = by_blob[0].decision
     assert erased.prompt is not None
     assert erased.prompt.messages_blob is not None
-    with ledger.engine.begin() as connection:
-        erase_blob(connection, TENANT, erased.prompt.messages_blob, now_us=now_micros())
+    ledger.blobs.erase_now(TENANT, [erased.prompt.messages_blob], now_us=now_micros())
 
     report = shadow(ledger, indexes, AGAINST_CANDIDATE, pool=pool_for(model_server))
     [line] = [line for line in report.replays if line.replay_of == erased.id]

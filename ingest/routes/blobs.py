@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
 import msgspec
-import sqlalchemy.exc
 from litestar import Request, Response, delete, get, put
 from litestar.openapi.datastructures import ResponseSpec
-from sqlalchemy import Engine
+from litestar.params import Parameter
 
 from httpapi.problems import problem_spec
 from ingest.routes.bodies import body_limit_of, budget_of, spooled_body
 from ingest.routes.openapi import OctetStream
+from ledger.blobs.digest import check_digest
+from ledger.blobs.vault import COPY_CHUNK, StoredBlob, check_subject
 from ledger.errors import DigestMismatch
 from ledger.keys.apikeys import ADMINS, READERS, WRITERS, ApiKey
+from ledger.ledger import Ledger
 from ledger.log.sequencer import now_micros
-from ledger.storage.blobs import (
-    COPY_CHUNK,
-    StoredBlob,
-    check_digest,
-    erase_blob,
-    get_blob,
-    put_blob_file,
-)
-from ledger.storage.db import is_sqlite, side_write_transaction, write_transaction
+from ledger.storage.db import is_sqlite
+
+# The header that names the subject an upload is about.
+SUBJECT_HEADER = "Prov-Subject"
 
 
 class BlobStored(msgspec.Struct):
@@ -48,13 +45,28 @@ class BlobStored(msgspec.Struct):
     },
 )
 async def upload_blob(
-    digest: str, request: Request[Any, Any, Any], caller: ApiKey, engine: Engine
+    digest: str,
+    request: Request[Any, Any, Any],
+    caller: ApiKey,
+    ledger: Ledger,
+    subject: Annotated[
+        str | None,
+        Parameter(
+            header=SUBJECT_HEADER,
+            required=False,
+            description="The subject the bytes are about: they are sealed under its data key, "
+            "and erasing the subject erases them",
+        ),
+    ] = None,
 ) -> Response[BlobStored]:
-    """Store bytes under `sha256:<hex>` after checking that they hash to it."""
+    """Store bytes under `sha256:<hex>` after checking that they hash to it; the bytes are
+    sealed under the data key of the subject named in `Prov-Subject` (the tenant's own key
+    without one)."""
     check_digest(digest)
-    # Spooled to a file while hashed, then copied to the database in chunks: a blob is
-    # never whole in memory, and one that does not match its digest never reaches the
-    # database.
+    check_subject(subject)
+    # Spooled to a file while hashed, then sealed and written to the object store in
+    # chunks: a blob is never whole in memory, and one that does not match its digest is
+    # never stored.
     async with spooled_body(request, body_limit_of(request)) as spooled:
         if spooled.digest != digest:
             raise DigestMismatch(
@@ -62,26 +74,16 @@ async def upload_blob(
             )
 
         def store() -> StoredBlob:
-            try:
-                return store_once()
-            except sqlalchemy.exc.IntegrityError:
-                return store_once()  # the same blob, stored concurrently: now it is found
-
-        def store_once() -> StoredBlob:
-            # Never the log's write lock: a large upload must not hold up appends.
-            with side_write_transaction(engine) as connection:
-                return put_blob_file(
-                    connection,
-                    caller.tenant,
-                    digest,
-                    spooled.file,
-                    spooled.size,
-                    now_us=now_micros(),
-                )
+            return ledger.blobs.put_file(
+                caller.tenant, digest, spooled.file, spooled.size, subject=subject,
+                now_us=now_micros(),
+            )  # fmt: skip
 
         # SQLite builds the row in memory (the blob is not its last column), so there the
-        # write holds the blob whole, under the budget; COPY to PostgreSQL holds one chunk.
-        in_memory = spooled.size if is_sqlite(engine) else min(spooled.size, 3 * COPY_CHUNK)
+        # write holds the blob whole, under the budget; the other stores hold a few chunks.
+        engine = ledger.engine
+        whole = is_sqlite(engine) and ledger.blobs.store.location == "database"
+        in_memory = spooled.size if whole else min(spooled.size, 3 * COPY_CHUNK)
         budget = budget_of(request)
         await budget.acquire(in_memory)
         try:
@@ -102,10 +104,9 @@ async def upload_blob(
     media_type="application/octet-stream",
     responses={404: problem_spec("No such blob for this tenant"), 410: problem_spec("Erased")},
 )
-def download_blob(digest: str, caller: ApiKey, engine: Engine) -> bytes:
-    """The blob's bytes, to readers of its tenant."""
-    with engine.connect() as connection:
-        return get_blob(connection, caller.tenant, digest)
+def download_blob(digest: str, caller: ApiKey, ledger: Ledger) -> bytes:
+    """The blob's bytes (a salted blob with its salt), to readers of its tenant."""
+    return ledger.blobs.get(caller.tenant, digest)
 
 
 @delete(
@@ -117,8 +118,7 @@ def download_blob(digest: str, caller: ApiKey, engine: Engine) -> bytes:
     status_code=204,
     responses={404: problem_spec("No such blob for this tenant")},
 )
-def erase(digest: str, caller: ApiKey, engine: Engine) -> None:
+def erase(digest: str, caller: ApiKey, ledger: Ledger) -> None:
     """Drop a blob's bytes for good, as a subject's erasure requires. Its digest stays, so
     the records that reference it still verify; reads then answer 410."""
-    with write_transaction(engine) as connection:
-        erase_blob(connection, caller.tenant, digest, now_us=now_micros())
+    ledger.blobs.erase_now(caller.tenant, [check_digest(digest)], now_us=now_micros())

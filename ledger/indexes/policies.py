@@ -17,18 +17,18 @@ verification: the why-report re-reads each entry's bytes and checks them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, or_, select
+from sqlalchemy import Connection, and_, or_, select
 
 from ledger.errors import PolicyCheckOfUnknown, PolicyDocumentUnavailable, PolicyVersionConflict
 from ledger.indexes.replays import DecisionLeaves, check_link
 from ledger.log.entry import rfc3339, to_micros
 from ledger.log.store import bulk_insert
 from ledger.records.policy import PolicyCheckRecord, PolicyRecord, check_policy
-from ledger.storage.schema import blobs, log_entries, policies, policy_checks
+from ledger.storage.schema import log_entries, policies, policy_checks
 
 POLICY_COLUMNS = (
     "idx",
@@ -52,6 +52,9 @@ CHECK_COLUMNS = (
     "batch",
     "occurred_us",
 )
+
+# Reads held blobs by (tenant, digest): `ledger.blobs.vault.BlobVault.find_many`.
+BlobReader = Callable[[Iterable[tuple[str, str]]], dict[tuple[str, str], bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +101,9 @@ def policy_row(record: PolicyRecord) -> PolicyRow:
     )
 
 
-def document_blobs(engine: Engine, rows: Iterable[tuple[str, PolicyRow]]) -> dict[str, bytes]:
+def document_blobs(read: BlobReader, rows: Iterable[tuple[str, PolicyRow]]) -> dict[str, bytes]:
     """The bytes of the blobs the batch's policy documents are stored in, by
-    ``tenant/digest``, in one query; erased or missing blobs are absent."""
+    ``tenant/digest``; erased or missing blobs are absent."""
     wanted = {
         (tenant, row.pending.document_blob)
         for tenant, row in rows
@@ -108,18 +111,7 @@ def document_blobs(engine: Engine, rows: Iterable[tuple[str, PolicyRow]]) -> dic
     }
     if not wanted:
         return {}
-    with engine.connect() as connection:
-        found = connection.execute(
-            select(blobs.c.tenant, blobs.c.digest, blobs.c.content).where(
-                blobs.c.digest.in_(sorted({digest for _, digest in wanted})),
-                blobs.c.content.is_not(None),
-            )
-        )
-        return {
-            f"{row.tenant}/{row.digest}": bytes(row.content)
-            for row in found
-            if (row.tenant, row.digest) in wanted
-        }
+    return {f"{tenant}/{digest}": data for (tenant, digest), data in read(wanted).items()}
 
 
 def check_document(tenant: str, row: PolicyRow, documents: dict[str, bytes]) -> PolicyRow:

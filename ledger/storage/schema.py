@@ -100,8 +100,12 @@ api_keys = Table(
     Column("revoked_us", BigInteger, nullable=True),
 )
 
-# Content-addressed bytes that records reference by digest. Erasing a subject's data sets
-# `content` to NULL and stamps `erased_us`; the digest stays, so the log still verifies.
+# The index of content-addressed blobs that records reference by digest (`ledger.blobs`).
+# The bytes are sealed under the data key `key_id` of `subject` and live in the object
+# store as `<tenant>/<digest hex>.<key_id>`; `content` holds only blobs stored before
+# sealing (plaintext, migration 0011). Erasure stamps `erased_us` (and `erasure_idx`, the
+# log index of its erasure record) and drops the bytes; the digest stays, so the log still
+# verifies.
 blobs = Table(
     "blobs",
     metadata,
@@ -111,6 +115,18 @@ blobs = Table(
     Column("content", LargeBinary, nullable=True),
     Column("created_us", BigInteger, nullable=False),
     Column("erased_us", BigInteger, nullable=True),
+    Column("subject", String(256), nullable=True),
+    Column("key_id", String(32), nullable=True),
+    Column("erasure_idx", BigInteger, nullable=True),
+    Index("ix_blobs_tenant_subject", "tenant", "subject"),
+)
+
+# The database object store's objects (`ledger.blobs.stores.database`): sealed bytes.
+blob_objects = Table(
+    "blob_objects",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("content", LargeBinary, nullable=False),
 )
 
 # One row per decision record, written in the same transaction as its log entry: the search

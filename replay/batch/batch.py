@@ -22,22 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import select
 
-from ledger.errors import BlobErased, NotFound, RecordRejected
+from ledger.blobs.vault import BlobVault
+from ledger.errors import NotFound, RecordRejected
 from ledger.indexes.replays import leaf_reference
+from ledger.ledger import Ledger
 from ledger.log.receipt import Receipt
 from ledger.records import dsse
 from ledger.records.decision import Decision, StepError, decode_decision
 from ledger.records.replay import REPLAY_SERVICE, ModelRef, ReplayRecord, Verdict
-from ledger.storage.blobs import get_blob
-from ledger.storage.schema import blobs as stored_blobs
 from ledger.storage.schema import log_entries
 from replay.batch.shadow_report import ReportBuilder, ShadowReport
 from replay.engine.engine import ReplayPlan, replay_decision
@@ -73,10 +74,11 @@ class Progress:
     counts: Counter[Verdict]
 
 
-def load_recorded(engine: Engine, indexes: Sequence[int]) -> Iterator[Recorded]:
+def load_recorded(ledger: Ledger, indexes: Sequence[int]) -> Iterator[Recorded]:
     """The decisions at log `indexes`, in that order, read a chunk at a time, each with its
-    prompt's messages blob: reading them here, with one query per chunk, spares the
-    replays a query each on the event loop."""
+    prompt's messages blob: reading them here spares the replays a read each on the event
+    loop."""
+    engine = ledger.engine
     for start in range(0, len(indexes), _READ_CHUNK):
         chunk = indexes[start : start + _READ_CHUNK]
         with engine.connect() as connection:
@@ -93,7 +95,7 @@ def load_recorded(engine: Engine, indexes: Sequence[int]) -> Iterator[Recorded]:
                     raise NotFound(f"there is no entry {index}")
                 payload = dsse.payload_bytes(dsse.decode_envelope(bytes(row.envelope)))
                 decisions.append((decode_decision(payload), bytes(row.leaf_hash)))
-            held = _messages_blobs(connection, [decision for decision, _ in decisions])
+        held = _messages_blobs(ledger, [decision for decision, _ in decisions])
         for decision, leaf in decisions:
             digest = decision.prompt.messages_blob if decision.prompt else None
             content = held.get((decision.tenant, digest)) if digest is not None else None
@@ -103,9 +105,7 @@ def load_recorded(engine: Engine, indexes: Sequence[int]) -> Iterator[Recorded]:
                 yield Recorded(decision, leaf, {digest: content})
 
 
-def _messages_blobs(
-    connection: Connection, decisions: Sequence[Decision]
-) -> dict[tuple[str, str], bytes]:
+def _messages_blobs(ledger: Ledger, decisions: Sequence[Decision]) -> dict[tuple[str, str], bytes]:
     """The bytes of the decisions' messages blobs that are held (not erased), by (tenant,
     digest)."""
     wanted = {
@@ -113,32 +113,12 @@ def _messages_blobs(
         for decision in decisions
         if decision.prompt is not None and decision.prompt.messages_blob is not None
     }
-    if not wanted:
-        return {}
-    rows = connection.execute(
-        select(stored_blobs.c.tenant, stored_blobs.c.digest, stored_blobs.c.content).where(
-            stored_blobs.c.digest.in_(sorted({digest for _, digest in wanted})),
-            stored_blobs.c.content.is_not(None),
-        )
-    )
-    return {
-        (row.tenant, row.digest): bytes(row.content)
-        for row in rows
-        if (row.tenant, row.digest) in wanted
-    }
+    return ledger.blobs.find_many(wanted) if wanted else {}
 
 
-def ledger_blobs(engine: Engine, tenant: str) -> Blobs:
+def ledger_blobs(vault: BlobVault, tenant: str) -> Blobs:
     """The tenant's blob bytes by digest; None for a blob missing or erased."""
-
-    def read(digest: str) -> bytes | None:
-        try:
-            with engine.connect() as connection:
-                return get_blob(connection, tenant, digest)
-        except (NotFound, BlobErased):
-            return None
-
-    return read
+    return functools.partial(vault.find, tenant)
 
 
 def failed_replay(

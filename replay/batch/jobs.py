@@ -333,14 +333,12 @@ class JobRunner:
         self._tasks[job.id] = asyncio.create_task(run(), name=f"prov-{job.id}")
 
     async def _single(self, job: Job, index: int) -> None:
-        [recorded] = await asyncio.to_thread(
-            lambda: list(load_recorded(self.ledger.engine, [index]))
-        )
+        [recorded] = await asyncio.to_thread(lambda: list(load_recorded(self.ledger, [index])))
         record = await replay_one(
             recorded,
             plan=job.request.plan(),
             pool=self.pool,
-            blobs=ledger_blobs(self.ledger.engine, job.tenant),
+            blobs=ledger_blobs(self.ledger.blobs, job.tenant),
             tools=None,
             record_id=job.id,
             batch=None,
@@ -383,11 +381,11 @@ class JobRunner:
             )
 
         report: ShadowReport = await run_batch(
-            load_recorded(engine, indexes),
+            load_recorded(self.ledger, indexes),
             total=len(indexes),
             plan=job.request.plan(),
             pool=self.pool,
-            blobs=ledger_blobs(engine, job.tenant),
+            blobs=ledger_blobs(self.ledger.blobs, job.tenant),
             append=self.ledger.append_replays,
             batch=job.id,
             tenant=job.tenant,

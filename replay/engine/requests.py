@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from ledger.blobs.salted import content_of
 from ledger.errors import ProvError
 from ledger.records._pointer import explain
 from ledger.records.decision import Decision, LlmCall, Message, StepError, ToolCall, Usage
@@ -147,7 +148,7 @@ def initial_messages(decision: Decision, blobs: Blobs) -> list[ChatMessage]:
                 )
             )
         try:
-            messages = _messages.decode(data)
+            messages = _messages.decode(content_of(data))  # a salted blob: past its salt
         except msgspec.DecodeError as error:
             raise BlobUnavailable(
                 StepError(

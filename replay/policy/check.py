@@ -173,10 +173,12 @@ class PolicyChecker:
 
     def check_one(self, index: int, against: str | None = None) -> Checked:
         """Check the decision at log `index`; its refusal is raised, nothing stored."""
-        [recorded] = load_recorded(self.ledger.engine, [index])
+        [recorded] = load_recorded(self.ledger, [index])
         decision = recorded.decision
         with self.ledger.engine.connect() as connection:
-            policy = self.loader.load(connection, policy_entry(connection, decision, against))
+            policy = self.loader.load(
+                connection, policy_entry(connection, decision, against), self.ledger.blobs
+            )
         record = evaluate(
             decision,
             recorded.leaf_hash,
@@ -203,7 +205,7 @@ class PolicyChecker:
         report = ReportBuilder(batch=batch, tenant=tenant, mode=mode, against=against)
         # The version each (policy id, version, digest) of the batch resolves to, read once.
         versions: dict[tuple[str, str, str], RegisteredPolicy | ProvError] = {}
-        decisions = iter(enumerate(load_recorded(self.ledger.engine, indexes)))
+        decisions = iter(enumerate(load_recorded(self.ledger, indexes)))
         with ThreadPoolExecutor(1, thread_name_prefix="prov-policy-append") as appender:
             appending: Future[list[_Appended]] | None = None
             while chunk := list(itertools.islice(decisions, APPEND_CHUNK)):
@@ -272,7 +274,7 @@ class PolicyChecker:
             try:
                 with self.ledger.engine.connect() as connection:
                     entry = policy_entry(connection, decision, against)
-                    policy = self.loader.load(connection, entry)
+                    policy = self.loader.load(connection, entry, self.ledger.blobs)
             except (NotFound, PolicyEvaluationFailed) as error:
                 policy = error
             versions[key] = policy

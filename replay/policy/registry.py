@@ -22,12 +22,12 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, select
 
+from ledger.blobs.vault import BlobVault
 from ledger.errors import BlobErased, NotFound, ProvError, RecordRejected
 from ledger.indexes.policies import PolicyEntry
 from ledger.keys.keyring import get_key
 from ledger.records.policy import PolicyOutcome, PolicyRecord, PolicyRef, document_digest
 from ledger.records.signed import parse_record, verify_signer
-from ledger.storage.blobs import get_blob
 from ledger.storage.schema import log_entries
 from replay.policy.errors import PolicyEvaluationFailed
 
@@ -88,7 +88,9 @@ class PolicyLoader:
         self._loaded: OrderedDict[bytes, RegisteredPolicy] = OrderedDict()
         self._lock = threading.Lock()
 
-    def load(self, connection: Connection, entry: PolicyEntry) -> RegisteredPolicy:
+    def load(
+        self, connection: Connection, entry: PolicyEntry, blobs: BlobVault
+    ) -> RegisteredPolicy:
         envelope = connection.execute(
             select(log_entries.c.envelope).where(log_entries.c.idx == entry.index)
         ).scalar_one_or_none()
@@ -100,7 +102,7 @@ class PolicyLoader:
             if (cached := self._loaded.get(key)) is not None:
                 self._loaded.move_to_end(key)
                 return cached
-        loaded = RegisteredPolicy(entry, *_read(connection, entry, stored))
+        loaded = RegisteredPolicy(entry, *_read(connection, entry, stored, blobs))
         with self._lock:
             self._loaded[key] = loaded
             while len(self._loaded) > self._capacity:
@@ -109,7 +111,7 @@ class PolicyLoader:
 
 
 def _read(
-    connection: Connection, entry: PolicyEntry, stored: bytes
+    connection: Connection, entry: PolicyEntry, stored: bytes, blobs: BlobVault
 ) -> tuple[PolicyRecord, Evaluator]:
     where = f"policy {entry.policy_id!r} version {entry.version!r} (entry {entry.index})"
     try:
@@ -132,7 +134,7 @@ def _read(
     else:
         assert record.document_blob is not None  # the record has one or the other
         try:
-            document = get_blob(connection, entry.tenant, record.document_blob)
+            document = blobs.get(entry.tenant, record.document_blob)
         except (NotFound, BlobErased) as error:
             raise PolicyEvaluationFailed(f"{where}: its document is unavailable: {error}") from None
     if not document_digest(document) == record.digest == entry.digest:

@@ -13,9 +13,10 @@ import click
 import msgspec
 
 from ledger.errors import ProvError
-from ledger.ledger import Ledger
-from ledger.storage.db import make_engine
+from service.ledger_setup import open_ledger
 from service.settings import Settings
+
+__all__ = ["open_ledger"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _json = msgspec.json.Encoder()
@@ -107,15 +108,6 @@ def ledger_options(command: F) -> F:
         return command(**kwargs)
 
     return wrapper  # type: ignore[return-value]
-
-
-def open_ledger(settings: Settings) -> Ledger:
-    return Ledger.open(
-        make_engine(settings.database_url),
-        settings.ledger_key_file,
-        replay_key_path=settings.replay_key_file,
-        max_record_bytes=settings.max_record_bytes,
-    )
 
 
 def emit(value: object) -> None:

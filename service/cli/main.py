@@ -28,7 +28,7 @@ from ledger.ledger import Ledger
 from ledger.log.note import NoteVerifier
 from ledger.log.proofs import consistency_proof, inclusion_proof
 from ledger.log.sequencer import now_micros
-from ledger.storage.db import make_engine, side_write_transaction, write_transaction
+from ledger.storage.db import side_write_transaction, write_transaction
 from query.audit.auditor import audit as audit_log
 from query.audit.entry_view import show_entry
 from service.cli.analytics import COMMANDS as ANALYTICS_COMMANDS
@@ -53,6 +53,7 @@ from service.cli.subscriptions import COMMANDS as SUBSCRIPTION_COMMANDS
 from service.cli.times import TIME, TIME_HELP
 from service.demo.microloans import run_microloans
 from service.demo.traffic import demo_context_change, demo_envelopes, prepare_demo
+from service.ledger_setup import init_ledger
 from service.settings import Settings
 
 APPEND_CHUNK = 1_000
@@ -72,13 +73,8 @@ def cli() -> None:
 @click.option("--origin", help="Log origin, fixed at first init [PROV_ORIGIN]")
 @ledger_options
 def init(settings: Settings, origin: str | None) -> None:
-    """Create or migrate the ledger, and create the ledger and replay keys if missing."""
-    ledger = Ledger.init(
-        make_engine(settings.database_url),
-        settings.ledger_key_file,
-        origin or settings.origin,
-        replay_key_path=settings.replay_key_file,
-    )
+    """Create or migrate the ledger, and create its keys (ledger, replay, blob KEK) if missing."""
+    ledger = init_ledger(settings, origin)
     checkpoint = ledger.latest_checkpoint()
     click.echo(f"ledger ready: origin {ledger.origin}, size {checkpoint.tree_size}")
     click.echo(f"verifier key: {ledger.verifier.encode()}")

@@ -206,7 +206,7 @@ def _replay_one(
             index = find_decision_index(connection, tenant, record_id)
     except NotFound as error:
         raise Failed(f"{error.detail} in tenant {tenant!r}") from None
-    [recorded] = replays.load_recorded(ledger.engine, [index])
+    [recorded] = replays.load_recorded(ledger, [index])
     decision = recorded.decision
     _check(plan, pool, [(decision.model.name, decision.model.version)])
 
@@ -216,7 +216,7 @@ def _replay_one(
             recorded,
             plan=plan,
             pool=pool,
-            blobs=replays.ledger_blobs(ledger.engine, tenant),
+            blobs=replays.ledger_blobs(ledger.blobs, tenant),
             tools=None,
             record_id=new_job_id(),
             batch=None,
@@ -268,11 +268,11 @@ def _replay_batch(
         report = _run(
             pool,
             replays.run_batch(
-                replays.load_recorded(ledger.engine, indexes),
+                replays.load_recorded(ledger, indexes),
                 total=len(indexes),
                 plan=plan,
                 pool=pool,
-                blobs=replays.ledger_blobs(ledger.engine, tenant),
+                blobs=replays.ledger_blobs(ledger.blobs, tenant),
                 append=ledger.append_replays,
                 batch=batch,
                 tenant=tenant,

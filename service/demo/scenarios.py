@@ -44,6 +44,8 @@ from typing import Any
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger.blobs.digest import digest_of
+from ledger.blobs.salted import salted
 from ledger.delegation import ucan
 from ledger.delegation.chain import command_for, links_for
 from ledger.delegation.records import PRINCIPAL_SERVICE, PrincipalRecord
@@ -188,9 +190,14 @@ class _Run:
         return links_for(_chain(self.tenant, self.scenario, (self.at - _START) // _WINDOW))
 
     def blob(self, content: bytes) -> str:
-        """Keep `content` as a blob of this record; its digest is the reference."""
-        digest = _digest(content)
-        self.blobs[digest] = content
+        """Keep `content` as a salted blob of this record (a hiding commitment: personal
+        content); its digest is the reference. The demo derives the salt from the record's
+        id, so that a re-run of a seed is an idempotent retry; a real producer draws a
+        fresh random salt (`ledger.blobs.salted.salted`, as the SDK does)."""
+        salt = hashlib.sha256(f"prov demo salt\n{self.id}\n{len(self.blobs)}".encode()).digest()
+        blob = salted(content, salt)
+        digest = digest_of(blob)
+        self.blobs[digest] = blob
         return digest
 
     def total(self, steps: list[Step]) -> Usage:
@@ -892,6 +899,7 @@ def _loan_approve(run: _Run) -> Decision:
             )
         )
     bureau_blob = run.blob(msgspec.json.encode(bureau))
+    income_blob = run.blob(msgspec.json.encode(income))
     return Decision(
         id=run.id,
         tenant=run.tenant,
@@ -912,9 +920,9 @@ def _loan_approve(run: _Run) -> Decision:
             ContextSnapshot(
                 name="income.verification",
                 version=str(rng.randint(1, 4)),
-                digest=_digest(income),
+                digest=income_blob,
                 fetched_at=run.at - timedelta(days=rng.randint(1, 20)),
-                value=income,
+                blob=income_blob,
             ),
         ],
         prompt=_LOAN_TEMPLATE.prompt(

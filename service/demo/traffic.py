@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
+from ledger.blobs.vault import BlobVault
 from ledger.delegation.records import PRINCIPAL_SERVICE, sign_record
 from ledger.errors import RecordRejected
 from ledger.keys.keyring import register_key
@@ -34,8 +35,7 @@ from ledger.ledger import Ledger
 from ledger.log.sequencer import now_micros
 from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
-from ledger.storage.blobs import put_blob
-from ledger.storage.db import side_write_transaction, write_transaction
+from ledger.storage.db import side_write_transaction
 from service.demo.loan_policy import POLICY_SERVICE, policy_records
 from service.demo.scenarios import (
     DEMO_SERVICES,
@@ -121,7 +121,7 @@ def demo_envelopes(
     records = demo_records(count, seed=_seed(seed), tenant=tenant)
     while batch := list(itertools.islice(records, BLOB_BATCH)):
         if store_blobs is not None:
-            _store_blobs(store_blobs.engine, tenant, batch)
+            _store_blobs(store_blobs.blobs, tenant, batch)
         for record in batch:
             decision = shape(record.decision) if shape is not None else record.decision
             key = keys.get(decision.service)
@@ -130,13 +130,15 @@ def demo_envelopes(
             yield sign_decision(decision, key)
 
 
-def _store_blobs(engine: Engine, tenant: str, records: Iterable[DemoRecord]) -> None:
-    """Store the records' blobs in one transaction; bytes already held are left as they are."""
-    now_us = now_micros()
-    with write_transaction(engine) as connection:
-        for record in records:
-            for digest, content in record.blobs.items():
-                put_blob(connection, tenant, digest, content, now_us=now_us)
+def _store_blobs(vault: BlobVault, tenant: str, records: Iterable[DemoRecord]) -> None:
+    """Store the records' blobs, each sealed under its decision's subject's key; bytes
+    already held are left as they are."""
+    items = [
+        (digest, content, record.decision.subject)
+        for record in records
+        for digest, content in record.blobs.items()
+    ]
+    vault.put_many(tenant, items, now_us=now_micros())
 
 
 def _seed(seed: int | None) -> int:

@@ -33,7 +33,6 @@ from ingest.routes.request_state import WRITE_SERVICES, WriteServices
 from ledger.errors import LedgerError
 from ledger.keys.apikeys import ApiKey
 from ledger.ledger import Ledger
-from ledger.storage.db import make_engine
 from query.routes import decisions as routes_decisions
 from query.routes import log as routes_log
 from query.routes import monitors as routes_monitor_reads
@@ -42,6 +41,7 @@ from query.routes import reports as routes_reports
 from query.services import READ_SERVICES, ReadServices, SessionPolicy, read_services
 from query.ui import pages
 from query.ui.view import template_config
+from service.ledger_setup import open_ledger
 from service.settings import Settings
 from service.web import ops, routes_policy, routes_replays
 from service.web.auth import ApiKeyCache, require_api_key
@@ -69,12 +69,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        ledger = Ledger.open(
-            make_engine(settings.database_url),
-            settings.ledger_key_file,
-            replay_key_path=settings.replay_key_file,
-            max_record_bytes=settings.max_record_bytes,
-        )
+        ledger = open_ledger(settings)
         committer = GroupCommitter(
             ledger,
             max_wait_s=settings.commit_max_wait_ms / 1000,
@@ -86,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             api_keys=ApiKeyCache(ledger.engine, settings.auth_cache_seconds),
             public_reads=settings.public_reads,
             export_dir=settings.export_dir,
+            export_s3=settings.s3_options(),
             ui_sessions=SessionPolicy(
                 ttl_s=settings.ui_session_ttl_seconds,
                 idle_s=settings.ui_session_idle_seconds,

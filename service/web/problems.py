@@ -22,7 +22,7 @@ from httpapi.problems import (
     Problem,
     problem_for,
 )
-from ledger.errors import DatabaseUnavailable, ProvError
+from ledger.errors import BlobStoreUnavailable, DatabaseUnavailable, ProvError
 
 log = structlog.get_logger("prov.http")
 
@@ -50,7 +50,7 @@ def problem_response(
 def ledger_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Problem]:
     assert isinstance(error, ProvError)
     headers: dict[str, str] = {}
-    if isinstance(error, Overloaded | DatabaseUnavailable):
+    if isinstance(error, Overloaded | DatabaseUnavailable | BlobStoreUnavailable):
         headers["Retry-After"] = str(error.retry_after)
     elif isinstance(error, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="prov"'

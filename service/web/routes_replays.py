@@ -135,7 +135,7 @@ def _prepare(
         else:
             assert body.decision_id is not None  # exactly one of the two, checked above
             indexes = [find_decision_index(connection, tenant, body.decision_id)]
-            [recorded] = load_recorded(ledger.engine, indexes)
+            [recorded] = load_recorded(ledger, indexes)
             models = [(recorded.decision.model.name, recorded.decision.model.version)]
     check_plan(request.plan(), replays.pool, models)
     with side_write_transaction(ledger.engine) as connection:

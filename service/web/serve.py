@@ -17,9 +17,8 @@ import tempfile
 import structlog
 import uvicorn
 
-from ledger.ledger import Ledger
-from ledger.storage.db import make_engine
 from replay.batch.jobs import fail_interrupted
+from service.ledger_setup import init_ledger
 from service.settings import Settings
 from service.web.http_limits import UNLIMITED_DESCRIPTORS
 
@@ -68,12 +67,7 @@ def return_large_allocations() -> None:
 
 def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
-    ledger = Ledger.init(
-        make_engine(settings.database_url),
-        settings.ledger_key_file,
-        settings.origin,
-        replay_key_path=settings.replay_key_file,
-    )
+    ledger = init_ledger(settings)
     structlog.get_logger("prov").info(
         "ledger ready",
         origin=ledger.origin,
