@@ -40,6 +40,7 @@ class Request:
     path: str
     body: bytes | None = None
     content_type: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,10 @@ def unreachable(error: httpx.TransportError) -> Unreachable:
 
 
 def request_headers(request: Request) -> dict[str, str]:
-    return {"Content-Type": request.content_type} if request.content_type else {}
+    headers = dict(request.headers)
+    if request.content_type:
+        headers["Content-Type"] = request.content_type
+    return headers
 
 
 def run_blocking(http: httpx.Client, flow: Flow[T]) -> T:

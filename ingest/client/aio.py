@@ -27,6 +27,7 @@ from ingest.client._flows import (
 from ingest.client._receipts import BatchItemResult, parse_receipt
 from ingest.client._records import SignedRecord
 from ingest.client._results import AppendResult
+from ingest.client.blobs import blob_bytes, put_blob_flow
 from ingest.client.errors import ClientClosed, QueueFull
 from ingest.client.freshness import freshness_flow, reusable
 from ingest.client.inclusion import ReceiptInLog, receipt_in_log_flow
@@ -164,6 +165,20 @@ class AsyncClient(ClientBase[asyncio.Future[Receipt]]):
         """``async with client.decision(...) as d:``: see `Client.decision`."""
         self._check_open()
         return AsyncDecisionScope(self, decision_type, inputs=inputs, **arguments)
+
+    # -- Blobs ----------------------------------------------------------------------------
+
+    async def put_blob(
+        self, content: bytes, *, subject: str | None = None, salt: bool = True
+    ) -> str:
+        """Upload `content` as a blob and return the digest a record references it by.
+        Salted unless `salt=False` (a fresh salt: the digest hides the content); sealed on
+        the server under `subject`'s key, so erasing the subject erases it
+        (`ingest.client.blobs`)."""
+        self._check_open()
+        return await self._run(
+            put_blob_flow(blob_bytes(content, salt=salt), subject, self._attempts())
+        )
 
     # -- Monitors -------------------------------------------------------------------------
 

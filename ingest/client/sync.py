@@ -26,6 +26,7 @@ from ingest.client._flows import (
 from ingest.client._receipts import BatchItemResult, parse_receipt
 from ingest.client._records import SignedRecord
 from ingest.client._results import AppendResult
+from ingest.client.blobs import blob_bytes, put_blob_flow
 from ingest.client.errors import ClientClosed, QueueFull
 from ingest.client.freshness import freshness_flow, reusable
 from ingest.client.inclusion import ReceiptInLog, receipt_in_log_flow
@@ -182,6 +183,17 @@ class Client(ClientBase[Future[Receipt]]):
         """
         self._check_open()
         return DecisionScope(self, decision_type, inputs=inputs, **arguments)
+
+    # -- Blobs ----------------------------------------------------------------------------
+
+    def put_blob(self, content: bytes, *, subject: str | None = None, salt: bool = True) -> str:
+        """Upload `content` as a blob and return the digest a record references it by.
+        Salted unless `salt=False` (a fresh salt: the digest hides the content); sealed on
+        the server under `subject`'s key, so erasing the subject erases it
+        (`ingest.client.blobs`)."""
+        self._check_open()
+        blob = blob_bytes(content, salt=salt)
+        return self._run(put_blob_flow(blob, subject, self._attempts()))
 
     # -- Monitors -------------------------------------------------------------------------
 

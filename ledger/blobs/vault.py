@@ -251,7 +251,10 @@ class BlobVault:
         sealed = self.store.get(object_name(tenant, digest, row.key_id))
         if sealed is None:
             raise BlobUnreadable(f"blob {digest} is missing from {self.store.location}")
-        return unseal(key, sealed, associated_data(tenant, digest))
+        try:
+            return unseal(key, sealed, associated_data(tenant, digest))
+        except BlobUnreadable as error:
+            raise BlobUnreadable(f"blob {digest}: {error}") from None
 
     def find(self, tenant: str, digest: str) -> bytes | None:
         """The bytes, or None when the blob is missing or erased."""
