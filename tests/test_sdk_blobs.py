@@ -15,30 +15,16 @@ import pytest
 from ingest.client import AsyncClient, Client
 from ingest.client.errors import ProblemError
 from ledger.blobs.salted import content_of, is_salted
-from ledger.keys.signing import SigningKey
 from ledger.records.decision import ContextSnapshot, Model, Output
-from tests.http_server import TENANT, Server
-from tests.test_sdk import SERVICE, _register, _verifier
+from tests.http_server import Server
+from tests.test_sdk_instrument import _ledger_options
 
 PERSONAL = msgspec.json.encode({"name": "Ada Example", "salary_band": "C"})
 
 
-def _options(server: Server, key: SigningKey) -> dict[str, object]:
-    return {
-        "base_url": server.url,
-        "api_key": server.api_key("ingest"),
-        "signing_key": key,
-        "tenant": TENANT,
-        "service": SERVICE,
-        "verifier_key": _verifier(server),
-    }
-
-
 def test_personal_content_goes_in_salted_under_its_subject(server: Server) -> None:
-    key = SigningKey.generate()
-    _register(server, key)
     audit = server.auth(server.api_key("audit"))
-    with Client(**_options(server, key)) as client:  # type: ignore[arg-type]
+    with Client(**_ledger_options(server)) as client:  # type: ignore[arg-type]
         digest = client.put_blob(PERSONAL, subject="applicant-7")
         again = client.put_blob(PERSONAL, subject="applicant-7")
         plain = client.put_blob(b"shared policy text", salt=False)
@@ -82,11 +68,10 @@ def test_personal_content_goes_in_salted_under_its_subject(server: Server) -> No
 
 
 def test_the_async_client_uploads_too_and_bad_subjects_are_refused(server: Server) -> None:
-    key = SigningKey.generate()
-    _register(server, key)
+    options = _ledger_options(server)
 
     async def run() -> str:
-        async with AsyncClient(**_options(server, key)) as client:  # type: ignore[arg-type]
+        async with AsyncClient(**options) as client:  # type: ignore[arg-type]
             return await client.put_blob(PERSONAL, subject="applicant-8")
 
     digest = asyncio.run(run())
@@ -94,7 +79,6 @@ def test_the_async_client_uploads_too_and_bad_subjects_are_refused(server: Serve
     assert content_of(httpx.get(f"{server.url}/v1/blobs/{digest}", headers=audit).content) == (
         PERSONAL
     )
-    options = _options(server, key)
     with Client(**options) as client, pytest.raises(ProblemError) as refused:  # type: ignore[arg-type]
         client.put_blob(PERSONAL, subject="x" * 257)
     assert (refused.value.status, refused.value.kind) == (400, "bad-request")
