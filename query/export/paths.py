@@ -1,7 +1,9 @@
 """Where an export lives, and the names of its files.
 
 An export location is a local directory or any URI pyarrow's filesystems understand
-(`s3://bucket/prefix`, `gs://…`, `hdfs://…`, `file:///…`). Inside it:
+(`s3://bucket/prefix`, `gs://…`, `hdfs://…`, `file:///…`). A plain `s3://bucket/prefix` is
+reached with the service's S3 options (`PROV_S3_*`, shared with the blob store) when they
+are given; a URI with a query (`?endpoint_override=…`) says everything itself. Inside it:
 
     manifests/export-000001.json
     decisions/tenant=acme/date=2025-06-02/part-000001-000000000000.parquet
@@ -27,6 +29,7 @@ from typing import Any
 
 import pyarrow.fs as pafs  # type: ignore[import-untyped]
 
+from ledger.blobs.stores.s3_options import S3Options, parse_s3_url
 from query.export.schema import TABLES
 
 MANIFEST_DIR = "manifests"
@@ -52,17 +55,35 @@ class Location:
         return f"{self.base}/{relative}" if relative else self.base
 
 
-def open_location(uri: str) -> Location:
+def open_location(uri: str, *, s3: S3Options | None = None) -> Location:
     """The export location named by a local path or a filesystem URI; ValueError if pyarrow
     knows no filesystem for it."""
     if "://" not in uri:
         local = pafs.LocalFileSystem()
         return Location(local, _local_base(uri), uri, local=True)
+    if s3 is not None and uri.startswith("s3://") and "?" not in uri:
+        return _s3_location(uri, s3)
     try:
         fs, base = pafs.FileSystem.from_uri(uri)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ValueError(f"{uri}: {error}") from None
     return Location(fs, base.rstrip("/"), uri, local=isinstance(fs, pafs.LocalFileSystem))
+
+
+def _s3_location(uri: str, s3: S3Options) -> Location:
+    where = parse_s3_url(uri)  # its BadConfiguration is a ValueError
+    s3.check()
+    fs = pafs.S3FileSystem(
+        access_key=s3.access_key_id,
+        secret_key=s3.secret_access_key,
+        region=s3.region,
+        endpoint_override=s3.endpoint,  # with its scheme: pyarrow takes http:// from it
+        connect_timeout=s3.connect_timeout_s,
+        request_timeout=s3.read_timeout_s,
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=s3.max_retries + 1),
+    )
+    base = f"{where.bucket}/{where.prefix}" if where.prefix else where.bucket
+    return Location(fs, base, uri, local=False)
 
 
 def _local_base(path: str) -> str:

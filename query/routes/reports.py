@@ -73,10 +73,11 @@ def report(
         at=at,
         limit=limit,
     )
-    export_dir = read_services(request.app.state).export_dir
-    if not export_dir:
+    services = read_services(request.app.state)
+    if not services.export_dir:
         raise NotFound("this service has no export location (PROV_EXPORT_DIR)")
-    with connect(open_location(export_dir), tenant=caller.tenant) as connection:
+    location = open_location(services.export_dir, s3=services.export_s3)
+    with connect(location, tenant=caller.tenant) as connection:
         result = run_report(connection, name, query)
     if fmt == "json":
         return Response(result.to_json(), media_type=MediaType.JSON)

@@ -44,7 +44,7 @@ from query.export.paths import Location, open_location
 from query.export.rows import ExportError
 from query.export.verify import verify_export
 from query.export.writer import FileLimits
-from service.cli.common import Failed, emit, ledger_options, open_ledger
+from service.cli.common import Failed, emit, ledger_options, open_ledger, settings_from_env
 from service.cli.times import TIME, TIME_HELP
 from service.settings import Settings
 
@@ -56,8 +56,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _location(uri: str | None) -> Location:
     if not uri:
         raise click.UsageError(f"name the export location with --dir (or {EXPORT_DIR_ENV})")
+    # Only an s3:// location needs the settings (PROV_S3_*): an offline check of a local
+    # export is never stopped by an unrelated bad setting.
+    s3 = settings_from_env().s3_options() if uri.startswith("s3://") else None
     try:
-        return open_location(uri)
+        return open_location(uri, s3=s3)
     except ValueError as error:
         raise Failed(str(error)) from None
 
@@ -108,6 +111,8 @@ def export(settings: Settings, uri: str | None, max_file_mb: int, workers: int) 
         raise Failed(f"export: {error}") from None
     except ValueError as error:  # an amount beyond decimal(38, 12)
         raise Failed(f"export: {error}") from None
+    except OSError as error:  # the location refused or did not answer (S3 credentials)
+        raise Failed(f"export: {uri}: {error}") from None
     finally:
         ledger.close()
     emit(result.to_json())
@@ -127,7 +132,10 @@ def export_verify(uri: str, verifier_key: str) -> None:
         verifier = NoteVerifier.parse(verifier_key)
     except NoteError as error:
         raise Failed(f"--verifier-key: {error}") from None
-    report = verify_export(_location(uri), verifier)
+    try:
+        report = verify_export(_location(uri), verifier)
+    except OSError as error:  # the location refused or did not answer (S3 credentials)
+        raise Failed(f"export verify: {uri}: {error}") from None
     if not report:
         raise Failed(f"export verify: {report.fault}")
     emit(report.to_json())
