@@ -571,3 +571,20 @@ def test_server_defaults_and_routes_match_the_deployment() -> None:
     annotations = k8s_object("Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/path"] in server_routes()
     assert int(annotations["prometheus.io/port"]) == PORT
+
+
+def test_compose_keeps_blobs_in_seaweedfs_and_their_keys_beside_the_ledger_key() -> None:
+    services = compose()["services"]
+    prov, s3, bucket = services["prov"], services["s3"], services["s3-bucket"]
+    env = prov["environment"]
+    assert env["PROV_BLOB_STORE"].startswith("s3://prov-blobs/")
+    assert env["PROV_S3_ENDPOINT"] == "http://s3:8333"
+    assert "-s3.port=8333" in s3["command"]
+    assert "prov-blobs" in bucket["command"][0]
+    assert prov["depends_on"]["s3-bucket"]["condition"] == "service_completed_successfully"
+    # No setting moves the blob keys off the ledger key's volume (into the object store or
+    # the database, whose backups must not hold them).
+    assert "PROV_KEK_FILE" not in env
+    assert "PROV_SUBJECT_KEYS_FILE" not in env
+    blob_volume = s3["volumes"][0].split(":")[0]
+    assert blob_volume in compose()["volumes"]
