@@ -14,14 +14,9 @@ from ledger.storage.db import make_engine
 from service.settings import Settings
 
 
-def blob_store(settings: Settings, engine: Engine) -> ObjectStore | None:
-    """The object store `PROV_BLOB_STORE` names; None for the database (the default)."""
-    url = getattr(settings, "blob_store", "database")
-    if url == "database":
-        return None
-    from ledger.blobs.stores.open import open_store  # noqa: PLC0415 - a backend's client loads only when configured
-
-    return open_store(url, engine=engine, s3=settings.s3_options())
+def blob_store(settings: Settings, engine: Engine) -> ObjectStore:
+    """The object store `PROV_BLOB_STORE` names (the database by default)."""
+    return open_store(settings.blob_store, engine=engine, s3=settings.s3_options())
 
 
 def _options(settings: Settings, engine: Engine) -> dict[str, Any]:
