@@ -23,6 +23,7 @@ from ledger.blobs.subject_keys import SubjectKeys
 from ledger.errors import BlobErased, BlobUnreadable, DigestMismatch, NotFound
 from ledger.ledger import Ledger
 from ledger.storage.schema import blob_objects, blobs
+from tests.support import prov
 
 TENANT = "acme"
 
@@ -190,3 +191,34 @@ def test_blobs_from_before_sealing_still_read(ledger: Ledger) -> None:
         ledger.blobs.get(TENANT, digest)
     with ledger.engine.connect() as connection:
         assert connection.execute(select(blobs.c.content)).scalar_one() is None
+
+
+def test_the_blob_commands_store_salted_read_back_and_refuse_in_one_line(
+    ledger: Ledger, db_url: str, key_path: Path
+) -> None:
+    stored = prov(
+        ["blob", "put", "-", "--tenant", TENANT, "--subject", "cust-9"],
+        db=db_url,
+        key=key_path,
+        stdin=b"salary band C",
+    )
+    assert stored.code == 0, stored.err
+    digest = str(stored.json_lines()[0]["digest"])
+    assert digest != digest_of(b"salary band C")  # salted
+    content = prov(
+        ["blob", "get", digest, "--tenant", TENANT, "--content"], db=db_url, key=key_path
+    )
+    assert (content.code, content.out) == (0, "salary band C")
+    assert is_salted(ledger.blobs.get(TENANT, digest))
+    assert ledger.blobs.destroy_key(TENANT, "cust-9")
+    gone = prov(["blob", "get", digest, "--tenant", TENANT], db=db_url, key=key_path)
+    assert gone.code != 0
+    assert gone.out == ""
+    assert gone.err.count("\n") == 1
+    assert "erased" in gone.err
+    assert "key is destroyed" in gone.err
+    unknown = prov(
+        ["blob", "get", "sha256:" + "0" * 64, "--tenant", TENANT], db=db_url, key=key_path
+    )
+    assert unknown.code != 0
+    assert "no blob" in unknown.err
