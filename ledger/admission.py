@@ -24,6 +24,10 @@ time (`occurred_at`, or a change's `changed_at`, or a policy's `registered_at`).
 
 One record never fails another: in a batch, any error while checking one record (even one
 no rule names) refuses that record alone, as `RecordUnprocessable`.
+
+Breach, erasure, retention and legal-hold records are made by the ledger as it acts, and
+placed by the sequencer directly; admission refuses them from outside, whatever key signed
+them (`LedgerMadeRecord`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from ledger._parallel import WorkerPool
 from ledger.delegation.admission import PendingChain, authorize, load_roots, verify_pending
 from ledger.delegation.mode import load_modes
 from ledger.errors import LedgerMadeRecord, RecordRejected, RecordUnprocessable
+from ledger.indexes.blob_refs import blob_references
 from ledger.indexes.decisions import IndexRow, index_row
 from ledger.indexes.delegations import AuthorityRow
 from ledger.indexes.freshness import ChangeRow, DecisionFreshness, change_row, decision_freshness
@@ -66,6 +71,7 @@ from ledger.monitors.admission import checked_monitor_row
 from ledger.records import dsse
 from ledger.records.context_change import ContextChange
 from ledger.records.decision import Decision
+from ledger.records.erasure import ErasureRecord, LegalHoldRecord, RetentionRecord
 from ledger.records.monitor import BreachRecord, MonitorRecord
 from ledger.records.policy import PolicyCheckRecord, PolicyRecord
 from ledger.records.replay import ReplayRecord
@@ -132,6 +138,8 @@ class Admitted:
     monitor: MonitorRow | None = None
     # A breach record the sequencer made (never one admitted: `LedgerMadeRecord`).
     breach: BreachRecord | None = None
+    # The blobs a decision references (`ledger.indexes.blob_refs`), by digest.
+    blobs: tuple[str, ...] = ()
 
 
 def authenticate(
@@ -157,6 +165,7 @@ def authenticate(
         if isinstance(decision, PolicyCheckRecord)
         else None,
         monitor=checked_monitor_row(decision) if isinstance(decision, MonitorRecord) else None,
+        blobs=blob_references(decision) if isinstance(decision, Decision) else (),
     )
 
 
@@ -206,6 +215,12 @@ def admit_batch(
             if isinstance(record, BreachRecord):
                 raise LedgerMadeRecord(
                     "breach records are made by the ledger's sequencer, never admitted",
+                    pointer="/payloadType",
+                )
+            if isinstance(record, ErasureRecord | RetentionRecord | LegalHoldRecord):
+                raise LedgerMadeRecord(
+                    "erasure, retention and legal-hold records are made by the ledger as it "
+                    "acts on them, never admitted",
                     pointer="/payloadType",
                 )
             authority = (

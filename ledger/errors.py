@@ -271,6 +271,29 @@ class BlobErased(ProvError):
     title = "Blob erased"
 
 
+class SubjectUnknown(NotFound):
+    """An erasure names a subject with no decision and no blob in the tenant."""
+
+    kind = "subject-unknown"
+    title = "Unknown subject"
+
+
+class ErasureRefused(ProvError):
+    """The retention floor or a legal hold forbids the erasure now; the detail names the
+    floor's end or the hold and its reason (docs/erasure.md)."""
+
+    kind = "erasure-refused"
+    title = "Erasure refused"
+
+
+class ErasureRequestInvalid(ProvError):
+    """The body of an erasure, retention or legal-hold request does not hold; the pointer
+    names the member at fault."""
+
+    kind = "erasure-request-invalid"
+    title = "Invalid erasure, retention or hold request"
+
+
 class KeyConflict(KeyRegistryError):
     """The keyid is registered already, with another key, owner or validity window."""
 

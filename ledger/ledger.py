@@ -8,14 +8,14 @@ beyond that wiring.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import sqlalchemy.exc
-from sqlalchemy import Engine, insert
+from sqlalchemy import Connection, Engine, insert
 
 from ledger._parallel import WorkerPool
 from ledger.admission import DEFAULT_MAX_RECORD_BYTES, Admitted, admit_batch
@@ -24,6 +24,8 @@ from ledger.blobs.stores.base import ObjectStore
 from ledger.blobs.stores.database import DatabaseStore
 from ledger.blobs.subject_keys import SubjectKeys, default_subject_keys_path
 from ledger.blobs.vault import BlobVault
+from ledger.erasure.eraser import Erasures
+from ledger.erasure.rulebook import RuleBook
 from ledger.errors import LedgerNotInitialized, RecordRejected
 from ledger.keys import ed25519 as _ed25519
 from ledger.keys.replay_signing import ReplaySigner, default_replay_key_path
@@ -31,7 +33,15 @@ from ledger.log import merkle
 from ledger.log.entry import from_micros
 from ledger.log.note import NoteSigner, NoteVerifier
 from ledger.log.receipt import Receipt, issue_receipt
-from ledger.log.sequencer import Appended, Frontier, append_isolated, now_micros, store_checkpoint
+from ledger.log.sequencer import (
+    Appended,
+    Frontier,
+    MadeBatch,
+    append_isolated,
+    append_made,
+    now_micros,
+    store_checkpoint,
+)
 from ledger.log.store import StoredCheckpoint, latest_checkpoint, read_info
 from ledger.log.verify import VerifyReport, verify_log
 from ledger.monitors.apply import Planned
@@ -234,12 +244,34 @@ class Ledger:
 
     def _replay_signer_for(self, tenants: Iterable[str]) -> ReplaySigner:
         """The replay key, registered for each of `tenants` first if it is not already."""
+        signer = self.record_signer()
+        signer.register(self.engine, tenants)
+        return signer
+
+    def record_signer(self) -> ReplaySigner:
+        """The record key (`ledger.keys.replay_signing`), which signs what the ledger makes."""
         if self.replay_signer is None:
             raise LedgerNotInitialized(
                 f"replay key {self.replay_key_path} is missing; run `prov init`"
             )
-        self.replay_signer.register(self.engine, tenants)
         return self.replay_signer
+
+    def append_made(self, make: Callable[[Connection], MadeBatch]) -> list[Appended]:
+        """Append records the ledger makes, decided under the log's lock
+        (`ledger.log.sequencer.append_made`)."""
+        return append_made(
+            self.engine, make, self.signer, self.origin, self.frontier, self.monitors
+        )
+
+    @cached_property
+    def erasures(self) -> Erasures:
+        """Erasure requests: subjects, named blobs, expiry (`ledger.erasure.eraser`)."""
+        return Erasures(self)
+
+    @cached_property
+    def rules(self) -> RuleBook:
+        """Retention rules and legal holds (`ledger.erasure.rulebook`)."""
+        return RuleBook(self)
 
     def apply_monitors(
         self, definitions: Sequence[MonitorDefinition], *, applied_by: str

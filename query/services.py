@@ -13,9 +13,11 @@ from typing import Any, Protocol
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 
+from ledger.blobs.stores.s3_options import S3Options
 from ledger.errors import LedgerNotInitialized
 from ledger.keys.apikeys import ApiKey
 from ledger.ledger import Ledger
+from query.subjects.explain import DEFAULT_CONTEST_CONTACT
 
 READ_SERVICES = "read_services"
 
@@ -61,9 +63,13 @@ class ReadServices:
     api_keys: KeyLookup
     # Whether the log's hashes, entries and proofs may be read without a key.
     public_reads: bool = False
-    # Where `GET /v1/reports` finds the Parquet export; None answers 404.
+    # Where `GET /v1/reports` finds the Parquet export; None answers 404. How to reach
+    # it when it is `s3://…` (PROV_S3_*).
     export_dir: str | None = None
+    export_s3: S3Options | None = None
     ui_sessions: SessionPolicy = SessionPolicy()
+    # How a person contests a decision: the end of every explanation (PROV_CONTEST_CONTACT).
+    contest_contact: str = DEFAULT_CONTEST_CONTACT
 
 
 def read_services(state: State) -> ReadServices:

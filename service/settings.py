@@ -10,7 +10,10 @@ from typing import Annotated
 import msgspec
 
 from ledger.admission import DEFAULT_MAX_RECORD_BYTES
+from ledger.blobs.stores.open import check_store_url
+from ledger.blobs.stores.s3_options import S3Options
 from ledger.ledger import DEFAULT_ORIGIN
+from query.subjects.explain import DEFAULT_CONTEST_CONTACT
 
 _PREFIX = "PROV_"
 
@@ -26,6 +29,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The key that signs replay records (PKCS#8 PEM); created by `prov init`, never in the
     # DB. Unset: `prov-replay.key` in the ledger key's directory.
     replay_key_file: Path | None = None
+    # The key-encryption key that wraps every subject's blob data key (docs/erasure.md);
+    # created by `prov init`, never in the DB. Unset: `prov-blobs.kek` beside the ledger key.
+    kek_file: Path | None = None
+    # The subjects' data keys (wrapped by the KEK), outside the database so that destroying
+    # one erases every copy of the subject's blobs. Unset: `prov-subject-keys.db` beside the
+    # ledger key.
+    subject_keys_file: Path | None = None
+    # Where blob bytes live, sealed: `database`, a directory (`file:///abs/path` or
+    # `/abs/path`) or `s3://bucket/prefix` (docs/configuration.md).
+    blob_store: str = "database"
+    # S3-compatible object storage, for an `s3://` blob store and Parquet export. Unset
+    # endpoint: AWS. Unset keys: the client reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    # Plain http:// to the endpoint (a server on loopback or in the same pod).
+    s3_allow_http: bool = False
     # The log's identity in checkpoints, fixed when the ledger is first initialized.
     origin: str = DEFAULT_ORIGIN
     max_record_bytes: Positive = DEFAULT_MAX_RECORD_BYTES
@@ -68,6 +89,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Believe `X-Forwarded-Proto: https` from the proxy in front (the session cookie is then
     # marked Secure). Only when every request comes through a proxy that sets the header.
     trust_proxy_headers: bool = False
+    # How a person contests a decision made about them: the last part of every explanation
+    # (the explanation page, `prov subject explain`, subject bundles; docs/erasure.md).
+    contest_contact: str = DEFAULT_CONTEST_CONTACT
     log_level: str = "info"
     # Where `prov export` writes (a directory or a pyarrow filesystem URI); the reports
     # endpoint reads it. Unset: `GET /v1/reports/…` answers 404.
@@ -97,7 +121,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     otlp_claim_seconds: PositiveFloat = 60.0
     otlp_keep_seconds: PositiveFloat = 86_400.0
 
+    # Erasure (docs/erasure.md): how often each server process runs the erasure job
+    # (completes interrupted erasures, runs queued ones, expires content past its tenant's
+    # expiry); it also runs once at start-up.
+    expiry_interval_seconds: PositiveFloat = 3600.0
+
     def __post_init__(self) -> None:
+        # A blob store that cannot work stops the server at start, not at the first upload.
+        check_store_url(self.blob_store)
+        self.s3_options().check()
         if self.batch_max_records > self.queue_max_records:
             raise ValueError("PROV_BATCH_MAX_RECORDS must not exceed PROV_QUEUE_MAX_RECORDS")
         if self.blob_spool_bytes < self.max_blob_bytes:
@@ -120,6 +152,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
             # Else a slow receiver's delivery could be claimed again while still under way.
             raise ValueError("PROV_WEBHOOK_LEASE_SECONDS must exceed PROV_WEBHOOK_TIMEOUT_SECONDS")
+
+    def s3_options(self) -> S3Options:
+        """How to reach S3, for the blob store and for an export to `s3://`."""
+        return S3Options(
+            endpoint=self.s3_endpoint,
+            region=self.s3_region,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key,
+            allow_http=self.s3_allow_http,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

@@ -57,6 +57,7 @@ from ledger.keys.signing import load_signing_key
 from ledger.log.note import NoteVerifier
 from ledger.records.decision import Model, Output
 from query.audit.report_check import verify_report
+from query.subjects.check import verify_subject_bundle  # the offline subject bundle check
 
 url, ingest_key, audit_key, key_file, verifier_text, out_dir = sys.argv[1:]
 verifier = NoteVerifier.parse(verifier_text)

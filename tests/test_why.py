@@ -116,6 +116,7 @@ def test_a_report_verifies_offline_and_says_what_it_cannot_check(filled: Ledger)
         "signature",
         "analysis",
         "verdicts",
+        "erasures",
         "policy",
         "policy checks",
         "replays",

@@ -12,6 +12,7 @@ from litestar.params import Parameter
 
 from httpapi.problems import problem_spec
 from ingest.routes.bodies import body_limit_of, budget_of, spooled_body
+from ingest.routes.monitors import applied_by
 from ingest.routes.openapi import OctetStream
 from ledger.blobs.digest import check_digest
 from ledger.blobs.vault import COPY_CHUNK, StoredBlob, check_subject
@@ -116,9 +117,29 @@ def download_blob(digest: str, caller: ApiKey, ledger: Ledger) -> bytes:
     tags=["blobs"],
     sync_to_thread=True,
     status_code=204,
-    responses={404: problem_spec("No such blob for this tenant")},
+    responses={
+        404: problem_spec("No such blob for this tenant"),
+        409: problem_spec("A legal hold covers the blob"),
+    },
 )
-def erase(digest: str, caller: ApiKey, ledger: Ledger) -> None:
-    """Drop a blob's bytes for good, as a subject's erasure requires. Its digest stays, so
-    the records that reference it still verify; reads then answer 410."""
-    ledger.blobs.erase_now(caller.tenant, [check_digest(digest)], now_us=now_micros())
+def erase(
+    digest: str,
+    caller: ApiKey,
+    ledger: Ledger,
+    reason: Annotated[
+        str | None, Parameter(max_length=1024, description="Why, as the erasure record states")
+    ] = None,
+) -> None:
+    """Drop a blob's bytes for good: an erasure record (kind `blobs`, signed by the ledger,
+    naming the key that asked) is appended and the blob marked erased in one commit, then
+    its object is deleted. Its digest stays, so the records that reference it still
+    verify; reads then answer 410. Erasing it again answers 204 and records nothing. A
+    legal hold refuses it (409); the retention floor does not apply to a blob erased by
+    name (docs/erasure.md)."""
+    ledger.erasures.erase_blobs(
+        caller.tenant,
+        [check_digest(digest)],
+        reason=reason or f"DELETE /v1/blobs/{digest}",
+        requested_by=applied_by(caller),
+        now_us=now_micros(),
+    )

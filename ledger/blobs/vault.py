@@ -19,24 +19,28 @@ that holds the sealed bytes (`ledger.blobs.stores`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Final
 
 import sqlalchemy.exc
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, tuple_, update
 
 from ledger.blobs.digest import check_digest, digest_of
 from ledger.blobs.salted import content_of
 from ledger.blobs.sealing import OVERHEAD, associated_data, seal, seal_bytes, unseal
 from ledger.blobs.stores.base import ObjectStore
+from ledger.blobs.stores.database import DatabaseStore
 from ledger.blobs.subject_keys import NO_SUBJECT, SubjectKeys
 from ledger.errors import BadRequest, BlobErased, BlobUnreadable, DigestMismatch, NotFound
 from ledger.storage.db import conflict_insert, side_write_transaction
-from ledger.storage.schema import blobs
+from ledger.storage.schema import blob_objects, blobs
 
 # Bytes read from an upload at a time; the most of a blob one put holds in memory.
 COPY_CHUNK: Final = 1 << 20
 MAX_SUBJECT_CHARS: Final = 256
+# Objects deleted at once from a store that answers each in a round trip (S3).
+_DELETE_THREADS: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,17 @@ def object_name(tenant: str, digest: str, key_id: str) -> str:
     """`<tenant>/<digest hex>.<key id>`: the key id in the name keeps two puts of one
     digest under different keys (a race) from overwriting each other's object."""
     return f"{tenant}/{digest.removeprefix('sha256:')}.{key_id}"
+
+
+def _names(tenant: str, rows: Iterable[BlobRow]) -> list[str]:
+    return [object_name(tenant, row.digest, row.key_id) for row in rows if row.key_id is not None]
+
+
+def _delete_objects(connection: Connection, names: Sequence[str]) -> None:
+    for start in range(0, len(names), 500):
+        connection.execute(
+            delete(blob_objects).where(blob_objects.c.name.in_(names[start : start + 500]))
+        )
 
 
 def check_subject(subject: str | None) -> str | None:
@@ -322,14 +337,57 @@ class BlobVault:
         self.drop(tenant, held.values())
         return list(held.values())
 
+    @staticmethod
+    def page(
+        connection: Connection, after: tuple[str, str], limit: int
+    ) -> list[tuple[str, BlobRow]]:
+        """(tenant, row) of every tenant's blobs after `after` (tenant, digest), in that
+        order, at most `limit`: a walk over the whole index."""
+        return [
+            (row.tenant, BlobRow(*row[1:]))
+            for row in connection.execute(
+                select(blobs.c.tenant, *_COLUMNS)
+                .where(tuple_(blobs.c.tenant, blobs.c.digest) > tuple_(*after))
+                .order_by(blobs.c.tenant, blobs.c.digest)
+                .limit(limit)
+            )
+        ]
+
+    @staticmethod
+    def erased_by(connection: Connection, tenant: str, first: int, last: int) -> list[BlobRow]:
+        """The rows erasure records `first` to `last` (log indexes) marked erased."""
+        return [
+            BlobRow(*row)
+            for row in connection.execute(
+                select(*_COLUMNS)
+                .where(blobs.c.tenant == tenant, blobs.c.erasure_idx.between(first, last))
+                .order_by(blobs.c.digest)
+            )
+        ]
+
+    def drop_in(self, connection: Connection, tenant: str, rows: Iterable[BlobRow]) -> None:
+        """In the database store, delete the objects of `rows` inside the caller's
+        transaction (the one that marks them erased), so that they go with the mark; other
+        stores are dropped after the commit (`drop`)."""
+        if isinstance(self.store, DatabaseStore):
+            _delete_objects(connection, _names(tenant, rows))
+
     def drop(self, tenant: str, rows: Iterable[BlobRow]) -> int:
         """Delete the sealed objects of erased rows; idempotent. Returns how many."""
-        dropped = 0
-        for row in rows:
-            if row.key_id is not None:
-                self.store.delete(object_name(tenant, row.digest, row.key_id))
-                dropped += 1
-        return dropped
+        names = _names(tenant, rows)
+        if isinstance(self.store, DatabaseStore):
+            # One transaction for them all, not one per object.
+            with side_write_transaction(self.engine) as connection:
+                _delete_objects(connection, names)
+        elif len(names) > 1:
+            # A remote store answers each delete in a round trip: several at once.
+            with ThreadPoolExecutor(_DELETE_THREADS, thread_name_prefix="prov-drop") as pool:
+                for _ in pool.map(self.store.delete, names):
+                    pass
+        else:
+            for name in names:
+                self.store.delete(name)
+        return len(names)
 
     def destroy_key(self, tenant: str, subject: str) -> bool:
         """Destroy the subject's data key: every copy of its blobs becomes unreadable."""

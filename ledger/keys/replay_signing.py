@@ -1,5 +1,6 @@
-"""The ledger's record key: it signs every replay, policy-check, monitor and breach record,
-and only it may (its service name, `prov-replay`, is older than the other kinds).
+"""The ledger's record key: it signs every replay, policy-check, monitor, breach, erasure,
+retention and legal-hold record, and only it may (its service name, `prov-replay`, is
+older than the other kinds).
 
 The key is an Ed25519 key in its own PEM file (`prov-replay.key` next to the ledger key by
 default), created by `prov init` like the ledger key and never stored in the database. Its
@@ -154,14 +155,18 @@ class ReplaySigner:
         )
 
     def sign_breach(self, record: BreachRecord, connection: Connection) -> tuple[bytes, str]:
-        """A breach record, signed inside the sequencing transaction on `connection`; the
-        key is registered for the tenant there first if this process has not yet."""
-        keyid = replay_keyid(record.tenant, self.key.public_key)
+        """A breach record, signed inside the sequencing transaction on `connection`."""
+        return self.sign_in(BREACH_PAYLOAD_TYPE, encode_record(record), record.tenant, connection)
+
+    def sign_in(
+        self, payload_type: str, payload: bytes, tenant: str, connection: Connection
+    ) -> tuple[bytes, str]:
+        """A record the ledger makes inside a transaction that holds the log's lock (a
+        breach, an erasure), signed there; the key is registered for the tenant on
+        `connection` first if this process has not yet. Returns the envelope and keyid."""
+        keyid = replay_keyid(tenant, self.key.public_key)
         with self._lock:
-            known = record.tenant in self._registered
+            known = tenant in self._registered
         if not known:
-            register_replay_key(connection, record.tenant, self.key.public_key)
-        raw = sign_ledger_record(
-            BREACH_PAYLOAD_TYPE, encode_record(record), record.tenant, self.key
-        )
-        return raw, keyid
+            register_replay_key(connection, tenant, self.key.public_key)
+        return sign_ledger_record(payload_type, payload, tenant, self.key), keyid

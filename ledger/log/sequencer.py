@@ -9,6 +9,9 @@ refuses one registered with another (`ledger.indexes.policies.PolicyGuard`), mar
 decisions its context changes made stale (`ledger.indexes.freshness`), and signs a
 checkpoint of the new tree, all in one commit. Nothing is acknowledged
 before that commit, and a batch that fails leaves nothing behind.
+
+`append_made` appends records the ledger makes from what the log holds (erasures, retention
+rules, legal holds): they are decided, placed and indexed in one transaction under the lock.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import sqlalchemy.exc
@@ -32,6 +35,7 @@ from ledger.errors import (
     RecordRejected,
     RecordUnstorable,
 )
+from ledger.indexes.blob_refs import insert_refs
 from ledger.indexes.decisions import insert_index_rows
 from ledger.indexes.delegations import AuthorityGuard, AuthorityRow, insert_authority_rows
 from ledger.indexes.freshness import FreshnessBatch, write_batch
@@ -135,6 +139,58 @@ def append(
     frontier.remember(tree, last_leaf)
     monitors.remember(tree.size, last_leaf)
     return results
+
+
+@dataclass(frozen=True, slots=True)
+class MadeBatch:
+    """Records the ledger makes from what the log holds (`append_made`), already signed,
+    and what follows from their places, written in the same transaction."""
+
+    records: Sequence[Admitted]
+    then: Callable[[Connection, list[Appended]], None] | None = None
+
+
+def append_made(
+    engine: Engine,
+    make: Callable[[Connection], MadeBatch],
+    signer: NoteSigner,
+    origin: str,
+    frontier: Frontier | None = None,
+    monitors: LiveMonitors | None = None,
+) -> list[Appended]:
+    """Append records the ledger makes, deciding them under the log's write lock: `make`
+    reads what it needs on the locked connection (and may write rows of its own), then the
+    records are placed and `then` writes what follows from their indexes, all in one
+    commit. An error raised by `make` or `then`, or a record refused, leaves nothing
+    behind (the refusal is raised). A batch of no records commits what `make` wrote."""
+    frontier = frontier or Frontier()
+    monitors = monitors or LiveMonitors()
+    placed: tuple[CompactRange, bytes] | None = None
+    counted = False
+    try:
+        with write_transaction(engine) as connection:
+            batch = make(connection)
+            appended: list[Appended] = []
+            if batch.records:
+                counted = True
+                results, tree, last_leaf = _append_locked(
+                    connection, batch.records, signer, origin, frontier, monitors
+                )
+                for result in results:
+                    if isinstance(result, RecordRejected):
+                        raise result
+                    appended.append(result)
+                placed = (tree, last_leaf)
+            if batch.then is not None:
+                batch.then(connection, appended)
+    except BaseException:
+        if counted:  # the windows counted a batch that never committed
+            monitors.forget()
+        raise
+    if placed is not None:
+        frontier.remember(*placed)
+        monitors.remember(placed[0].size, placed[1])
+    return appended
 
 
 # Errors that say the database as a whole is unusable (unreachable, locked, timed out),
@@ -373,6 +429,7 @@ class _BatchRows:
     entries: list[tuple[object, ...]] = field(default_factory=list)
     nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
     decisions: list[tuple[object, ...]] = field(default_factory=list)
+    refs: list[tuple[str, str, int]] = field(default_factory=list)
     authority: list[tuple[int, str, AuthorityRow]] = field(default_factory=list)
     replays: list[tuple[int, str, ReplayRow]] = field(default_factory=list)
     freshness: FreshnessBatch = field(default_factory=FreshnessBatch.empty)
@@ -399,6 +456,8 @@ class _BatchRows:
         )
         if record.index is not None:
             self.decisions.append((index, *record.index))
+        if record.blobs:
+            self.refs.extend((record.tenant, digest, index) for digest in record.blobs)
         if record.authority is not None:
             self.authority.append((index, record.tenant, record.authority))
         if record.replay is not None:
@@ -423,6 +482,7 @@ class _BatchRows:
         bulk_insert(connection, "log_entries", ENTRY_COLUMNS, self.entries)
         bulk_insert(connection, "tree_nodes", ("level", "idx", "hash"), self.nodes)
         insert_index_rows(connection, self.decisions)
+        insert_refs(connection, self.refs)
         insert_authority_rows(connection, self.authority)
         insert_replay_rows(connection, self.replays)
         insert_policy_rows(connection, self.policies)

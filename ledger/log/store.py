@@ -313,6 +313,23 @@ def backfill_index(
 _STREAM_BATCH = 5_000
 
 
+def first_index_at(connection: Connection, at_us: int, size: int) -> int:
+    """The first log index whose integration time is at or after `at_us` (`size`, the log's
+    size, if none is), by binary search over the primary key: times never run backwards
+    along the log."""
+    low, high = 0, size
+    while low < high:
+        middle = (low + high) // 2
+        us = connection.execute(
+            select(log_entries.c.integrated_us).where(log_entries.c.idx == middle)
+        ).scalar_one()
+        if us < at_us:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
 def stream_entries(connection: Connection, start: int, end: int) -> Iterator[list[tuple[Any, ...]]]:
     """`(idx, tenant, envelope, integrated_us, leaf_hash)` of entries [start, end), in index
     order and in batches, straight from the driver: a server-side cursor on PostgreSQL (so

@@ -31,7 +31,7 @@ from sqlalchemy import Connection, and_, case, or_, select
 
 from ledger.indexes.monitors import latest_versions
 from ledger.log.entry import from_micros
-from ledger.log.store import Head, StoredEntry, read_entries, read_entry
+from ledger.log.store import Head, StoredEntry, first_index_at, read_entries, read_entry
 from ledger.monitors.compile import CompiledMonitor, compile_monitor
 from ledger.monitors.facts import DecisionFacts, facts_from_envelope
 from ledger.monitors.window import MonitorWindow, Reading, Transition, decimal_text
@@ -158,7 +158,7 @@ class LiveMonitors:
         )
         first = max(
             min(active.index + 1 for active in self._active()),
-            _first_at_or_after(connection, start_us, head.size),
+            first_index_at(connection, start_us, head.size),
         )
         for active in self._active():
             active.window.expired_through = max(active.window.expired_through, first - 1)
@@ -462,19 +462,3 @@ def _applied_since(connection: Connection, index: int, end: int | None = None) -
     if end is not None:
         query = query.where(monitor_registry.c.idx < end)
     return connection.execute(query.limit(1)).first() is not None
-
-
-def _first_at_or_after(connection: Connection, start_us: int, size: int) -> int:
-    """The first log index whose integration time is at or after `start_us` (`size` if
-    none), by binary search: times never run backwards along the log."""
-    low, high = 0, size
-    while low < high:
-        middle = (low + high) // 2
-        us = connection.execute(
-            select(log_entries.c.integrated_us).where(log_entries.c.idx == middle)
-        ).scalar_one()
-        if us < start_us:
-            low = middle + 1
-        else:
-            high = middle
-    return low

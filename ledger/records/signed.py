@@ -39,6 +39,17 @@ from ledger.records.context_change import (
     decode_context_change,
 )
 from ledger.records.decision import DECISION_PAYLOAD_TYPE, Decision, decode_decision
+from ledger.records.erasure import (
+    ERASURE_PAYLOAD_TYPE,
+    LEGAL_HOLD_PAYLOAD_TYPE,
+    RETENTION_PAYLOAD_TYPE,
+    ErasureRecord,
+    LegalHoldRecord,
+    RetentionRecord,
+    decode_erasure,
+    decode_hold,
+    decode_retention,
+)
 from ledger.records.monitor import (
     BREACH_PAYLOAD_TYPE,
     MONITOR_PAYLOAD_TYPE,
@@ -75,6 +86,9 @@ LoggedRecord = (
     | PolicyCheckRecord
     | MonitorRecord
     | BreachRecord
+    | ErasureRecord
+    | RetentionRecord
+    | LegalHoldRecord
 )
 
 # payloadType -> strict decoder.
@@ -88,6 +102,9 @@ PAYLOAD_DECODERS: dict[str, Callable[[bytes], LoggedRecord]] = {
     POLICY_CHECK_PAYLOAD_TYPE: decode_policy_check,
     MONITOR_PAYLOAD_TYPE: decode_monitor,
     BREACH_PAYLOAD_TYPE: decode_breach,
+    ERASURE_PAYLOAD_TYPE: decode_erasure,
+    RETENTION_PAYLOAD_TYPE: decode_retention,
+    LEGAL_HOLD_PAYLOAD_TYPE: decode_hold,
 }
 
 

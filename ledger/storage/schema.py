@@ -129,6 +129,73 @@ blob_objects = Table(
     Column("content", LargeBinary, nullable=False),
 )
 
+# The blobs each decision references (`ledger.indexes.blob_refs`), written with the decision's
+# entry: how erasure finds a subject's content, and expiry a blob's latest use.
+blob_refs = Table(
+    "blob_refs",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("digest", String(71), nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant", "digest", "idx"),
+    Index("ix_blob_refs_idx", "idx"),
+)
+
+# Erasure requests (`ledger.erasure`, docs/erasure.md): one row per request. `queued` waits
+# for the retention floor's end (`not_before_us`) or a hold's release and has no record yet;
+# `recorded` has its erasure records in the log (from `first_idx`, `parts` of them) and its
+# blobs marked erased, its objects and key not yet destroyed; `done` is complete.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("request_id", String(128), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("subject", String(256), nullable=True),
+    Column("state", String(8), nullable=False),
+    Column("requested_by", String(256), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("requested_us", BigInteger, nullable=False),
+    Column("not_before_us", BigInteger, nullable=True),
+    Column("waiting_for", Text, nullable=True),
+    Column("first_idx", BigInteger, nullable=True),
+    Column("parts", Integer, nullable=True),
+    Column("digests", Integer, nullable=True),
+    Column("erased_us", BigInteger, nullable=True),
+    Column("done_us", BigInteger, nullable=True),
+    Index("ix_erasures_state", "state"),
+)
+
+# Retention rules and legal holds, derived from their records and written with their entries.
+retention_rules = Table(
+    "retention_rules",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("floor_days", Integer, nullable=False),
+    Column("expire_after_days", Integer, nullable=True),
+    Column("set_us", BigInteger, nullable=False),
+    UniqueConstraint("tenant", "version", name="uq_retention_rules_tenant_version"),
+)
+
+legal_holds = Table(
+    "legal_holds",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("hold_id", String(128), primary_key=True),
+    Column("idx", BigInteger, nullable=False),
+    Column("subject", String(256), nullable=True),
+    Column("service", String(128), nullable=True),
+    Column("decision_type", String(128), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("placed_by", String(256), nullable=False),
+    Column("placed_us", BigInteger, nullable=False),
+    Column("released_idx", BigInteger, nullable=True),
+    Column("released_us", BigInteger, nullable=True),
+    Column("released_by", String(256), nullable=True),
+)
+
 # One row per decision record, written in the same transaction as its log entry: the search
 # index. It is derived from the signed payload and trusted by nothing; `output` is the JSON
 # of `output.decision`, matched by path. Search lists the newest decisions first, by

@@ -31,6 +31,10 @@ run in order and each names what it found wrong:
    decision's policy digest resolves to (a policy record of the tenant, signed by its
    owner, whose document hashes to that digest), and the report's policy item is what it
    and the payload say. (These two steps run just before the replays'.)
+10. Each erasure record in the evidence passes steps 3 to 6 under the same checkpoint (an
+   erasure record of the tenant, signed by its record key), and lists every erased blob
+   that names it, with the request id and the time the report gives. (This step runs
+   right after step 8.)
 
 What the server alone can know (whether a blob's bytes are still held, a revocation after
 the decision, whether the lists of replays and policy checks are complete, which registered
@@ -57,6 +61,7 @@ from ledger.log.entry import entry_bytes, rfc3339, to_micros
 from ledger.log.note import Checkpoint, NoteVerifier, open_checkpoint
 from ledger.records import dsse
 from ledger.records.decision import DECISION_PAYLOAD_TYPE
+from ledger.records.erasure import ErasureRecord
 from ledger.records.policy import POLICY_CHECK_PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE, document_digest
 from ledger.records.replay import REPLAY_PAYLOAD_TYPE, REPLAY_SERVICE
 from ledger.records.signed import Candidate, parse_record
@@ -143,6 +148,7 @@ def verify_report(
         ("signature", lambda: _signature(report, context, service_key)),
         ("analysis", lambda: _analysis(report)),
         ("verdicts", lambda: _verdicts(report)),
+        ("erasures", lambda: _erasures(report, context)),
         ("policy", lambda: _policy(report, context)),
         ("policy checks", lambda: _linked_records(report, context, _POLICY_CHECKS)),
         ("replays", lambda: _linked_records(report, context, _REPLAYS)),
@@ -487,11 +493,58 @@ def _check_linked(
     )
 
 
+def _erasures(report: dict[str, Any], context: dict[str, Any]) -> str:
+    """Step 10: each erasure record in the evidence passes steps 3 to 6 under the same
+    checkpoint (an erasure record of the decision's tenant, signed by its record key), and
+    each erased blob that names one is listed by it, with its request and time; the
+    evidence holds no record no blob names."""
+    evidence = report["evidence"].get("erasures")
+    if evidence is None:
+        return "the report predates erasure evidence: its erasures are the server's word"
+    decision = context["candidate"].decision
+    records: dict[int, ErasureRecord] = {}
+    for position, item in enumerate(evidence):
+        envelope, leaf, index = check_entry(item["envelope"], item["entry"])
+        check_inclusion(item.get("inclusion_proof"), leaf, index, context["checkpoint"])
+        candidate = parse_record(envelope, max_bytes=len(envelope))
+        record = candidate.decision
+        if not isinstance(record, ErasureRecord):
+            raise ReportInvalid(f"erasure {position}: entry {index} is not an erasure record")
+        if record.tenant != decision.tenant or item["entry"]["tenant"] != decision.tenant:
+            raise ReportInvalid(f"erasure {position}: entry {index} is another tenant's")
+        check_signature(candidate, item.get("signing_key"), None)
+        records[index] = record
+    named: set[int] = set()
+    for blob in report["verification"]["blobs"]:
+        erasure = blob.get("erasure")
+        if erasure is None:
+            continue
+        listing = records.get(erasure["index"])
+        if listing is None:
+            raise ReportInvalid(f"blob {blob['pointer']}: no evidence of entry {erasure['index']}")
+        if (
+            blob["status"] != "erased"
+            or blob["digest"] not in listing.digests
+            or erasure["request_id"] != listing.request_id
+            or blob["erased_at"] != rfc3339(to_micros(listing.erased_at))
+        ):
+            raise ReportInvalid(
+                f"blob {blob['pointer']}: erasure record {erasure['index']} does not say it "
+                "was erased by that request at that time"
+            )
+        named.add(erasure["index"])
+    if set(records) != named:
+        raise ReportInvalid("the report carries erasure records that no blob names")
+    return f"{len(named)} erasure records of this decision's blobs verify"
+
+
 def _server_claims(report: dict[str, Any]) -> list[str]:
     claims = [
         f"blob {blob['digest']} at {blob['pointer']} is {blob['status']} (only its digest is "
         "signed)"
         for blob in report["verification"].get("blobs", [])
+        # An erasure that names its record was checked against it (step 10).
+        if "erasure" not in blob or "erasures" not in report["evidence"]
     ]
     key = report["evidence"]["signing_key"]
     if key.get("revoked_at") is None:

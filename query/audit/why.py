@@ -19,10 +19,11 @@ A report has four parts:
   checked as replays are. A check not made says so.
 - `evidence`: the exact envelope, the entry fields, the signed checkpoint, the inclusion
   proof, the signing key, what the ledger knows of the delegation chain, and the same
-  envelope, entry, proof and key for each replay and policy check, so that
-  `prov verify-report` can recompute `decision`, `analysis` and every cryptographic claim
-  offline (`query.audit.report_check`). That the lists of replays and policy checks are
-  complete, and what the registry holds, is the server's word.
+  envelope, entry, proof and key for each replay, policy check and erasure record an
+  erased blob names, so that `prov verify-report` can recompute `decision`, `analysis` and
+  every cryptographic claim offline (`query.audit.report_check`). That the lists of
+  replays and policy checks are complete, and what the registry holds, is the server's
+  word.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sqlalchemy import Connection, select
 
 from ledger.delegation.evidence import chain_evidence
 from ledger.errors import RecordRejected
+from ledger.indexes.erasures import erasure_requests
 from ledger.indexes.replays import replays_of
 from ledger.log.entry import rfc3339
 from ledger.log.note import NoteVerifier
@@ -124,6 +126,7 @@ def why_report(
     policy, policy_evidence = policy_status(
         connection, verifier, origin, stored_checkpoint, tenant, decision
     )
+    blobs_now = [] if decision is None else blob_states(connection, tenant, decision)
     return {
         "report": REPORT_FORMAT,
         "generated_at": generated_at,
@@ -136,7 +139,7 @@ def why_report(
             # Who vouches for the content, by the key that verified the signature.
             "attestation": attestation_view(decision, signing_key),
             "inclusion": {k: v for k, v in inclusion.items() if k in ("status", "detail")},
-            "blobs": [] if decision is None else blob_states(connection, tenant, decision),
+            "blobs": blobs_now,
             "delegation": delegation_status(decision, entry.integrated_us, authority),
             "replays": replays_status([item for item, _ in replays]),
             # The registered document the decision's policy digest names.
@@ -158,6 +161,9 @@ def why_report(
             "replays": [evidence for _, evidence in replays],
             "policy": policy_evidence,
             "policy_checks": [evidence for _, evidence in checks],
+            "erasures": erasure_evidence(
+                connection, verifier, origin, stored_checkpoint, blobs_now
+            ),
         },
     }
 
@@ -192,12 +198,14 @@ def _replay(
 
 def blob_states(connection: Connection, tenant: str, decision: dict[str, Any]) -> list[Any]:
     """Each referenced blob: `present`, `erased` (bytes dropped on request; the signed
-    digest stays) or `missing` (never uploaded). The state is the server's word: offline,
-    only the digest is covered by the signature."""
+    digest stays) or `missing` (never uploaded). An erased blob names its erasure: the
+    request and the log index of the erasure record that lists it, whose evidence the
+    report carries (`erasure_evidence`). Whether a blob is present is the server's word:
+    offline, only the digest is covered by the signature."""
     wanted = referenced_blobs(decision)
     rows = (
         connection.execute(
-            select(blobs.c.digest, blobs.c.size, blobs.c.erased_us).where(
+            select(blobs.c.digest, blobs.c.size, blobs.c.erased_us, blobs.c.erasure_idx).where(
                 blobs.c.tenant == tenant, blobs.c.digest.in_({digest for _, digest in wanted})
             )
         ).all()
@@ -205,6 +213,7 @@ def blob_states(connection: Connection, tenant: str, decision: dict[str, Any]) -
         else []
     )
     stored = {row.digest: row for row in rows}
+    requests = erasure_requests(connection, {row.erasure_idx for row in rows} - {None})
     states = []
     for pointer, digest in wanted:
         row = stored.get(digest)
@@ -213,7 +222,27 @@ def blob_states(connection: Connection, tenant: str, decision: dict[str, Any]) -
             state["status"] = "missing"
         elif row.erased_us is not None:
             state |= {"status": "erased", "erased_at": rfc3339(row.erased_us)}
+            if row.erasure_idx in requests:
+                state["erasure"] = {
+                    "request_id": requests[row.erasure_idx],
+                    "index": row.erasure_idx,
+                }
         else:
             state |= {"status": "present", "size": row.size}
         states.append(state)
     return states
+
+
+def erasure_evidence(
+    connection: Connection,
+    verifier: NoteVerifier,
+    origin: str,
+    stored_checkpoint: StoredCheckpoint | None,
+    states: list[Any],
+) -> list[dict[str, Any]]:
+    """The evidence of each erasure record the blob states name, once each, by index."""
+    indexes = sorted({state["erasure"]["index"] for state in states if "erasure" in state})
+    return [
+        record_evidence(connection, verifier, origin, stored_checkpoint, index).evidence
+        for index in indexes
+    ]

@@ -49,6 +49,7 @@ from query.audit.search import QUERY_FIELDS, DecisionFilter, search
 from query.audit.why import why_report
 from query.services import SessionPolicy, read_services
 from query.ui.monitor_pages import PAGES as MONITOR_PAGES
+from query.ui.subject_pages import PAGES as SUBJECT_PAGES
 from query.ui.view import STATIC_DIR, checkpoint_size, timeline_bars
 
 log = structlog.get_logger("prov.http")
@@ -432,6 +433,7 @@ def page_routers() -> list[Router]:
             freshness_file,
             log_page,
             *MONITOR_PAGES,
+            *SUBJECT_PAGES,
         ],
         guards=[require_sign_in],
         exception_handlers=PAGE_ERRORS,

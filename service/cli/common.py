@@ -112,3 +112,14 @@ def ledger_options(command: F) -> F:
 
 def emit(value: object) -> None:
     sys.stdout.buffer.write(_json.encode(value) + b"\n")
+
+
+def report_differing(
+    missing: dict[str, list[tuple[Any, ...]]], unexpected: dict[str, list[tuple[Any, ...]]]
+) -> None:
+    """`prov reindex`: on stderr, up to 20 rows per table that a rebuilt index lacked
+    (`missing`) or held without the log giving them (`unexpected`)."""
+    for label, found in (("missing from", missing), ("not given by the log, in", unexpected)):
+        for table, rows in found.items():
+            for row in rows[:20]:
+                click.echo(f"row {label} {table}: {row}", err=True)

@@ -26,7 +26,8 @@ from service.cli.audit import (
     source_options,
     trust_options,
 )
-from service.cli.common import Failed, ledger_options, open_ledger
+from service.cli.common import Failed, ledger_options, open_ledger, report_differing
+from service.cli.erasure import ErasureIndexes, rebuild_erasure_indexes, report_erasure_indexes
 from service.settings import Settings
 
 _STYLE = {"fresh": "bold green", "stale": "bold red", "unknown": "bold yellow"}
@@ -106,9 +107,12 @@ def verify_freshness_command(
 class _CheckOnly(Exception):
     """Raised inside the rebuild's transaction to roll it back after a check."""
 
-    def __init__(self, rebuilt: Rebuilt, monitors: MonitorsRebuilt) -> None:
+    def __init__(
+        self, rebuilt: Rebuilt, monitors: MonitorsRebuilt, erasures: ErasureIndexes
+    ) -> None:
         self.rebuilt = rebuilt
         self.monitors = monitors
+        self.erasures = erasures
 
 
 @click.command("reindex")
@@ -119,8 +123,9 @@ class _CheckOnly(Exception):
 )
 @ledger_options
 def reindex(settings: Settings, check: bool) -> None:
-    """Rebuild the freshness index (dependencies, context changes, stale marks) and the
-    monitor indexes (versions, breaches, history, flagged decisions) from the log alone;
+    """Rebuild the freshness index (dependencies, context changes, stale marks), the
+    monitor indexes (versions, breaches, history, flagged decisions) and the erasure
+    indexes (blob references, erasures, retention rules, holds) from the log alone;
     with --check, only compare them with those the ledger holds (exit 1 if they differ).
     Appends wait for the rebuild, which holds the log's write lock."""
     ledger = open_ledger(settings)
@@ -128,11 +133,13 @@ def reindex(settings: Settings, check: bool) -> None:
         with write_transaction(ledger.engine) as connection:
             rebuilt = rebuild(connection)
             monitors = rebuild_monitors(connection)
+            erasures = rebuild_erasure_indexes(connection)
             if check:
-                raise _CheckOnly(rebuilt, monitors)
+                raise _CheckOnly(rebuilt, monitors, erasures)
     except _CheckOnly as done:
-        rebuilt, monitors = done.rebuilt, done.monitors
+        rebuilt, monitors, erasures = done.rebuilt, done.monitors, done.erasures
     _report_monitors(monitors, check)
+    report_erasure_indexes(erasures, check)
     click.echo(
         f"{'checked' if check else 'rebuilt'} the freshness index from {rebuilt.entries} "
         f"decisions and context changes: {rebuilt.marks} stale marks"
@@ -155,6 +162,8 @@ def reindex(settings: Settings, check: bool) -> None:
         click.echo(f"the freshness index {what}")
     if check and not monitors.consistent:
         raise Failed("the monitor indexes differ from the log")
+    if check and not erasures.consistent:
+        raise Failed("the erasure indexes differ from the log")
 
 
 def _report_monitors(rebuilt: MonitorsRebuilt, check: bool) -> None:
@@ -163,13 +172,7 @@ def _report_monitors(rebuilt: MonitorsRebuilt, check: bool) -> None:
         f"versions, {rebuilt.breaches} breaches, {rebuilt.flags} flagged decisions, "
         f"{rebuilt.samples} history rows"
     )
-    for label, found in (
-        ("missing from", rebuilt.missing),
-        ("not given by the log, in", rebuilt.unexpected),
-    ):
-        for table, rows in found.items():
-            for row in rows[:20]:
-                click.echo(f"row {label} {table}: {row}", err=True)
+    report_differing(rebuilt.missing, rebuilt.unexpected)
     if not rebuilt.consistent and not check:
         click.echo("the monitor indexes differed from the log and were rebuilt")
 

@@ -20,6 +20,7 @@ import httpx
 import msgspec
 import sqlalchemy.exc
 
+from ledger.erasure.blob_check import check_blobs
 from ledger.errors import ProvError, RecordRejected
 from ledger.keys.apikeys import Role, create_api_key, list_api_keys, revoke_api_key
 from ledger.keys.keyring import list_keys, register_key, revoke_key
@@ -33,6 +34,7 @@ from query.audit.auditor import audit as audit_log
 from query.audit.entry_view import show_entry
 from service.cli.analytics import COMMANDS as ANALYTICS_COMMANDS
 from service.cli.audit import COMMANDS as AUDIT_COMMANDS
+from service.cli.blobs import COMMANDS as BLOB_COMMANDS
 from service.cli.collector import COMMANDS as COLLECTOR_COMMANDS
 from service.cli.common import (
     Failed,
@@ -43,12 +45,15 @@ from service.cli.common import (
     open_ledger,
 )
 from service.cli.delegation import COMMANDS as DELEGATION_COMMANDS
+from service.cli.erasure import COMMANDS as ERASURE_COMMANDS
+from service.cli.erasure import print_blobs
 from service.cli.freshness import COMMANDS as FRESHNESS_COMMANDS
 from service.cli.models import COMMANDS as MODELS_COMMANDS
 from service.cli.monitors import COMMANDS as MONITOR_COMMANDS
 from service.cli.policy import COMMANDS as POLICY_COMMANDS
 from service.cli.receipts import COMMANDS as RECEIPT_COMMANDS
 from service.cli.replay import COMMANDS as REPLAY_COMMANDS
+from service.cli.subjects import COMMANDS as SUBJECT_COMMANDS
 from service.cli.subscriptions import COMMANDS as SUBSCRIPTION_COMMANDS
 from service.cli.times import TIME, TIME_HELP
 from service.demo.microloans import run_microloans
@@ -309,10 +314,17 @@ def audit(url: str, state_path: Path, verifier_key: str | None, api_key: str | N
 
 @cli.command()
 @click.option("--signatures", is_flag=True, help="Also re-check every record signature")
+@click.option(
+    "--blobs",
+    is_flag=True,
+    help="Also check every blob: present (opens and hashes to its digest), erased (by an "
+    "erasure record that lists it) or unreadable",
+)
 @click.option("--verifier-key", help="Trust this note verifier key instead of the key file's")
 @ledger_options
-def verify(settings: Settings, signatures: bool, verifier_key: str | None) -> None:
-    """Recompute every leaf, chain link, tree node and root; check every checkpoint."""
+def verify(settings: Settings, signatures: bool, blobs: bool, verifier_key: str | None) -> None:
+    """Recompute every leaf, chain link, tree node and root; check every checkpoint; with
+    --blobs, every blob's bytes or its erasure (`ledger.erasure.blob_check`)."""
     ledger = open_ledger(settings)
     verifier = NoteVerifier.parse(verifier_key) if verifier_key else None
     started = time.perf_counter()
@@ -329,6 +341,8 @@ def verify(settings: Settings, signatures: bool, verifier_key: str | None) -> No
     )
     for note in report.notes:
         click.echo(f"note: {note}")
+    if blobs:
+        print_blobs(check_blobs(ledger.engine, ledger.blobs))
 
 
 @cli.command()
@@ -477,6 +491,9 @@ for _command in (
     *FRESHNESS_COMMANDS,
     *MONITOR_COMMANDS,
     *COLLECTOR_COMMANDS,
+    *SUBJECT_COMMANDS,
+    *ERASURE_COMMANDS,
+    *BLOB_COMMANDS,
 ):
     cli.add_command(_command)
 

@@ -38,13 +38,15 @@ from query.routes import log as routes_log
 from query.routes import monitors as routes_monitor_reads
 from query.routes import proofs as routes_proofs
 from query.routes import reports as routes_reports
+from query.routes import subjects as routes_subjects
 from query.services import READ_SERVICES, ReadServices, SessionPolicy, read_services
 from query.ui import pages
 from query.ui.view import template_config
 from service.ledger_setup import open_ledger
 from service.settings import Settings
-from service.web import ops, routes_policy, routes_replays
+from service.web import ops, routes_erasure, routes_policy, routes_replays
 from service.web.auth import ApiKeyCache, require_api_key
+from service.web.erasure_jobs import erasure_lifespan
 from service.web.http_limits import read_deadline
 from service.web.http_metrics import count_requests
 from service.web.otlp_assembly import otlp_assembly_lifespan
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 idle_s=settings.ui_session_idle_seconds,
                 trust_proxy_headers=settings.trust_proxy_headers,
             ),
+            contest_contact=settings.contest_contact,
         )
         app.state[WRITE_SERVICES] = WriteServices(
             committer=committer,
@@ -198,8 +201,35 @@ def create_app(settings: Settings | None = None) -> Litestar:
         security=KEY_REQUIRED,
     )
     reports = Router("/v1/reports", route_handlers=[routes_reports.report], security=KEY_REQUIRED)
+    subjects = Router(
+        "/v1/subjects", route_handlers=[routes_subjects.subject_decisions], security=KEY_REQUIRED
+    )
     breaches = Router(
         "/v1/breaches", route_handlers=[routes_monitor_reads.breach_route], security=KEY_REQUIRED
+    )
+    erasures = Router(
+        "/v1/erasures",
+        route_handlers=[
+            routes_erasure.erase_subject,
+            routes_erasure.list_erasures,
+            routes_erasure.erasure,
+        ],
+        security=KEY_REQUIRED,
+    )
+    retention = Router(
+        "/v1/retention",
+        route_handlers=[routes_erasure.retention, routes_erasure.set_retention],
+        security=KEY_REQUIRED,
+    )
+    holds = Router(
+        "/v1/holds",
+        route_handlers=[
+            routes_erasure.list_holds,
+            routes_erasure.hold,
+            routes_erasure.add_hold,
+            routes_erasure.release_hold,
+        ],
+        security=KEY_REQUIRED,
     )
     policies = Router(
         "/v1/policies", route_handlers=[routes_policy.list_policy_versions], security=KEY_REQUIRED
@@ -240,7 +270,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             otlp_traces,
             otlp_logs,
             reports,
+            subjects,
             breaches,
+            erasures,
+            retention,
+            holds,
             replays,
             policies,
             policy_checks,
@@ -256,6 +290,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             routes_replays.replays_lifespan(settings),
             webhooks_lifespan(settings),
             otlp_assembly_lifespan(settings),
+            erasure_lifespan(settings),
         ],
         dependencies={
             "caller": Provide(provide_caller, sync_to_thread=False),
