@@ -78,6 +78,7 @@ from ledger.records.decision import (
     Output,
     encode_decision,
 )
+from ledger.records.signed import PRODUCER_SIGNED
 from ledger.storage.db import make_engine
 from ledger.storage.schema import context_dependencies, decision_freshness, log_entries
 from query.audit.freshness import freshness_answer
@@ -231,6 +232,7 @@ def admitted_decision(plan: Planned, envelope: bytes) -> Admitted:
             f"cust_{plan.n % 99_991:05d}",
             None,
             _OUTPUT_JSON,
+            PRODUCER_SIGNED,
         ),
         freshness=DecisionFreshness(
             ((CUTOFFS, plan.cutoffs), (sku_key(plan.sku), plan.sku_version), (PRICING, "p7")),
@@ -413,7 +415,10 @@ def bench_ingest(engine_name: str, args: argparse.Namespace) -> None:
 
 
 def placeholder_index_row(record_id: str, occurred_us: int) -> IndexRow:
-    return (TENANT, record_id, SERVICE, "order.route", occurred_us, "m", "1", None, None, "{}")
+    return (
+        TENANT, record_id, SERVICE, "order.route", occurred_us, "m", "1", None, None, "{}",
+        PRODUCER_SIGNED,
+    )  # fmt: skip
 
 
 def build_dependents(ledger: Ledger, keys: tuple[str, ...], first: int, count_: int) -> None:

@@ -22,6 +22,7 @@ from ledger.log import merkle
 from ledger.log.proofs import inclusion_proof
 from ledger.log.sequencer import append
 from ledger.records.decision import DECISION_PAYLOAD_TYPE
+from ledger.records.signed import PRODUCER_SIGNED
 
 BUILD_BATCH = 20_000
 
@@ -35,7 +36,19 @@ def build(ledger: object, entries: int) -> None:
                 "acme",
                 f"bench-{n}",
                 "bench",
-                ("acme", f"bench-{n}", "bench", "bench.proof", n, "m", "1", None, None, "{}"),
+                (
+                    "acme",
+                    f"bench-{n}",
+                    "bench",
+                    "bench.proof",
+                    n,
+                    "m",
+                    "1",
+                    None,
+                    None,
+                    "{}",
+                    PRODUCER_SIGNED,
+                ),
             )
             for n in range(start, min(start + BUILD_BATCH, entries))
         ]
