@@ -185,7 +185,7 @@ class Run:
 
 @pytest.mark.slow
 @settings(
-    max_examples=120,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -319,7 +319,7 @@ def _verification(report: dict[str, Any], console: Console) -> None:
         checkpoint.splitlines()[1] + " entries" if checkpoint else "",
     )
     for blob in verification["blobs"]:
-        table.add_row(f"blob {blob['pointer']}", badge(blob["status"]), blob["digest"][:23] + "…")
+        table.add_row(f"blob {blob['pointer']}", badge(blob["status"]), _blob_detail(blob))
     replays = verification["replays"]
     table.add_row("replays", badge(replays["status"]), replays["detail"])
     for name, label in (("policy", "policy document"), ("policy_checks", "policy checks")):
@@ -355,3 +355,14 @@ def render_search(page: dict[str, Any], console: Console) -> None:
     console.print(table)
     if page.get("next_cursor"):
         console.print(Text(f"more: --cursor {page['next_cursor']}", style="dim"))
+
+
+def _blob_detail(blob: dict[str, Any]) -> str:
+    """The digest, and for an erased blob when and by which request: "erased on DATE
+    (request R, entry N)"."""
+    digest = str(blob["digest"])[:23] + "…"
+    if blob["status"] != "erased" or not blob.get("erased_at"):
+        return digest
+    erasure = blob.get("erasure") or {}
+    by = f" (request {erasure['request_id']}, entry {erasure['index']})" if erasure else ""
+    return f"{digest} erased on {blob['erased_at'][:10]}{by}"
