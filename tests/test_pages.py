@@ -12,6 +12,7 @@ PROV_REQUIRE_BROWSER=1, in which case they fail.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -56,8 +57,14 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def site(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A served ledger with 30 demo decisions of tenant acme (order, loan and payment)."""
-    directory = tmp_path_factory.mktemp("pages")
-    server = prepared_server(str(directory / "ledger.db"), directory)
+    with served_demo(tmp_path_factory.mktemp("pages")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def served_demo(directory: Path, **env: str) -> Iterator[Server]:
+    """`prov serve` over a new ledger in `directory` holding 30 demo decisions (seed 3)."""
+    server = prepared_server(str(directory / "ledger.db"), directory, **env)
     server.start()
     try:
         demo = prov(

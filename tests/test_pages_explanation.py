@@ -19,9 +19,14 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext
 
 from query.subjects.explain import words
-from tests.http_server import Server, prepared_server
-from tests.support import prov
-from tests.test_pages import api, artifacts_dir, browser, sign_in  # noqa: F401 - a fixture
+from tests.http_server import Server
+from tests.test_pages import (  # noqa: F401 - fixtures
+    api,
+    artifacts_dir,
+    browser,
+    served_demo,
+    sign_in,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("pages")]
 
@@ -31,17 +36,10 @@ CONTEST = "Write to appeals@acme.example within 30 days, quoting the reference b
 @pytest.fixture(scope="module")
 def site(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:  # noqa: F811
     """A served ledger with 30 demo decisions, whose operator says how to contest."""
-    directory = tmp_path_factory.mktemp("explanation")
-    server = prepared_server(str(directory / "ledger.db"), directory, PROV_CONTEST_CONTACT=CONTEST)
-    server.start()
-    try:
-        demo = prov(
-            ["demo", "--records", "30", "--seed", "3"], db=server.db_url, key=server.key_file
-        )
-        assert demo.code == 0, demo.err
+    with served_demo(
+        tmp_path_factory.mktemp("explanation"), PROV_CONTEST_CONTACT=CONTEST
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
