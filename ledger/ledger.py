@@ -83,7 +83,7 @@ class Ledger:
     # key-encryption key and the subjects' data keys (`ledger.blobs`).
     blob_store: ObjectStore | None = None
     kek_path: Path | None = None
-    subject_keys_file: Path | None = None
+    subject_keys_file: Path | str | None = None
     # The monitors' windows, in step with the log (`ledger.monitors.live`).
     monitors: LiveMonitors = field(init=False)
 
@@ -111,13 +111,14 @@ class Ledger:
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         blob_store: ObjectStore | None = None,
         kek_path: Path | None = None,
-        subject_keys_file: Path | None = None,
+        subject_keys_file: Path | str | None = None,
     ) -> Ledger:
         """Create or migrate the schema, create the keys if missing, and fix the log's origin
         on first use. Safe to run again: an existing log keeps its origin.
 
         The replay key is at `replay_key_path`, the key-encryption key at `kek_path` and the
-        subjects' data keys under `subject_keys_file`, by default all next to the ledger key."""
+        subjects' data keys in `subject_keys_file` (a SQLite file, or a PostgreSQL URL of a
+        database of their own), by default all next to the ledger key."""
         migrate(engine)
         key = ensure_key(key_path)
         ensure_key(replay_key_path or default_replay_key_path(key_path))
@@ -154,7 +155,7 @@ class Ledger:
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         blob_store: ObjectStore | None = None,
         kek_path: Path | None = None,
-        subject_keys_file: Path | None = None,
+        subject_keys_file: Path | str | None = None,
     ) -> Ledger:
         """Open an initialized ledger. Its replay key (by default next to the ledger key)
         is needed only to append replays."""

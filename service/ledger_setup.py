@@ -25,7 +25,7 @@ def _options(settings: Settings, engine: Engine) -> dict[str, Any]:
         "max_record_bytes": settings.max_record_bytes,
         "blob_store": blob_store(settings, engine),
         "kek_path": settings.kek_file,
-        "subject_keys_file": settings.subject_keys_file,
+        "subject_keys_file": settings.subject_keys_url or settings.subject_keys_file,
     }
 
 

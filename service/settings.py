@@ -36,6 +36,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # one erases every copy of the subject's blobs. Unset: `prov-subject-keys.db` beside the
     # ledger key.
     subject_keys_file: Path | None = None
+    # Servers on several hosts share one key store: a PostgreSQL database of its own (never
+    # the ledger's, whose backups must not hold the keys). Set, it replaces the file.
+    subject_keys_url: str | None = None
     # Where blob bytes live, sealed: `database`, a directory (`file:///abs/path` or
     # `/abs/path`) or `s3://bucket/prefix` (docs/configuration.md).
     blob_store: str = "database"

@@ -19,7 +19,7 @@ from ledger.blobs.digest import digest_of
 from ledger.blobs.kek import KeyUnwrapFailed, default_kek_path, ensure_kek, load_kek
 from ledger.blobs.salted import HEADER_BYTES, content_of, is_salted, opens_to, salt_of, salted
 from ledger.blobs.sealing import associated_data, seal, unseal
-from ledger.blobs.subject_keys import SubjectKeys
+from ledger.blobs.subject_keys import SubjectKeys, data_keys
 from ledger.errors import BlobErased, BlobUnreadable, DigestMismatch, NotFound
 from ledger.ledger import Ledger
 from ledger.storage.schema import blob_objects, blobs
@@ -81,9 +81,20 @@ def test_sealing_round_trips_and_binds_tenant_and_digest(chunks: list[bytes], te
         unseal(key, bytes(flipped), aad)
 
 
-def test_subject_keys_are_created_once_destroyed_for_good_and_renewed(tmp_path: Path) -> None:
+@pytest.fixture(params=["file", pytest.param("postgres", marks=pytest.mark.postgres)])
+def key_store(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where subject keys live: the default SQLite file, or a PostgreSQL database of their
+    own (`PROV_SUBJECT_KEYS_URL`, for servers on several hosts)."""
+    if request.param == "file":
+        return tmp_path / "keys.db"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def test_subject_keys_are_created_once_destroyed_for_good_and_renewed(
+    key_store: Path | str,
+) -> None:
     kek = secrets.token_bytes(32)
-    keys = SubjectKeys(tmp_path / "keys.db", kek)
+    keys = SubjectKeys(key_store, kek)
     first = keys.ensure(TENANT, "cust-1")
     assert keys.ensure(TENANT, "cust-1") == first
     assert keys.ensure_many(TENANT, ["cust-1", "cust-2"])["cust-1"] == first
@@ -94,14 +105,20 @@ def test_subject_keys_are_created_once_destroyed_for_good_and_renewed(tmp_path: 
     renewed = keys.ensure(TENANT, "cust-1")
     assert renewed.key_id != first.key_id
     assert renewed.key != first.key
-    # The key file holds no data key in the clear, and a destroyed one is overwritten.
-    raw = (tmp_path / "keys.db").read_bytes()
-    assert first.key not in raw
-    assert renewed.key not in raw
-    assert first.key_id.encode() not in raw
+    # The store holds no data key in the clear; nothing is left of a destroyed one.
+    with keys.engine.connect() as connection:
+        stored = [bytes(row.wrapped) for row in connection.execute(select(data_keys))]
+        assert first.key_id not in set(connection.execute(select(data_keys.c.key_id)).scalars())
+    assert all(first.key not in wrapped and renewed.key not in wrapped for wrapped in stored)
+    if isinstance(key_store, Path):  # the file, byte for byte (secure_delete)
+        raw = key_store.read_bytes()
+        assert first.key not in raw
+        assert renewed.key not in raw
+        assert first.key_id.encode() not in raw
     # Another KEK cannot unwrap what this one wrapped.
     with pytest.raises(KeyUnwrapFailed):
-        SubjectKeys(tmp_path / "keys.db", secrets.token_bytes(32)).current(TENANT, "cust-1")
+        SubjectKeys(key_store, secrets.token_bytes(32)).current(TENANT, "cust-1")
+    keys.close()
 
 
 def test_the_kek_is_created_once_private_and_checked(tmp_path: Path) -> None:
@@ -164,7 +181,7 @@ def test_a_destroyed_subject_key_erases_every_copy(stored: tuple[Ledger, str, by
         sealed = bytes(connection.execute(select(blob_objects.c.content)).scalar_one())
     assert row is not None
     assert row.key_id is not None
-    keys_file = ledger.blobs.keys.path
+    keys_file = ledger.blobs.keys.location
     assert ledger.blobs.destroy_key(TENANT, "cust-7")
     with pytest.raises(BlobErased):
         ledger.blobs.get(TENANT, digest)

@@ -13,6 +13,7 @@ import io
 import json
 import re
 import shlex
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from functools import cache
@@ -29,6 +30,8 @@ from dockerfile_parse import DockerfileParser
 from litestar.handlers import HTTPRouteHandler
 
 import service.web.ops
+from ledger.blobs.kek import load_kek
+from ledger.errors import LedgerNotInitialized
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -485,10 +488,36 @@ def test_kubernetes_ledger_key_is_one_secret_mounted_as_the_key_file() -> None:
     assert pod_spec()["securityContext"]["fsGroup"] == pod_spec()["securityContext"]["runAsUser"]
 
 
-def test_kubernetes_placeholder_ledger_key_is_not_a_key() -> None:
-    (pem,) = k8s_object("Secret", "prov-ledger-key")["stringData"].values()
-    with pytest.raises(ValueError, match=r"."):
-        serialization.load_pem_private_key(pem.encode(), password=None)
+def test_kubernetes_placeholder_keys_are_not_keys() -> None:
+    placeholders = k8s_object("Secret", "prov-ledger-key")["stringData"]
+    assert set(placeholders) == {"ledger.key", "replay.key", "blobs.kek"}
+    for name in ("ledger.key", "replay.key"):
+        with pytest.raises(ValueError, match=r"."):
+            serialization.load_pem_private_key(placeholders[name].encode(), password=None)
+    kek = Path(tempfile.mkdtemp()) / "blobs.kek"
+    kek.write_text(placeholders["blobs.kek"])
+    with pytest.raises(LedgerNotInitialized):
+        load_kek(kek)
+
+
+def test_kubernetes_replicas_share_every_key_and_the_subject_key_store() -> None:
+    config = k8s_object("ConfigMap")["data"]
+    volumes = {volume["name"]: volume for volume in pod_spec()["volumes"]}
+    mounted = {
+        str(PurePosixPath(mount["mountPath"]) / item["path"])
+        for mount in main_container()["volumeMounts"]
+        if "secret" in volumes[mount["name"]]
+        for item in volumes[mount["name"]]["secret"]["items"]
+    }
+    # Keys each replica would otherwise make for itself, beside a read-only ledger key.
+    for setting in ("PROV_LEDGER_KEY_FILE", "PROV_REPLAY_KEY_FILE", "PROV_KEK_FILE"):
+        assert config[setting] in mounted, setting
+    for container in all_containers():
+        names = {var["name"]: var for var in container["env"]}
+        source = names["PROV_SUBJECT_KEYS_URL"]["valueFrom"]["secretKeyRef"]
+        url = k8s_object("Secret", source["name"])["stringData"][source["key"]]
+        assert url.startswith("postgresql://")
+        assert url != k8s_object("Secret", "prov-database")["stringData"]["url"]
 
 
 def test_kubernetes_env_sources_exist() -> None:

@@ -6,41 +6,64 @@ in the object store, a replica or a backup of the database taken before, is then
 ciphertext that nothing can open. The ledger's database never holds a data key, wrapped or
 not, so restoring an old backup of it brings no key back.
 
-The keys live in a small SQLite file of their own (`prov-subject-keys.db` beside the ledger
-key), opened with `secure_delete` so that a destroyed key's bytes are overwritten in the
-file, and a rollback journal (not WAL) so that no copy outlives the transaction that
-deleted it. Back it up, if at all, on its own short schedule, never with the database; a
-KMS can replace it later. A key's id is random, so a subject erased and later seen again
-gets a new key, and blobs sealed under the old one stay unreadable.
+The keys live in a store of their own:
+
+- by default a small SQLite file (`prov-subject-keys.db` beside the ledger key,
+  `PROV_SUBJECT_KEYS_FILE`), opened with `secure_delete` so that a destroyed key's bytes
+  are overwritten in the file, and a rollback journal (not WAL) so that no copy outlives
+  the transaction that deleted it;
+- or, for servers on several hosts, a PostgreSQL database of its own
+  (`PROV_SUBJECT_KEYS_URL`), never the ledger's: a destroyed key's row is deleted and the
+  table vacuumed, and its bytes linger in the keys database's files only until reused.
+
+Back the key store up, if at all, on its own short schedule, never with the ledger's
+database; a KMS can replace it later. A key's id is random, so a subject erased and later
+seen again gets a new key, and blobs sealed under the old one stay unreadable.
 """
 
 from __future__ import annotations
 
 import secrets
-import sqlite3
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    event,
+    select,
+    text,
+)
 
 from ledger.blobs.kek import unwrap, wrap
 from ledger.blobs.sealing import KEY_BYTES
+from ledger.storage.db import conflict_insert, normalize_url
 
 SUBJECT_KEYS_NAME: Final = "prov-subject-keys.db"
 #: The subject of a tenant's blobs that name none.
 NO_SUBJECT: Final = ""
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS data_keys (
-    tenant TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    wrapped BLOB NOT NULL,
-    created_us INTEGER NOT NULL,
-    PRIMARY KEY (tenant, subject)
+_CHUNK: Final = 500
+
+_metadata = MetaData()
+data_keys = Table(
+    "data_keys",
+    _metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("subject", String(256), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
 )
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,40 +81,42 @@ def _label(tenant: str, subject: str, key_id: str) -> bytes:
     return f"prov data key\n{tenant}\n{subject}\n{key_id}".encode()
 
 
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 60000")
+    cursor.execute("PRAGMA secure_delete = ON")
+    cursor.execute("PRAGMA journal_mode = DELETE")
+    cursor.execute("PRAGMA synchronous = FULL")
+    cursor.close()
+
+
+def open_key_store(location: Path | str) -> Engine:
+    """The key store at `location`: a SQLite file path, or a PostgreSQL URL."""
+    if isinstance(location, Path) or "://" not in location:
+        path = Path(location)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(normalize_url(str(path)), connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_on_connect)
+    else:
+        engine = create_engine(normalize_url(location), pool_pre_ping=True)
+    _metadata.create_all(engine)
+    return engine
+
+
 class SubjectKeys:
-    """The data keys of every subject of every tenant, in one file."""
+    """The data keys of every subject of every tenant, in one key store."""
 
-    def __init__(self, path: Path, kek: bytes) -> None:
-        self.path = path
+    def __init__(self, location: Path | str, kek: bytes) -> None:
+        self.location = location
+        self.engine = open_key_store(location)
         self._kek = kek
-        self._local = threading.local()
-
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            db.execute("PRAGMA secure_delete = ON")
-            db.execute("PRAGMA journal_mode = DELETE")
-            db.execute("PRAGMA synchronous = FULL")
-            db.execute(_SCHEMA)
-            self._local.db = db
-        return db
 
     def _unwrap(self, tenant: str, subject: str, key_id: str, wrapped: bytes) -> DataKey:
-        return DataKey(key_id, unwrap(self._kek, wrapped, _label(tenant, subject, key_id)))
+        return DataKey(key_id, unwrap(self._kek, bytes(wrapped), _label(tenant, subject, key_id)))
 
     def current(self, tenant: str, subject: str) -> DataKey | None:
         """The subject's live key, or None when it has none (never had, or erased)."""
-        row = (
-            self._db()
-            .execute(
-                "SELECT key_id, wrapped FROM data_keys WHERE tenant = ? AND subject = ?",
-                (tenant, subject),
-            )
-            .fetchone()
-        )
-        return None if row is None else self._unwrap(tenant, subject, row[0], row[1])
+        return self._current_many(tenant, [subject]).get(subject)
 
     def key(self, tenant: str, subject: str, key_id: str) -> bytes | None:
         """The data key `key_id` of the subject, or None when it was destroyed."""
@@ -112,39 +137,53 @@ class SubjectKeys:
             rows = []
             for subject in missing:
                 key_id = secrets.token_hex(16)
-                wrapped = wrap(
-                    self._kek, secrets.token_bytes(KEY_BYTES), _label(tenant, subject, key_id)
+                label = _label(tenant, subject, key_id)
+                wrapped = wrap(self._kek, secrets.token_bytes(KEY_BYTES), label)
+                rows.append(
+                    {
+                        "tenant": tenant,
+                        "subject": subject,
+                        "key_id": key_id,
+                        "wrapped": wrapped,
+                        "created_us": now_us,
+                    }
                 )
-                rows.append((tenant, subject, key_id, wrapped, now_us))
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self.engine.begin() as connection:
                 # Another process may have created some meanwhile: theirs stand.
-                db.executemany("INSERT OR IGNORE INTO data_keys VALUES (?, ?, ?, ?, ?)", rows)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                insert = conflict_insert(connection, data_keys).on_conflict_do_nothing()
+                connection.execute(insert, rows)
             found.update(self._current_many(tenant, missing))
         return found
 
     def _current_many(self, tenant: str, subjects: list[str]) -> dict[str, DataKey]:
         found: dict[str, DataKey] = {}
-        db = self._db()
-        for start in range(0, len(subjects), 500):
-            chunk = subjects[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            for subject, key_id, wrapped in db.execute(
-                "SELECT subject, key_id, wrapped FROM data_keys "
-                f"WHERE tenant = ? AND subject IN ({marks})",
-                (tenant, *chunk),
-            ):
-                found[subject] = self._unwrap(tenant, subject, key_id, wrapped)
+        c = data_keys.c
+        with self.engine.connect() as connection:
+            for start in range(0, len(subjects), _CHUNK):
+                rows = connection.execute(
+                    select(c.subject, c.key_id, c.wrapped).where(
+                        c.tenant == tenant, c.subject.in_(subjects[start : start + _CHUNK])
+                    )
+                )
+                for subject, key_id, wrapped in rows:
+                    found[subject] = self._unwrap(tenant, subject, key_id, wrapped)
         return found
 
     def destroy(self, tenant: str, subject: str) -> bool:
-        """Delete the subject's key for good (its bytes overwritten); whether there was one."""
-        cursor = self._db().execute(
-            "DELETE FROM data_keys WHERE tenant = ? AND subject = ?", (tenant, subject)
-        )
-        return cursor.rowcount > 0
+        """Delete the subject's key for good; whether there was one."""
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                delete(data_keys).where(
+                    data_keys.c.tenant == tenant, data_keys.c.subject == subject
+                )
+            )
+        if result.rowcount and self.engine.dialect.name == "postgresql":
+            # Free the dead row's space for reuse now rather than at autovacuum's leisure.
+            with self.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            ) as connection:
+                connection.execute(text("VACUUM data_keys"))
+        return bool(result.rowcount)
+
+    def close(self) -> None:
+        self.engine.dispose()
