@@ -83,7 +83,8 @@ class Ledger:
     # key-encryption key and the subjects' data keys (`ledger.blobs`).
     blob_store: ObjectStore | None = None
     kek_path: Path | None = None
-    subject_keys_file: Path | str | None = None
+    # A SQLite file path or a PostgreSQL URL (`ledger.blobs.subject_keys`), as text.
+    subject_keys_file: str | None = None
     # The monitors' windows, in step with the log (`ledger.monitors.live`).
     monitors: LiveMonitors = field(init=False)
 
@@ -182,7 +183,7 @@ class Ledger:
             replay_key_path=replay_path,
             blob_store=blob_store,
             kek_path=kek_path or default_kek_path(key_path),
-            subject_keys_file=subject_keys_file or default_subject_keys_path(key_path),
+            subject_keys_file=str(subject_keys_file or default_subject_keys_path(key_path)),
         )
 
     @property

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Annotated
 
 import msgspec
+from sqlalchemy.engine import make_url
 
 from ledger.admission import DEFAULT_MAX_RECORD_BYTES
 from ledger.blobs.stores.open import check_store_url
 from ledger.blobs.stores.s3_options import S3Options
 from ledger.ledger import DEFAULT_ORIGIN
+from ledger.storage.db import normalize_url
 from query.subjects.explain import DEFAULT_CONTEST_CONTACT
 
 _PREFIX = "PROV_"
@@ -130,6 +132,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     expiry_interval_seconds: PositiveFloat = 3600.0
 
     def __post_init__(self) -> None:
+        if self.subject_keys_url is not None and _same_database(
+            self.subject_keys_url, self.database_url
+        ):
+            # The ledger's backups would then hold every data key: no erasure would reach them.
+            raise ValueError(
+                "PROV_SUBJECT_KEYS_URL must name a database of its own, not PROV_DATABASE_URL's"
+            )
         # A blob store that cannot work stops the server at start, not at the first upload.
         check_store_url(self.blob_store)
         self.s3_options().check()
@@ -197,3 +206,13 @@ def _decode_path(kind: type, value: object) -> object:
     if kind is Path and isinstance(value, str):
         return Path(value)
     raise TypeError(f"unsupported setting type {kind!r}")
+
+
+def _same_database(one: str, other: str) -> bool:
+    """Whether two database URLs name the same database (host, port and name)."""
+    first, second = make_url(normalize_url(one)), make_url(normalize_url(other))
+    return (first.host, first.port or 5432, first.database) == (
+        second.host,
+        second.port or 5432,
+        second.database,
+    )

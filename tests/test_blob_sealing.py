@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ from ledger.blobs.digest import digest_of
 from ledger.blobs.kek import KeyUnwrapFailed, default_kek_path, ensure_kek, load_kek
 from ledger.blobs.salted import HEADER_BYTES, content_of, is_salted, opens_to, salt_of, salted
 from ledger.blobs.sealing import associated_data, seal, unseal
+from ledger.blobs.stores.database import DatabaseStore
 from ledger.blobs.subject_keys import SubjectKeys, data_keys
+from ledger.blobs.vault import object_name
 from ledger.errors import BlobErased, BlobUnreadable, DigestMismatch, NotFound
 from ledger.ledger import Ledger
 from ledger.storage.schema import blob_objects, blobs
@@ -239,3 +242,41 @@ def test_the_blob_commands_store_salted_read_back_and_refuse_in_one_line(
     )
     assert unknown.code != 0
     assert "no blob" in unknown.err
+
+
+class _ErasedMidUpload(DatabaseStore):
+    """The database store, with an erasure of `subject` retiring its key while an upload
+    is between sealing under it and committing its row: the race the vault must survive."""
+
+    def __init__(self, ledger: Ledger, subject: str) -> None:
+        super().__init__(ledger.engine)
+        self.keys = ledger.blobs.keys
+        self.subject: str | None = subject
+
+    def put(self, name: str, chunks: Iterable[bytes], size: int) -> None:
+        super().put(name, chunks, size)
+        if self.subject is not None:
+            self.keys.retire(TENANT, self.subject)
+            self.subject = None
+
+
+def test_an_upload_racing_its_subjects_erasure_is_resealed_not_lost(ledger: Ledger) -> None:
+    ledger.blobs.put(TENANT, digest_of(b"earlier"), b"earlier", subject="pat", now_us=1)
+    first = ledger.blobs.keys.current(TENANT, "pat")
+    assert first is not None
+    ledger.blobs.store = _ErasedMidUpload(ledger, "pat")
+    blob = salted(b"uploaded while pat's erasure commits")
+    digest = digest_of(blob)
+    assert ledger.blobs.put(TENANT, digest, blob, subject="pat", now_us=2).created
+    # The erasure completes: its retired key is destroyed. The acknowledged blob, which
+    # its marks did not take, was sealed again under pat's new key and still reads.
+    assert ledger.blobs.keys.destroy_retired(TENANT, "pat")
+    assert ledger.blobs.get(TENANT, digest) == blob
+    with ledger.engine.connect() as connection:
+        row = ledger.blobs.row(connection, TENANT, digest)
+        names = set(connection.execute(select(blob_objects.c.name)).scalars())
+    assert row is not None
+    assert row.key_id not in (None, first.key_id)
+    assert object_name(TENANT, digest, first.key_id) not in names  # the old object went
+    with pytest.raises(BlobErased):
+        ledger.blobs.get(TENANT, digest_of(b"earlier"))  # sealed under the destroyed key

@@ -553,3 +553,24 @@ def test_the_migration_indexes_the_blob_references_of_decisions_already_logged(
     with ledger.engine.connect() as connection:
         after = connection.execute(select(blob_refs).order_by(*blob_refs.c)).all()
     assert after == before
+
+
+def test_a_hold_on_another_subject_covers_the_blobs_an_erased_subject_references(
+    ledger: Ledger,
+) -> None:
+    # Sam's decisions reference content uploaded for (and sealed under) Tess, who is held.
+    record_about(ledger, "sam", 2, seed=41, stored_as="tess")
+    hold = ledger.rules.add_hold(
+        TENANT, reason="litigation 2026-21", placed_by="test", now_us=now_micros(), subject="tess"
+    )
+    with pytest.raises(ErasureRefused, match=rf"legal hold '{hold.hold_id}'.*of subject 'sam'"):
+        ledger.erasures.erase_subject(
+            TENANT, "sam", reason="r", requested_by="t", now_us=days_later(PAST_FLOOR)
+        )
+    ledger.rules.release_hold(
+        TENANT, hold.hold_id, released_by="test", now_us=now_micros(), reason="closed"
+    )
+    done = ledger.erasures.erase_subject(
+        TENANT, "sam", reason="r", requested_by="t", now_us=days_later(PAST_FLOOR)
+    )
+    assert done.state == "done"

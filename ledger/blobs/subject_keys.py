@@ -34,6 +34,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Engine,
+    Index,
     LargeBinary,
     MetaData,
     String,
@@ -43,6 +44,7 @@ from sqlalchemy import (
     event,
     select,
     text,
+    update,
 )
 
 from ledger.blobs.kek import unwrap, wrap
@@ -55,14 +57,26 @@ NO_SUBJECT: Final = ""
 _CHUNK: Final = 500
 
 _metadata = MetaData()
+# A subject has at most one live key (`retired_us` NULL): the one new uploads are sealed
+# under. An erasure retires it before it commits and destroys it after; a retired key
+# still opens what it sealed until then.
 data_keys = Table(
     "data_keys",
     _metadata,
     Column("tenant", String(64), primary_key=True),
     Column("subject", String(256), primary_key=True),
-    Column("key_id", String(32), nullable=False),
+    Column("key_id", String(32), primary_key=True),
     Column("wrapped", LargeBinary, nullable=False),
     Column("created_us", BigInteger, nullable=False),
+    Column("retired_us", BigInteger, nullable=True),
+    Index(
+        "ux_data_keys_live",
+        "tenant",
+        "subject",
+        unique=True,
+        sqlite_where=text("retired_us IS NULL"),
+        postgresql_where=text("retired_us IS NULL"),
+    ),
 )
 
 
@@ -119,9 +133,34 @@ class SubjectKeys:
         return self._current_many(tenant, [subject]).get(subject)
 
     def key(self, tenant: str, subject: str, key_id: str) -> bytes | None:
-        """The data key `key_id` of the subject, or None when it was destroyed."""
+        """The data key `key_id` of the subject (live or retired), or None once destroyed."""
+        c = data_keys.c
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(c.wrapped).where(
+                    c.tenant == tenant, c.subject == subject, c.key_id == key_id
+                )
+            ).first()
+        return None if row is None else self._unwrap(tenant, subject, key_id, row.wrapped).key
+
+    def is_live(self, tenant: str, subject: str, key_id: str) -> bool:
+        """Whether `key_id` is still the key new uploads of the subject are sealed under."""
         found = self.current(tenant, subject)
-        return found.key if found is not None and found.key_id == key_id else None
+        return found is not None and found.key_id == key_id
+
+    def retire(self, tenant: str, subject: str) -> None:
+        """Stop handing out the subject's live key (an erasure is about to commit); what it
+        sealed stays readable until `destroy`."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(data_keys)
+                .where(
+                    data_keys.c.tenant == tenant,
+                    data_keys.c.subject == subject,
+                    data_keys.c.retired_us.is_(None),
+                )
+                .values(retired_us=time.time_ns() // 1000)
+            )
 
     def ensure(self, tenant: str, subject: str) -> DataKey:
         """The subject's live key, created on first use."""
@@ -162,7 +201,9 @@ class SubjectKeys:
             for start in range(0, len(subjects), _CHUNK):
                 rows = connection.execute(
                     select(c.subject, c.key_id, c.wrapped).where(
-                        c.tenant == tenant, c.subject.in_(subjects[start : start + _CHUNK])
+                        c.tenant == tenant,
+                        c.subject.in_(subjects[start : start + _CHUNK]),
+                        c.retired_us.is_(None),
                     )
                 )
                 for subject, key_id, wrapped in rows:
@@ -170,15 +211,25 @@ class SubjectKeys:
         return found
 
     def destroy(self, tenant: str, subject: str) -> bool:
-        """Delete the subject's key for good; whether there was one."""
+        """Retire the subject's live key and delete every key of the subject for good;
+        whether there was one."""
+        self.retire(tenant, subject)
+        return self.destroy_retired(tenant, subject)
+
+    def destroy_retired(self, tenant: str, subject: str) -> bool:
+        """Delete the subject's retired keys for good, and not a live one made since the
+        last `retire` (an upload after the erasure committed, whose content stays);
+        whether any was deleted."""
         with self.engine.begin() as connection:
             result = connection.execute(
                 delete(data_keys).where(
-                    data_keys.c.tenant == tenant, data_keys.c.subject == subject
+                    data_keys.c.tenant == tenant,
+                    data_keys.c.subject == subject,
+                    data_keys.c.retired_us.is_not(None),
                 )
             )
         if result.rowcount and self.engine.dialect.name == "postgresql":
-            # Free the dead row's space for reuse now rather than at autovacuum's leisure.
+            # Free the dead rows' space for reuse now rather than at autovacuum's leisure.
             with self.engine.connect().execution_options(
                 isolation_level="AUTOCOMMIT"
             ) as connection:

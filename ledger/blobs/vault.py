@@ -18,7 +18,8 @@ that holds the sealed bytes (`ledger.blobs.stores`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Final
@@ -112,7 +113,7 @@ class BlobVault:
         actual = digest_of(content)
         if actual != check_digest(digest):
             raise DigestMismatch(f"the body hashes to {actual}, not {digest}", pointer="/digest")
-        return self._put(tenant, digest, [content], len(content), subject, now_us)
+        return self._put(tenant, digest, lambda: [content], len(content), subject, now_us)
 
     def put_file(
         self,
@@ -126,17 +127,18 @@ class BlobVault:
     ) -> StoredBlob:
         """Store `size` bytes from `file`, read in chunks; the caller has checked that they
         hash to `digest` (it read them once already, as they arrived)."""
-        file.seek(0)
-        return self._put(
-            tenant, check_digest(digest), iter(lambda: file.read(COPY_CHUNK), b""), size,
-            subject, now_us,
-        )  # fmt: skip
+
+        def chunks() -> Iterable[bytes]:
+            file.seek(0)
+            return iter(lambda: file.read(COPY_CHUNK), b"")
+
+        return self._put(tenant, check_digest(digest), chunks, size, subject, now_us)
 
     def _put(
         self,
         tenant: str,
         digest: str,
-        chunks: Iterable[bytes],
+        chunks: Callable[[], Iterable[bytes]],
         size: int,
         subject: str | None,
         now_us: int,
@@ -146,7 +148,7 @@ class BlobVault:
             return StoredBlob(digest, size, created=False)
         key = self.keys.ensure(tenant, subject or NO_SUBJECT)
         name = object_name(tenant, digest, key.key_id)
-        sealed = seal(key.key, chunks, associated_data(tenant, digest))
+        sealed = seal(key.key, chunks(), associated_data(tenant, digest))
         self.store.put(name, sealed, size + OVERHEAD)
         try:
             with side_write_transaction(self.engine) as connection:
@@ -161,12 +163,56 @@ class BlobVault:
                     )
                 )
         except sqlalchemy.exc.IntegrityError:
-            # Stored concurrently: the row that won names its own object.
-            won = self._known(tenant, digest)
+            # Stored concurrently (the row that won names its own object), or erased since
+            # the check above: either way this object is not the blob's.
+            try:
+                won = self._known(tenant, digest)
+            except BlobErased:
+                self.store.delete(name)
+                raise
             if won is None or won.key_id != key.key_id:
                 self.store.delete(name)
             return StoredBlob(digest, size, created=False)
+        self._reseal_if_retired(tenant, digest, subject, key.key_id, chunks, size)
         return StoredBlob(digest, size, created=True)
+
+    def _reseal_if_retired(
+        self,
+        tenant: str,
+        digest: str,
+        subject: str | None,
+        key_id: str,
+        chunks: Callable[[], Iterable[bytes]],
+        size: int,
+    ) -> None:
+        """An erasure of the subject retired the key this upload sealed under while it was
+        under way, and will destroy it: unless the erasure took this blob too (its row is
+        marked), seal it again under the subject's new key, so that an acknowledged blob
+        is never lost with the erased ones. The erasure retires the key before it commits,
+        so a blob committed after the erasure's marks always finds its key retired here."""
+        owner = subject or NO_SUBJECT
+        name = object_name(tenant, digest, key_id)
+        while not self.keys.is_live(tenant, owner, key_id):
+            fresh = self.keys.ensure(tenant, owner)
+            fresh_name = object_name(tenant, digest, fresh.key_id)
+            sealed = seal(fresh.key, chunks(), associated_data(tenant, digest))
+            self.store.put(fresh_name, sealed, size + OVERHEAD)
+            with side_write_transaction(self.engine) as connection:
+                moved = connection.execute(
+                    update(blobs)
+                    .where(
+                        blobs.c.tenant == tenant,
+                        blobs.c.digest == digest,
+                        blobs.c.key_id == key_id,
+                        blobs.c.erased_us.is_(None),
+                    )
+                    .values(key_id=fresh.key_id)
+                ).rowcount
+            self.store.delete(name)
+            if not moved:  # the erasure took it: nothing of it may stay
+                self.store.delete(fresh_name)
+                return
+            key_id, name = fresh.key_id, fresh_name
 
     def put_many(
         self, tenant: str, items: Sequence[tuple[str, bytes, str | None]], *, now_us: int
@@ -187,8 +233,10 @@ class BlobVault:
         }
         keys = self.keys.ensure_many(tenant, {subject or NO_SUBJECT for _, subject in new.values()})
         objects, rows = [], []
+        sealed_under: dict[str, str] = {}
         for digest, (content, subject) in new.items():
             key = keys[subject or NO_SUBJECT]
+            sealed_under[digest] = key.key_id
             sealed = seal_bytes(key.key, content, associated_data(tenant, digest))
             objects.append((object_name(tenant, digest, key.key_id), sealed))
             rows.append(
@@ -207,6 +255,12 @@ class BlobVault:
                 connection.execute(
                     conflict_insert(connection, blobs).on_conflict_do_nothing(), rows
                 )
+            for digest, key_id in sealed_under.items():
+                content, subject = new[digest]
+                self._reseal_if_retired(
+                    tenant, digest, subject, key_id, functools.partial(list, [content]),
+                    len(content),
+                )  # fmt: skip
         return [
             StoredBlob(digest, len(content), created=digest in new) for digest, content, _ in items
         ]

@@ -12,9 +12,11 @@ An erasure runs in two steps (docs/erasure.md):
    every listed digest is marked erased with the index of the record that lists it (reads
    answer `BlobErased` from this commit on) and, in the database store, the objects are
    deleted.
-2. **Complete**: the objects are deleted from the store, the subject's data key is
-   destroyed (for a `blobs` or `expiry` erasure, the key of each subject left with no live
-   blob), and the row becomes `done`. Both are idempotent.
+2. **Complete**: the subject's data key is destroyed (a subject erasure retires the key
+   before step 1, so that an upload racing it is re-sealed under a new key instead of
+   being lost with the old one; a `blobs` or `expiry` erasure destroys no key, since the
+   subject's other content still needs it), the objects are deleted from the store, and
+   the row becomes `done`. Both are idempotent.
 
 A crash before step 1 commits leaves nothing and every blob readable; after it, the record
 and every mark, and a re-run of the request, `complete_recorded` (at the server's start-up)
@@ -32,11 +34,11 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from ledger.blobs.digest import check_digest
-from ledger.blobs.subject_keys import NO_SUBJECT
 from ledger.erasure.made import RecordLog, new_id, sign_made
 from ledger.erasure.requests import EraseRequest, check_asker, parse
 from ledger.erasure.rules import (
     DAY_US,
+    Refusal,
     Retention,
     expiring_tenants,
     held_digests,
@@ -48,7 +50,7 @@ from ledger.erasure.targets import expired_digests, subject_digests, subject_kno
 from ledger.erasure.views import ErasureView, erasure_view, list_requests, read_request
 from ledger.errors import ErasureRefused, IdConflict, NotFound, SubjectUnknown
 from ledger.indexes.erasures import write_erasure
-from ledger.log.entry import from_micros
+from ledger.log.entry import from_micros, rfc3339
 from ledger.log.sequencer import Appended, MadeBatch
 from ledger.records.erasure import (
     PART_DIGESTS,
@@ -58,7 +60,7 @@ from ledger.records.erasure import (
 )
 from ledger.records.replay import REPLAY_SERVICE
 from ledger.storage.db import side_write_transaction
-from ledger.storage.schema import blobs, erasures
+from ledger.storage.schema import erasures
 
 #: Who asks for the erasures the expiry job makes.
 EXPIRY_JOB = "expiry-job"
@@ -106,7 +108,8 @@ class Erasures:
                     pointer="/subject",
                 )
             retention = retention_in_force(connection, tenant)
-            refusal = subject_refusal(connection, tenant, subject, retention, now_us)
+            digests = subject_digests(connection, tenant, subject)
+            refusal = _refusal(connection, tenant, subject, digests, retention, now_us)
             if refusal is not None:
                 if not queue:
                     raise ErasureRefused(refusal.detail, pointer="/subject")
@@ -128,11 +131,14 @@ class Erasures:
             return self._batch(
                 connection,
                 _Request(tenant, request_id, "subject", subject, requested_by, reason, now_us),
-                subject_digests(connection, tenant, subject),
+                digests,
                 retention,
                 now_us,
             )
 
+        # Retired before the erasure commits, so that no upload still sealing under the
+        # subject's key can slip in after it unseen (`BlobVault` re-seals such a blob).
+        self._log.blobs.keys.retire(tenant, subject)
         return self._run(make, tenant, request_id, "subject", subject, now_us)
 
     def erase_blobs(
@@ -213,7 +219,8 @@ class Erasures:
             if current is None or current.state != "queued":
                 raise _Known
             retention = retention_in_force(connection, tenant)
-            refusal = subject_refusal(connection, tenant, subject, retention, now_us)
+            digests = subject_digests(connection, tenant, subject)
+            refusal = _refusal(connection, tenant, subject, digests, retention, now_us)
             if refusal is not None:
                 connection.execute(
                     update(erasures)
@@ -225,11 +232,9 @@ class Erasures:
                 tenant, request_id, "subject", subject, row.requested_by, row.reason,
                 row.requested_us,
             )  # fmt: skip
-            return self._batch(
-                connection, request, subject_digests(connection, tenant, subject), retention,
-                now_us,
-            )  # fmt: skip
+            return self._batch(connection, request, digests, retention, now_us)
 
+        self._log.blobs.keys.retire(tenant, subject)  # as in `erase_subject`
         try:
             if not self._log.append_made(make):
                 return None
@@ -282,12 +287,13 @@ class Erasures:
                 return erasure_view(row)
             last = row.first_idx + row.parts - 1
             erased = vault.erased_by(connection, tenant, row.first_idx, last)
-        vault.drop(tenant, erased)
+        # The key first: while the object store is down, the content is already
+        # unreadable everywhere. Only a subject erasure destroys a key (the one it retired
+        # before it committed); erasing some blobs by name or by expiry deletes their
+        # objects and leaves the key, which the subject's other content still needs.
         if row.kind == "subject":
-            vault.destroy_key(tenant, row.subject)
-        else:
-            for subject in self._emptied(tenant, {item.subject for item in erased}):
-                vault.destroy_key(tenant, subject)
+            vault.keys.destroy_retired(tenant, row.subject)
+        vault.drop(tenant, erased)
         with side_write_transaction(self._log.engine) as connection:
             connection.execute(
                 update(erasures)
@@ -299,26 +305,6 @@ class Erasures:
                 .values(state="done", done_us=now_us)
             )
             return erasure_view(read_request(connection, tenant, request_id))
-
-    def _emptied(self, tenant: str, subjects: set[str | None]) -> list[str]:
-        """Those of `subjects` with no live blob left. A tenant's blobs without a subject
-        share one key, which new uploads keep using: it is never destroyed here."""
-        named = sorted(subject for subject in subjects if subject and subject != NO_SUBJECT)
-        if not named:
-            return []
-        with self._log.engine.connect() as connection:
-            live = set(
-                connection.execute(
-                    select(blobs.c.subject)
-                    .where(
-                        blobs.c.tenant == tenant,
-                        blobs.c.subject.in_(named),
-                        blobs.c.erased_us.is_(None),
-                    )
-                    .distinct()
-                ).scalars()
-            )
-        return [subject for subject in named if subject not in live]
 
     def get(self, tenant: str, request_id: str) -> ErasureView:
         """One request, with the digests it erased."""
@@ -431,3 +417,28 @@ class _Request:
     requested_by: str
     reason: str
     requested_us: int
+
+
+def _refusal(
+    connection: Connection,
+    tenant: str,
+    subject: str,
+    digests: Sequence[str],
+    retention: Retention,
+    now_us: int,
+) -> Refusal | None:
+    """Why the subject may not be erased now: a hold on the subject or the floor
+    (`subject_refusal`), or a hold on any blob its erasure would take, such as content
+    of another held subject that its decisions reference."""
+    refusal = subject_refusal(connection, tenant, subject, retention, now_us)
+    if refusal is not None:
+        return refusal
+    covered = held_digests(connection, tenant, digests, live_holds(connection, tenant))
+    if not covered:
+        return None
+    digest, hold = next(iter(sorted(covered.items())))
+    return Refusal(
+        f"legal hold {hold.hold_id!r} on {hold.what} covers blob {digest} of subject "
+        f"{subject!r} (placed {rfc3339(hold.placed_us)}: {hold.reason})",
+        None,
+    )

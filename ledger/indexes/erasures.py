@@ -41,6 +41,7 @@ from ledger.records.erasure import (
     decode_retention,
     erasure_in,
 )
+from ledger.storage.db import conflict_insert
 from ledger.storage.schema import blobs, erasures, legal_holds, retention_rules
 
 # The columns a rebuild gives from the log, per table (the erasure state excepted).
@@ -133,7 +134,9 @@ def mark_listed(
         if digest not in held
     ]
     if tombstones:
-        connection.execute(insert(blobs), tombstones)
+        # A blob uploaded since `held` was read has a row now: it is marked just below.
+        statement = conflict_insert(connection, blobs).on_conflict_do_nothing()
+        connection.execute(statement, tombstones)
     BlobVault.mark_erased(
         connection, record.tenant, record.digests, now_us=erased_us, erasure_idx=index
     )
