@@ -22,7 +22,11 @@ from ledger.admission import DEFAULT_MAX_RECORD_BYTES, Admitted, admit_batch
 from ledger.blobs.kek import default_kek_path, ensure_kek, load_kek
 from ledger.blobs.stores.base import ObjectStore
 from ledger.blobs.stores.database import DatabaseStore
-from ledger.blobs.subject_keys import SubjectKeys, default_subject_keys_path
+from ledger.blobs.subject_keys import (
+    SubjectKeys,
+    default_subject_keys_path,
+    key_store_holds_keys,
+)
 from ledger.blobs.vault import BlobVault
 from ledger.erasure.eraser import Erasures
 from ledger.erasure.rulebook import RuleBook
@@ -123,7 +127,16 @@ class Ledger:
         migrate(engine)
         key = ensure_key(key_path)
         ensure_key(replay_key_path or default_replay_key_path(key_path))
-        ensure_kek(kek_path or default_kek_path(key_path))
+        kek = kek_path or default_kek_path(key_path)
+        keys = subject_keys_file or default_subject_keys_path(key_path)
+        if not kek.exists() and key_store_holds_keys(keys):
+            # A new KEK would open none of them: a missing mount or a wrong path, not a
+            # first start. Refuse rather than strand every blob.
+            raise LedgerNotInitialized(
+                f"key-encryption key {kek} is missing but {keys} holds data keys it wrapped; "
+                "restore the KEK file (or fix PROV_KEK_FILE)"
+            )
+        ensure_kek(kek)
         with write_transaction(engine) as connection:
             stored_origin = read_info(connection, "origin")
             if stored_origin is None:

@@ -23,7 +23,13 @@ from ledger.blobs.sealing import associated_data, seal, unseal
 from ledger.blobs.stores.database import DatabaseStore
 from ledger.blobs.subject_keys import SubjectKeys, data_keys
 from ledger.blobs.vault import object_name
-from ledger.errors import BlobErased, BlobUnreadable, DigestMismatch, NotFound
+from ledger.errors import (
+    BlobErased,
+    BlobUnreadable,
+    DigestMismatch,
+    LedgerNotInitialized,
+    NotFound,
+)
 from ledger.ledger import Ledger
 from ledger.storage.schema import blob_objects, blobs
 from tests.support import prov
@@ -280,3 +286,14 @@ def test_an_upload_racing_its_subjects_erasure_is_resealed_not_lost(ledger: Ledg
     assert object_name(TENANT, digest, first.key_id) not in names  # the old object went
     with pytest.raises(BlobErased):
         ledger.blobs.get(TENANT, digest_of(b"earlier"))  # sealed under the destroyed key
+
+
+def test_a_missing_kek_is_not_replaced_while_keys_it_wrapped_exist(
+    stored: tuple[Ledger, str, bytes], key_path: Path
+) -> None:
+    ledger, _, _ = stored
+    kek = default_kek_path(key_path)
+    kek.unlink()  # a volume not mounted, a wrong path: not a first start
+    with pytest.raises(LedgerNotInitialized, match="holds data keys it wrapped"):
+        Ledger.init(ledger.engine, key_path, ledger.origin)
+    assert not kek.exists()

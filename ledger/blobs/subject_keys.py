@@ -117,6 +117,18 @@ def open_key_store(location: Path | str) -> Engine:
     return engine
 
 
+def key_store_holds_keys(location: Path | str) -> bool:
+    """Whether the key store at `location` exists and holds any data key."""
+    if (isinstance(location, Path) or "://" not in location) and not Path(location).exists():
+        return False
+    engine = open_key_store(location)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(select(data_keys.c.key_id).limit(1)).first() is not None
+    finally:
+        engine.dispose()
+
+
 class SubjectKeys:
     """The data keys of every subject of every tenant, in one key store."""
 

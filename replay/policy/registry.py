@@ -23,7 +23,14 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, select
 
 from ledger.blobs.vault import BlobVault
-from ledger.errors import BlobErased, NotFound, ProvError, RecordRejected
+from ledger.errors import (
+    BlobErased,
+    BlobStoreUnavailable,
+    BlobUnreadable,
+    NotFound,
+    ProvError,
+    RecordRejected,
+)
 from ledger.indexes.policies import PolicyEntry
 from ledger.keys.keyring import get_key
 from ledger.records.policy import PolicyOutcome, PolicyRecord, PolicyRef, document_digest
@@ -135,7 +142,7 @@ def _read(
         assert record.document_blob is not None  # the record has one or the other
         try:
             document = blobs.get(entry.tenant, record.document_blob)
-        except (NotFound, BlobErased) as error:
+        except (NotFound, BlobErased, BlobUnreadable, BlobStoreUnavailable) as error:
             raise PolicyEvaluationFailed(f"{where}: its document is unavailable: {error}") from None
     if not document_digest(document) == record.digest == entry.digest:
         raise PolicyEvaluationFailed(
