@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from ledger.blobs.stores.base import ObjectStore
 from ledger.blobs.stores.filesystem import FilesystemStore
+from ledger.blobs.stores.names import split_name
 from ledger.blobs.stores.s3 import PART_BYTES, S3Store
 from ledger.blobs.vault import object_name
 from ledger.errors import BlobStoreUnavailable
@@ -245,6 +246,7 @@ WRITER = """
 import sys, time
 from pathlib import Path
 from ledger.blobs.stores.filesystem import FilesystemStore
+from ledger.blobs.stores.names import split_name
 
 store = FilesystemStore(Path(sys.argv[1]))
 chunk = bytes(range(256)) * 256
@@ -299,6 +301,7 @@ FULL_DISK = """
 import resource, signal, sys
 from pathlib import Path
 from ledger.blobs.stores.filesystem import FilesystemStore
+from ledger.blobs.stores.names import split_name
 from ledger.errors import BlobStoreUnavailable
 
 store = FilesystemStore(Path(sys.argv[1]))
@@ -440,3 +443,17 @@ def test_a_bucket_that_does_not_exist_is_an_outage_on_read(seaweedfs: SeaweedFS)
     store = S3Store(f"s3://prov-absent-{uuid.uuid4().hex[:8]}/x", seaweedfs.options())
     with pytest.raises(BlobStoreUnavailable, match="has no such bucket"):
         store.get(name_for("acme", b"data"))
+
+
+@pytest.mark.parametrize("tenant", ["acme corp", "acme/eu", "x" * 80, "..", "t-" + "0" * 64])
+def test_any_tenant_name_gets_an_object_name_of_its_own_that_a_store_accepts(
+    tenant: str, tmp_path: Path
+) -> None:
+    digest = "sha256:" + "ab" * 32
+    name = object_name(tenant, digest, "k1")
+    assert split_name(name)[1] == "ab" * 32 + ".k1"
+    assert name.split("/")[0] != object_name("acme", digest, "k1").split("/")[0]
+    store = FilesystemStore(tmp_path)
+    store.put(name, [b"sealed"], 6)
+    assert store.get(name) == b"sealed"
+    assert len(list(tmp_path.rglob("*.k1"))) == 1

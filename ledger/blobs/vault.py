@@ -19,9 +19,11 @@ that holds the sealed bytes (`ledger.blobs.stores`).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import IO, Final
 
 import sqlalchemy.exc
@@ -40,6 +42,9 @@ from ledger.storage.schema import blob_objects, blobs
 # Bytes read from an upload at a time; the most of a blob one put holds in memory.
 COPY_CHUNK: Final = 1 << 20
 MAX_SUBJECT_CHARS: Final = 256
+# Tenants used as they are in object names; others are hashed (`object_name`). Never
+# `t-` and 64 hex digits, so a hashed name meets no tenant's own.
+_SAFE_TENANT: Final = re.compile(r"(?!t-[0-9a-f]{64}$)[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # Objects deleted at once from a store that answers each in a round trip (S3).
 _DELETE_THREADS: Final = 16
 
@@ -65,8 +70,13 @@ class BlobRow:
 
 def object_name(tenant: str, digest: str, key_id: str) -> str:
     """`<tenant>/<digest hex>.<key id>`: the key id in the name keeps two puts of one
-    digest under different keys (a race) from overwriting each other's object."""
-    return f"{tenant}/{digest.removeprefix('sha256:')}.{key_id}"
+    digest under different keys (a race) from overwriting each other's object. A tenant
+    whose name is not a safe path segment (a space, a slash, over 64 characters) is named
+    by a hash of itself, so every tenant has a directory or prefix of its own."""
+    folder = (
+        tenant if _SAFE_TENANT.fullmatch(tenant) else "t-" + sha256(tenant.encode()).hexdigest()
+    )
+    return f"{folder}/{digest.removeprefix('sha256:')}.{key_id}"
 
 
 def _names(tenant: str, rows: Iterable[BlobRow]) -> list[str]:

@@ -26,6 +26,7 @@ or `run_due` finishes step 2. Every method takes the clock (`now_us`) from its c
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -48,7 +49,7 @@ from ledger.erasure.rules import (
 )
 from ledger.erasure.targets import expired_digests, subject_digests, subject_known
 from ledger.erasure.views import ErasureView, erasure_view, list_requests, read_request
-from ledger.errors import ErasureRefused, IdConflict, NotFound, SubjectUnknown
+from ledger.errors import ErasureRefused, IdConflict, NotFound, ProvError, SubjectUnknown
 from ledger.indexes.erasures import write_erasure
 from ledger.log.entry import from_micros, rfc3339
 from ledger.log.sequencer import Appended, MadeBatch
@@ -64,6 +65,8 @@ from ledger.storage.schema import erasures
 
 #: Who asks for the erasures the expiry job makes.
 EXPIRY_JOB = "expiry-job"
+
+_log = logging.getLogger(__name__)
 
 
 class _Known(Exception):
@@ -184,9 +187,13 @@ class Erasures:
     def run_due(self, now_us: int) -> list[ErasureView]:
         """What the scheduled job does: complete recorded erasures, run the queued ones the
         rules now allow, and expire content past each tenant's expiry."""
-        done = self.complete_recorded(now_us)
-        done += self.run_queued(now_us)
-        done += self.expire(now_us)
+        done: list[ErasureView] = []
+        # One step failing (the object store down, say) must not stop the others.
+        for step in (self.complete_recorded, self.run_queued, self.expire):
+            try:
+                done += step(now_us)
+            except ProvError as error:
+                _log.warning("erasure job: %s failed: %s", step.__name__, error)
         return done
 
     def complete_recorded(self, now_us: int) -> list[ErasureView]:
