@@ -11,6 +11,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from httpapi.problems import problem_spec
+from ingest.client.blobs import SUBJECT_HEADER
 from ingest.routes.bodies import body_limit_of, budget_of, spooled_body
 from ingest.routes.monitors import applied_by
 from ingest.routes.openapi import OctetStream
@@ -21,9 +22,6 @@ from ledger.keys.apikeys import ADMINS, READERS, WRITERS, ApiKey
 from ledger.ledger import Ledger
 from ledger.log.sequencer import now_micros
 from ledger.storage.db import is_sqlite
-
-# The header that names the subject an upload is about.
-SUBJECT_HEADER = "Prov-Subject"
 
 
 class BlobStored(msgspec.Struct):

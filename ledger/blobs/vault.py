@@ -358,17 +358,6 @@ class BlobVault:
     # -- erase -----------------------------------------------------------------------------
 
     @staticmethod
-    def subject_digests(connection: Connection, tenant: str, subject: str) -> list[str]:
-        """Every blob uploaded for the subject, erased or not."""
-        return list(
-            connection.execute(
-                select(blobs.c.digest)
-                .where(blobs.c.tenant == tenant, blobs.c.subject == subject)
-                .order_by(blobs.c.digest)
-            ).scalars()
-        )
-
-    @staticmethod
     def mark_erased(
         connection: Connection,
         tenant: str,

@@ -1,6 +1,6 @@
 """What an erasure erases: a subject's blobs, and the content past its tenant's expiry.
 
-- A **subject's** blobs are those uploaded for it (`Prov-Subject`, `BlobVault.subject_digests`)
+- A **subject's** blobs are those uploaded for it (the `Prov-Subject` of their upload)
   and those its decisions reference (`blob_refs`), whoever uploaded them: a decision about a
   person may point at content stored without a subject.
 - **Expired** content is a blob whose latest use is older than the cutoff: uploaded before
