@@ -100,14 +100,19 @@ def prov(*arguments: str, db_url: str, key_file: Path) -> str:
 
 
 @contextlib.contextmanager
-def running_server(engine_name: str, workers: int, settings: dict[str, str]) -> Iterator[Server]:
+def running_server(
+    engine_name: str, workers: int, settings: dict[str, str], ledger_key: Path | None = None
+) -> Iterator[Server]:
     """`prov serve` over a fresh database with an admin key, an ingest key and the demo
-    service keys; stopped with SIGTERM afterwards, and required to exit cleanly."""
+    service keys; stopped with SIGTERM afterwards, and required to exit cleanly. Given
+    `ledger_key`, the ledger signs with a copy of it (so a witness can follow it)."""
     with (
         fresh_database(engine_name) as db_url,
         tempfile.TemporaryDirectory(prefix="prov-bench-http-") as folder,
     ):
         key_file = Path(folder) / "ledger.key"
+        if ledger_key is not None:
+            shutil.copyfile(ledger_key, key_file)
         prov("init", db_url=db_url, key_file=key_file)
         create = ("api-key", "create", "--tenant", DEMO_TENANT, "--role", "admin")
         made = prov(*create, db_url=db_url, key_file=key_file)
@@ -426,6 +431,7 @@ class Options:
     clients: int
     server_settings: dict[str, str]
     profile: Path | None
+    ledger_key: Path | None = None
 
 
 def measure(
@@ -435,7 +441,9 @@ def measure(
     records: list[bytes],
     options: Options,
 ) -> Run:
-    with running_server(engine_name, workers, options.server_settings) as server:
+    with running_server(
+        engine_name, workers, options.server_settings, options.ledger_key
+    ) as server:
         if mode == "batch":
             path, connections = "/v1/records/batch", options.senders
             size = options.batch

@@ -309,11 +309,71 @@ class EntryAltered(ProvError):
     title = "Stored entry no longer verifies"
 
 
+class WitnessPolicyUnmet(ProvError):
+    """A checkpoint lacks the cosignatures the caller's witness policy requires."""
+
+    kind = "witness-policy-unmet"
+    title = "Not enough witnesses cosigned the checkpoint"
+
+
+# The witness's refusals of an `add-checkpoint` request, one per status of C2SP tlog-witness.
+
+
+class WitnessUnknownLog(ProvError):
+    """The witness follows no log of the checkpoint's origin (404)."""
+
+    kind = "witness-unknown-log"
+    title = "The witness follows no log of this origin"
+
+
+class WitnessUntrusted(ProvError):
+    """No signature by a key the witness trusts for the origin, or one that fails (403)."""
+
+    kind = "witness-untrusted"
+    title = "Checkpoint not signed by a key the witness trusts for its log"
+
+
+class WitnessBadRequest(ProvError):
+    """A malformed `add-checkpoint` request, or an old size above the checkpoint's (400)."""
+
+    kind = "witness-bad-request"
+    title = "Malformed add-checkpoint request"
+
+
+class WitnessSizeConflict(ProvError):
+    """The old size is not the size the witness last cosigned for the log (409); `size` is
+    that size, which the answer carries so the log can send the right proof."""
+
+    kind = "witness-size-conflict"
+    title = "Old size is not the witness's latest cosigned size"
+
+    def __init__(self, detail: str, *, size: int) -> None:
+        super().__init__(detail)
+        self.size = size
+
+
+class WitnessInconsistent(ProvError):
+    """The checkpoint is not consistent with what the witness cosigned (422): a proof that
+    does not verify, another root at the same size, a size-0 tree that is not empty."""
+
+    kind = "witness-inconsistent"
+    title = "Checkpoint not consistent with the witness's latest cosigned checkpoint"
+
+
 class AuditFailed(ProvError):
     """The log a server presents is not an extension of the one an auditor already trusts."""
 
     kind = "audit-failed"
     title = "The log is not consistent with the trusted checkpoint"
+
+
+class CoseReceiptInvalid(ProvError):
+    """A COSE receipt (RFC 9942) does not follow the ledger's profile, or its signature does
+    not verify under the ledger's key over the root its proof rebuilds from the leaf given
+    (`ledger.log.cose_receipt`, docs/log-format.md)."""
+
+    kind = "cose-receipt-invalid"
+    title = "COSE receipt does not verify"
 
 
 class RecordUnprocessable(RecordRejected):

@@ -58,6 +58,7 @@ from ledger.records.replay import ReplayRecord
 from ledger.storage.db import write_transaction
 from ledger.storage.migrate import migrate
 from ledger.storage.schema import ledger_info
+from ledger.witness.cosigned import served_checkpoint
 
 DEFAULT_ORIGIN = "prov.local/ledger"
 
@@ -331,6 +332,15 @@ class Ledger:
     def latest_checkpoint(self) -> StoredCheckpoint:
         with self.engine.connect() as connection:
             checkpoint = latest_checkpoint(connection)
+        if checkpoint is None:
+            raise LedgerNotInitialized("the ledger has no checkpoint; run `prov init`")
+        return checkpoint
+
+    def served_checkpoint(self, quorum: int = 0) -> StoredCheckpoint:
+        """The checkpoint to hand out, with its witnesses' cosignatures: the newest that
+        `quorum` witnesses cosigned, else the latest (`ledger.witness.cosigned`)."""
+        with self.engine.connect() as connection:
+            checkpoint = served_checkpoint(connection, quorum)
         if checkpoint is None:
             raise LedgerNotInitialized("the ledger has no checkpoint; run `prov init`")
         return checkpoint

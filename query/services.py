@@ -70,6 +70,10 @@ class ReadServices:
     ui_sessions: SessionPolicy = SessionPolicy()
     # How a person contests a decision: the end of every explanation (PROV_CONTEST_CONTACT).
     contest_contact: str = DEFAULT_CONTEST_CONTACT
+    # Witnesses (docs/witness.md): their names, and how many must cosign a checkpoint before
+    # `/checkpoint` serves it (0: no witnesses, the latest checkpoint is served).
+    witnesses: tuple[str, ...] = ()
+    witness_quorum: int = 0
 
 
 def read_services(state: State) -> ReadServices:

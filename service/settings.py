@@ -14,8 +14,10 @@ from ledger.admission import DEFAULT_MAX_RECORD_BYTES
 from ledger.blobs.stores.open import check_store_url
 from ledger.blobs.stores.s3_options import S3Options
 from ledger.ledger import DEFAULT_ORIGIN
+from ledger.publication import open_target
 from ledger.storage.db import normalize_url
 from query.subjects.explain import DEFAULT_CONTEST_CONTACT
+from service.witnessing import config as witness_config
 
 _PREFIX = "PROV_"
 
@@ -131,6 +133,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # expiry); it also runs once at start-up.
     expiry_interval_seconds: PositiveFloat = 3600.0
 
+    # Witnesses (docs/witness.md): each `<witness verifier key>@<submission URL>`, separated
+    # by commas or spaces. Every new checkpoint is sent to each for its cosignature; how many
+    # must cosign before `/checkpoint` serves a checkpoint (unset: all of them); how often
+    # each witness is asked, and how long one request may take.
+    witnesses: str | None = None
+    witness_quorum: Positive | None = None
+    witness_interval_seconds: PositiveFloat = 1.0
+    witness_timeout_seconds: PositiveFloat = 5.0
+    # Where each served checkpoint is also written, append-only: a directory or
+    # `s3://bucket/prefix` (PROV_S3_* reach it). Unset: not published.
+    publish_checkpoints: str | None = None
+
     def __post_init__(self) -> None:
         if self.subject_keys_url is not None and _same_database(
             self.subject_keys_url, self.database_url
@@ -139,6 +153,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(
                 "PROV_SUBJECT_KEYS_URL must name a database of its own, not PROV_DATABASE_URL's"
             )
+        # Bad witness or publication settings stop the server at start, not at its first
+        # checkpoint.
+        if self.publish_checkpoints is not None:
+            open_target(self.publish_checkpoints, self.s3_options())
+        witness_config.witness_quorum(
+            witness_config.parse_witnesses(self.witnesses), self.witness_quorum
+        )
         # A blob store that cannot work stops the server at start, not at the first upload.
         check_store_url(self.blob_store)
         self.s3_options().check()
@@ -164,6 +185,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
             # Else a slow receiver's delivery could be claimed again while still under way.
             raise ValueError("PROV_WEBHOOK_LEASE_SECONDS must exceed PROV_WEBHOOK_TIMEOUT_SECONDS")
+
+    def witness_endpoints(self) -> list[witness_config.WitnessEndpoint]:
+        return witness_config.parse_witnesses(self.witnesses)
+
+    def served_quorum(self) -> int:
+        """How many cosignatures `/checkpoint` waits for (0: no witnesses)."""
+        return witness_config.witness_quorum(self.witness_endpoints(), self.witness_quorum)
 
     def s3_options(self) -> S3Options:
         """How to reach S3, for the blob store and for an export to `s3://`."""

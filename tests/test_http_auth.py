@@ -80,6 +80,7 @@ ROLES: dict[Operation, frozenset[Role]] = {
     Operation("GET", "/v1/checkpoint"): ANY,
     Operation("GET", "/v1/log"): ANY,
     Operation("GET", "/v1/entries/{index}"): ANY,
+    Operation("GET", "/v1/entries/{index}/receipt"): ANY,
     Operation("GET", "/v1/proofs/inclusion"): ANY,
     Operation("GET", "/v1/proofs/consistency"): ANY,
     Operation("GET", "/checkpoint"): ANY,

@@ -126,6 +126,7 @@ def expected_badges(report: dict[str, Any]) -> dict[str, tuple[str, bool]]:
         "replays": verification["replays"]["status"],
         "policy": verification["policy"]["status"],
         "policy_checks": verification["policy_checks"]["status"],
+        "witnesses": verification["witnesses"]["status"],
     } | {f"blob:{blob['pointer']}": blob["status"] for blob in verification["blobs"]}
     return {check: (status, status in PASSES) for check, status in statuses.items()}
 

@@ -7,6 +7,8 @@ them. Every error is a `ClientError`. `authorize` attaches a UCAN delegation cha
 from a chain file by `read_chain`) and the invocation it proves to a decision.
 `verify_receipt_in_log` (and `Client.verify_receipt`) checks that a saved receipt's record
 is in the log by an inclusion proof against a checkpoint signed by the ledger key.
+`Client.cose_receipt` fetches an entry's COSE receipt (RFC 9942, SCITT), checked under the
+ledger's key; `verify_cose_receipt` checks a saved one offline.
 `Client.freshness` and `Client.is_fresh` ask whether a decision may still be relied on, and
 `new_context_change` reports that a context key changed (docs/freshness.md).
 `verify_webhook` checks a webhook's signature by the ledger key before a receiver acts on it.
@@ -26,6 +28,7 @@ from ingest.client._receipts import BatchItemResult, verify_receipt
 from ingest.client._records import SignedRecord
 from ingest.client._results import AppendResult
 from ingest.client.builder import DecisionParts, digest_of, new_decision, new_id, utc_now
+from ingest.client.cose_receipts import CoseReceiptClaims, verify_cose_receipt
 from ingest.client.delegation import authorize, read_chain
 from ingest.client.errors import (
     AnswerInvalid,
@@ -58,6 +61,7 @@ __all__ = [
     "ClientClosed",
     "ClientError",
     "ConnectionFailed",
+    "CoseReceiptClaims",
     "DecisionParts",
     "InvalidDecision",
     "MonitorBreached",
@@ -79,6 +83,7 @@ __all__ = [
     "new_id",
     "read_chain",
     "utc_now",
+    "verify_cose_receipt",
     "verify_receipt",
     "verify_receipt_in_log",
     "verify_webhook",

@@ -28,6 +28,7 @@ from ingest.client._receipts import BatchItemResult, parse_receipt
 from ingest.client._records import SignedRecord
 from ingest.client._results import AppendResult
 from ingest.client.blobs import blob_bytes, put_blob_flow
+from ingest.client.cose_receipts import cose_receipt_flow
 from ingest.client.errors import ClientClosed, QueueFull
 from ingest.client.freshness import freshness_flow, reusable
 from ingest.client.inclusion import ReceiptInLog, receipt_in_log_flow
@@ -101,6 +102,14 @@ class AsyncClient(ClientBase[asyncio.Future[Receipt]]):
         parsed = parse_receipt(receipt) if isinstance(receipt, bytes) else receipt
         verifier = await self.verifier()
         return await self._run(receipt_in_log_flow(parsed, verifier, self._attempts(), trusted))
+
+    async def cose_receipt(self, index: int, *, size: int | None = None) -> bytes:
+        """The COSE receipt (RFC 9942) of log entry `index`, in the latest signed checkpoint
+        or in the one of `size` entries: a COSE_Sign1 by the ledger key, checked here
+        against that key and the entry's bytes (`ReceiptInvalid` otherwise). Any RFC 9942
+        verifier checks it with the entry bytes of `GET /v1/entries/{index}`."""
+        verifier = await self.verifier()
+        return await self._run(cose_receipt_flow(index, verifier, self._attempts(), size))
 
     # -- Freshness ------------------------------------------------------------------------
 

@@ -74,6 +74,22 @@ checkpoints = Table(
     Column("created_us", BigInteger, nullable=False),
 )
 
+# Witnesses' cosignatures of stored checkpoints (docs/witness.md): one signature line per
+# witness per checkpoint, verified against the witness's configured key before it is kept.
+# `cosigned_s` is the witness's own timestamp; served notes append these lines, ordered by
+# witness, after the log's signature.
+checkpoint_cosignatures = Table(
+    "checkpoint_cosignatures",
+    metadata,
+    Column("tree_size", BigInteger, nullable=False),
+    Column("witness", String(256), nullable=False),
+    Column("line", Text, nullable=False),
+    Column("cosigned_s", BigInteger, nullable=False),
+    Column("received_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tree_size", "witness"),
+    Index("ix_checkpoint_cosignatures_witness", "witness", "tree_size"),
+)
+
 service_keys = Table(
     "service_keys",
     metadata,

@@ -21,7 +21,10 @@ run in order and each names what it found wrong:
    are what steps 3 to 6 found and what the payload says, and its `attestation` level is
    the one the verifying key gives: `ledger-attested` for the record key, else
    `producer-signed` (a report made before levels were shown has none, and still
-   verifies).
+   verifies). Its `witnesses` verdict is what its `witnessed` evidence shows: none, or a
+   checkpoint the log signed for the same origin, an inclusion proof of the entry into it,
+   and the names on its other signature lines (who they are is the server's word until a
+   witness policy checks them, step 11).
 9. Each listed replay passes steps 3 to 6 in its own evidence, under the same checkpoint:
    its entry and leaf, its inclusion proof, a payload that replays this decision's entry,
    and a signature by the tenant's replay key valid at its `occurred_at`; the report's
@@ -35,6 +38,10 @@ run in order and each names what it found wrong:
    erasure record of the tenant, signed by its record key), and lists every erased blob
    that names it, with the request id and the time the report gives. (This step runs
    right after step 8.)
+11. With a witness policy (`--witness`): the checkpoint carries enough verified
+   cosignatures by the policy's witnesses, or else the report's `witnessed` evidence does:
+   a checkpoint the log signed for the same origin, cosigned by enough of them, and an
+   inclusion proof of the same entry into it. (This step runs right after step 4.)
 
 What the server alone can know (whether a blob's bytes are still held, a revocation after
 the decision, whether the lists of replays and policy checks are complete, which registered
@@ -55,18 +62,19 @@ from typing import Any
 import msgspec
 
 from ledger.delegation.report import server_claims
-from ledger.errors import LedgerError, NoteError, ProvError
+from ledger.errors import LedgerError, NoteError, ProvError, WitnessPolicyUnmet
 from ledger.log import merkle
 from ledger.log.entry import entry_bytes, rfc3339, to_micros
-from ledger.log.note import Checkpoint, NoteVerifier, open_checkpoint
+from ledger.log.note import Checkpoint, NoteVerifier, open_checkpoint, parse_note
 from ledger.records import dsse
 from ledger.records.decision import DECISION_PAYLOAD_TYPE
 from ledger.records.erasure import ErasureRecord
 from ledger.records.policy import POLICY_CHECK_PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE, document_digest
 from ledger.records.replay import REPLAY_PAYLOAD_TYPE, REPLAY_SERVICE
 from ledger.records.signed import Candidate, parse_record
+from ledger.witness.policy import WitnessPolicy
 from query.audit.attestation import RECORD_KEYID_PREFIX, attestation_view, level_of_keyid
-from query.audit.auditor import TrustedState
+from query.audit.auditor import TrustedState, cosigned_by
 from query.audit.freshness_format import expiry_reasons, state_of
 from query.audit.policy_format import policy_check_item, policy_checks_status, policy_view
 from query.audit.report_format import (
@@ -136,6 +144,7 @@ def verify_report(
     *,
     trusted: TrustedState | None = None,
     service_key: bytes | None = None,
+    policy: WitnessPolicy | None = None,
 ) -> ReportCheck:
     """Run every step; a failed step stops the ones that depend on it."""
     context: dict[str, Any] = {}
@@ -144,10 +153,14 @@ def verify_report(
         ("checkpoint", lambda: _checkpoint(report, verifier, trusted, context)),
         ("entry", lambda: _entry(report, context)),
         ("inclusion", lambda: _inclusion(report, context)),
+    ]
+    if policy is not None:
+        steps.append(("witnesses", lambda: _witnesses(report, verifier, policy, context)))
+    steps += [
         ("payload", lambda: _payload(report, context)),
         ("signature", lambda: _signature(report, context, service_key)),
         ("analysis", lambda: _analysis(report)),
-        ("verdicts", lambda: _verdicts(report)),
+        ("verdicts", lambda: _verdicts(report, verifier, context)),
         ("erasures", lambda: _erasures(report, context)),
         ("policy", lambda: _policy(report, context)),
         ("policy checks", lambda: _linked_records(report, context, _POLICY_CHECKS)),
@@ -212,6 +225,51 @@ def _checkpoint(
     elif trusted is not None:
         detail += f" (trusted size {trusted.tree_size}; run `prov audit` to link them)"
     return detail
+
+
+def _witnesses(
+    report: dict[str, Any],
+    verifier: NoteVerifier,
+    policy: WitnessPolicy,
+    context: dict[str, Any],
+) -> str:
+    """Step 11: the witnesses of the policy saw a tree holding the entry. The report's
+    checkpoint is the newest, usually too new to be cosigned yet; its `witnessed` evidence
+    is the newest one witnesses cosigned that holds the entry, with a proof into it."""
+    checkpoint: Checkpoint = context["checkpoint"]
+    try:
+        cosigned = policy.check(report["evidence"]["checkpoint"])
+        return f"the checkpoint of size {checkpoint.size} is {cosigned_by(cosigned, policy)}"
+    except WitnessPolicyUnmet as error:
+        unmet = error.detail
+    witnessed = report["evidence"].get("witnessed")
+    if not isinstance(witnessed, dict) or not isinstance(witnessed.get("checkpoint"), str):
+        raise WitnessPolicyUnmet(
+            f"{unmet}; the report carries no checkpoint that witnesses cosigned"
+        )
+    note = witnessed["checkpoint"]
+    try:
+        cosigned_tree = open_checkpoint(note, verifier, checkpoint.origin)
+    except NoteError as error:
+        raise ReportInvalid(f"the witnessed checkpoint: {error}") from None
+    try:
+        cosigned = policy.check(note)
+    except WitnessPolicyUnmet as error:
+        raise WitnessPolicyUnmet(
+            f"the report's checkpoint: {unmet}; its witnessed checkpoint of size "
+            f"{cosigned_tree.size}: {error.detail}"
+        ) from None
+    if cosigned_tree.size == checkpoint.size and cosigned_tree.root_hash != checkpoint.root_hash:
+        raise ReportInvalid(
+            f"the witnessed checkpoint and the report's checkpoint both have size "
+            f"{checkpoint.size} but different roots: the log has forked"
+        )
+    index = context["index"]
+    check_inclusion(witnessed.get("inclusion_proof"), context["leaf"], index, cosigned_tree)
+    return (
+        f"entry {index} is in the tree of size {cosigned_tree.size}, "
+        f"{cosigned_by(cosigned, policy)}"
+    )
 
 
 def _entry(report: dict[str, Any], context: dict[str, Any]) -> str:
@@ -344,7 +402,7 @@ def _analysis(report: dict[str, Any]) -> str:
     return f"freshness and timeline recomputed at {report['generated_at']}"
 
 
-def _verdicts(report: dict[str, Any]) -> str:
+def _verdicts(report: dict[str, Any], verifier: NoteVerifier, context: dict[str, Any]) -> str:
     claims = report["verification"]
     key = report["evidence"]["signing_key"]
     expected = {
@@ -370,7 +428,42 @@ def _verdicts(report: dict[str, Any]) -> str:
         raise ReportInvalid("the report's blob list is not the blobs the payload references")
     _attestation_verdict(report)
     _freshness_verdict(report)
+    _witnessed_verdict(report, verifier, context)
     return "the report's verdicts match what verifies"
+
+
+def _witnessed_verdict(
+    report: dict[str, Any], verifier: NoteVerifier, context: dict[str, Any]
+) -> None:
+    claim = report["verification"].get("witnesses")
+    evidence = report["evidence"].get("witnessed")
+    if claim is None and "witnessed" not in report["evidence"]:
+        return  # a report made before witnesses were shown
+    if evidence is None:
+        expected: dict[str, Any] = {"status": "not-yet-witnessed", "witnesses": 0, "names": []}
+    else:
+        if not isinstance(evidence, dict) or not isinstance(evidence.get("checkpoint"), str):
+            raise ReportInvalid("the report's witnessed evidence has no checkpoint")
+        checkpoint: Checkpoint = context["checkpoint"]
+        try:
+            cosigned = open_checkpoint(evidence["checkpoint"], verifier, checkpoint.origin)
+        except NoteError as error:
+            raise ReportInvalid(f"the witnessed checkpoint: {error}") from None
+        check_inclusion(
+            evidence.get("inclusion_proof"), context["leaf"], context["index"], cosigned
+        )
+        own = (verifier.name, verifier.key_id)
+        signatures = parse_note(evidence["checkpoint"]).signatures
+        names = sorted({name for name, kid, _ in signatures if (name, kid) != own})
+        expected = {
+            "status": "valid",
+            "tree_size": cosigned.size,
+            "witnesses": len(names),
+            "names": names,
+        }
+    changed = first_difference(claim, expected)
+    if changed is not None:
+        raise ReportInvalid(f"the report's witnesses verdict is not what verifies, at {changed}")
 
 
 def _attestation_verdict(report: dict[str, Any]) -> None:

@@ -68,6 +68,7 @@ from query.audit.report_format import (
     replay_summary,
     replays_status,
 )
+from query.audit.witnessed import witnessed_inclusion
 
 __all__ = [
     "REPORT_FORMAT",
@@ -127,6 +128,9 @@ def why_report(
         connection, verifier, origin, stored_checkpoint, tenant, decision
     )
     blobs_now = [] if decision is None else blob_states(connection, tenant, decision)
+    witnessed, witnessed_evidence = witnessed_inclusion(
+        connection, verifier, origin, index, rebuilt.leaf
+    )
     return {
         "report": REPORT_FORMAT,
         "generated_at": generated_at,
@@ -139,6 +143,8 @@ def why_report(
             # Who vouches for the content, by the key that verified the signature.
             "attestation": attestation_view(decision, signing_key),
             "inclusion": {k: v for k, v in inclusion.items() if k in ("status", "detail")},
+            # The newest checkpoint witnesses cosigned that holds the decision (docs/witness.md).
+            "witnesses": witnessed,
             "blobs": blobs_now,
             "delegation": delegation_status(decision, entry.integrated_us, authority),
             "replays": replays_status([item for item, _ in replays]),
@@ -156,6 +162,7 @@ def why_report(
             "entry": entry_evidence(rebuilt),
             "checkpoint": inclusion.get("checkpoint"),
             "inclusion_proof": inclusion.get("proof"),
+            "witnessed": witnessed_evidence,
             "signing_key": signing_key,
             "delegation": authority,
             "replays": [evidence for _, evidence in replays],

@@ -10,9 +10,11 @@ from __future__ import annotations
 import anyio.to_thread
 import msgspec
 from litestar import HttpMethod, MediaType, Response, get, route
+from litestar.datastructures import State
 
 from ledger.keys.apikeys import ANY_ROLE, ApiKey
 from ledger.ledger import Ledger
+from query.services import read_services
 
 # Readable by any key, or by anyone when the service is configured for public reads.
 LOG_READ = {"roles": ANY_ROLE, "public_read": True}
@@ -37,13 +39,18 @@ class LogInfo(msgspec.Struct):
     summary="The latest signed checkpoint",
     tags=["log"],
 )
-async def checkpoint(ledger: Ledger, caller: ApiKey | None) -> Response[str]:
-    """The newest checkpoint as a C2SP signed note, signed by the ledger key."""
+async def checkpoint(state: State, caller: ApiKey | None) -> Response[str]:
+    """The newest checkpoint as a C2SP signed note, signed by the ledger key, with the
+    cosignatures of the witnesses that cosigned it. With witnesses configured, the newest
+    checkpoint that enough of them cosigned (docs/witness.md)."""
+    services = read_services(state)
     # Async with an explicit thread: a sync_to_thread handler on two paths and two methods
     # answers with an unawaited coroutine in litestar 2.25 (a 500).
-    latest = await anyio.to_thread.run_sync(ledger.latest_checkpoint)
+    served = await anyio.to_thread.run_sync(
+        services.ledger.served_checkpoint, services.witness_quorum
+    )
     return Response(
-        latest.note,
+        served.note,
         media_type=MediaType.TEXT,
         headers={"Cache-Control": CHECKPOINT_CACHE},
     )

@@ -1,4 +1,5 @@
-"""Proofs over HTTP: entries, inclusion and consistency proofs, and the tlog-tiles read API.
+"""Proofs over HTTP: entries, their COSE receipts (RFC 9942), inclusion and consistency
+proofs, and the tlog-tiles read API.
 
 These expose hashes and entry bytes, never payloads, so they carry the log-read access rule
 of `routes_log`: any API key, or none when the service is configured for public reads. The
@@ -15,9 +16,12 @@ from litestar.params import Parameter
 from sqlalchemy import Engine
 
 from ledger.errors import LedgerNotInitialized, NotFound
+from ledger.ledger import Ledger
+from ledger.log.cose_receipt import COSE_MEDIA_TYPE
 from ledger.log.entry import rfc3339
 from ledger.log.proofs import consistency_proof, inclusion_proof
 from ledger.log.store import latest_checkpoint, rebuild_entries
+from query.audit.cose_receipts import cose_receipt as issue_cose_receipt
 from query.audit.search import BIGINT_MAX
 from query.routes.log import GET_AND_HEAD, LOG_READ
 from query.routes.tiles import parse_tile_path, read_tile
@@ -62,6 +66,24 @@ def entry(index: Index, engine: Engine) -> EntryView:
         rebuilt.envelope_digest.hex(),
         rebuilt.data.hex(),
     )
+
+
+@get(
+    "/entries/{index:int}/receipt",
+    opt=LOG_READ,
+    summary="A COSE receipt of a log entry (RFC 9942)",
+    tags=["proofs"],
+    media_type=COSE_MEDIA_TYPE,
+    sync_to_thread=True,
+)
+def cose_receipt(index: Index, ledger: Ledger, size: Size | None = None) -> Response[bytes]:
+    """A COSE_Sign1 receipt, signed by the ledger key, of entry `index` in the latest signed
+    checkpoint, or in the stored checkpoint of `size` entries (docs/log-format.md, "COSE
+    receipts"). Verify it with the entry bytes of `GET /v1/entries/{index}`."""
+    issued = issue_cose_receipt(ledger, index, size)
+    # The receipt for one checkpoint never changes; the latest moves as the log grows.
+    cache = IMMUTABLE if size is not None else "no-cache"
+    return Response(issued.receipt, media_type=COSE_MEDIA_TYPE, headers={"Cache-Control": cache})
 
 
 @get(

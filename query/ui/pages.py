@@ -17,6 +17,7 @@ redirects included, carries the same security headers (`secure_page_headers`).
 
 from __future__ import annotations
 
+import time
 from http import HTTPStatus
 from typing import Annotated, Any, Final
 from urllib.parse import urlencode, urlsplit
@@ -51,6 +52,7 @@ from query.services import SessionPolicy, read_services
 from query.ui.monitor_pages import PAGES as MONITOR_PAGES
 from query.ui.subject_pages import PAGES as SUBJECT_PAGES
 from query.ui.view import STATIC_DIR, checkpoint_size, timeline_bars
+from query.ui.witness_view import witness_rows
 
 log = structlog.get_logger("prov.http")
 
@@ -346,13 +348,19 @@ def freshness_file(record_id: str, caller: ApiKey, ledger: Ledger) -> Response[b
 
 @get("/log", sync_to_thread=True)
 def log_page(request: Request[Any, Any, State], caller: ApiKey, ledger: Ledger) -> Template:
+    services = read_services(request.app.state)
     latest = ledger.latest_checkpoint()
+    with ledger.engine.connect() as connection:
+        witnesses = witness_rows(connection, services.witnesses, latest.tree_size, time.time())
     return page(
         "log.html",
         caller,
         section="log",
         origin=ledger.origin,
         checkpoint=latest,
+        served=ledger.served_checkpoint(services.witness_quorum),
+        witnesses=witnesses,
+        quorum=services.witness_quorum,
         verifier_key=ledger.verifier.encode(),
         base_url=str(request.base_url).rstrip("/"),
     )

@@ -34,6 +34,7 @@ _TONES = {
     "no-expiry": "neutral",
     "not-checked": "warn",
     "not-yet-checkpointed": "warn",
+    "not-yet-witnessed": "warn",
     "expired-since": "warn",
     "erased": "warn",
     "missing": "warn",

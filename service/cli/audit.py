@@ -23,7 +23,7 @@ from ledger.errors import NoteError
 from ledger.keys.signing import public_key_from_pem
 from ledger.log.note import NoteVerifier
 from ledger.log.sequencer import now_micros
-from query.audit.auditor import TrustedState
+from query.audit.auditor import TrustedState, resolve_policy
 from query.audit.report_check import ReportCheck, verify_report
 from query.audit.search import ATTESTATIONS, DecisionFilter, search
 from query.audit.why import why_report
@@ -205,6 +205,23 @@ def trust_options(command: F) -> F:
     return click.option("--verifier-key", help="The log's note verifier key")(command)
 
 
+def witness_options(command: F) -> F:
+    """`--witness` (repeatable) and `--witnesses-required`: the auditor's witness policy,
+    k of these n witness keys (`query.audit.auditor.resolve_policy` reads them)."""
+    command = click.option(
+        "--witnesses-required",
+        type=click.IntRange(min=1),
+        help="How many of the --witness keys must have cosigned  [default: all of them]",
+    )(command)
+    return click.option(
+        "--witness",
+        "witnesses",
+        multiple=True,
+        metavar="KEY",
+        help="A witness's verifier key, name+id+base64(0x04||key); repeat for each witness",
+    )(command)
+
+
 @click.command("verify-report")
 @click.argument("report_file", type=click.File("rb"))
 @click.option("--verifier-key", help="The log's note verifier key")
@@ -212,7 +229,7 @@ def trust_options(command: F) -> F:
     "--state",
     "state_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A `prov audit` state file: its pinned key and trusted checkpoint",
+    help="A `prov audit` state file: its pinned key, witness policy and trusted checkpoint",
 )
 @click.option(
     "--service-key",
@@ -220,15 +237,24 @@ def trust_options(command: F) -> F:
     type=click.File("rb"),
     help="PEM public key of the service, to pin instead of the key the report names",
 )
+@witness_options
 def verify_report_command(
     report_file: IO[bytes],
     verifier_key: str | None,
     state_path: Path | None,
     service_key_file: IO[bytes] | None,
+    witnesses: tuple[str, ...],
+    witnesses_required: int | None,
 ) -> None:
     """Check a saved why-report offline: checkpoint signature, entry, inclusion proof,
-    payload, record signature and analysis. No server is contacted."""
+    payload, record signature and analysis. No server is contacted.
+
+    With --witness keys (or a policy pinned in the --state file), the decision must be in
+    a checkpoint that enough of those witnesses cosigned."""
     verifier, trusted = load_trust(verifier_key, state_path)
+    policy, _ = resolve_policy(
+        trusted.witnesses if trusted else None, witnesses, witnesses_required
+    )
     report = read_json(report_file)
     service_key = None
     if service_key_file is not None:
@@ -236,7 +262,9 @@ def verify_report_command(
             service_key = public_key_from_pem(service_key_file.read())
         except ValueError as error:
             raise Failed(f"{service_key_file.name}: {error}") from None
-    result = verify_report(report, verifier, trusted=trusted, service_key=service_key)
+    result = verify_report(
+        report, verifier, trusted=trusted, service_key=service_key, policy=policy
+    )
     print_check(result, "report", "every claim in the report verifies offline")
 
 

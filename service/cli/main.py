@@ -32,8 +32,10 @@ from ledger.log.sequencer import now_micros
 from ledger.storage.db import side_write_transaction, write_transaction
 from query.audit.auditor import audit as audit_log
 from query.audit.entry_view import show_entry
+from query.audit.published import audit_published
 from service.cli.analytics import COMMANDS as ANALYTICS_COMMANDS
 from service.cli.audit import COMMANDS as AUDIT_COMMANDS
+from service.cli.audit import witness_options
 from service.cli.blobs import COMMANDS as BLOB_COMMANDS
 from service.cli.collector import COMMANDS as COLLECTOR_COMMANDS
 from service.cli.common import (
@@ -43,6 +45,7 @@ from service.cli.common import (
     global_ledger_options,
     ledger_options,
     open_ledger,
+    settings_from_env,
 )
 from service.cli.delegation import COMMANDS as DELEGATION_COMMANDS
 from service.cli.erasure import COMMANDS as ERASURE_COMMANDS
@@ -56,6 +59,7 @@ from service.cli.replay import COMMANDS as REPLAY_COMMANDS
 from service.cli.subjects import COMMANDS as SUBJECT_COMMANDS
 from service.cli.subscriptions import COMMANDS as SUBSCRIPTION_COMMANDS
 from service.cli.times import TIME, TIME_HELP
+from service.cli.witness import COMMANDS as WITNESS_COMMANDS
 from service.demo.microloans import run_microloans
 from service.demo.traffic import demo_context_change, demo_envelopes, prepare_demo
 from service.ledger_setup import init_ledger
@@ -282,7 +286,18 @@ def api_key_revoke(settings: Settings, tenant: str, key_id: str) -> None:
 
 
 @cli.command()
-@click.option("--url", required=True, help="The ledger service, e.g. http://127.0.0.1:8080")
+@click.option(
+    "--url",
+    help="The ledger service, e.g. http://127.0.0.1:8080 (with --from-published: where to "
+    "ask for consistency proofs)",
+)
+@click.option(
+    "--from-published",
+    "published",
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="Follow the checkpoints the ledger published there (PROV_S3_* reach S3) instead "
+    "of the served one",
+)
 @click.option(
     "--state",
     "state_path",
@@ -291,16 +306,45 @@ def api_key_revoke(settings: Settings, tenant: str, key_id: str) -> None:
     help="File holding the last trusted checkpoint; created by the first audit",
 )
 @click.option("--verifier-key", help="The log's note verifier key (needed the first time)")
+@witness_options
 @click.option("--api-key", envvar="PROV_API_KEY", help="API key, unless reads are public")
-def audit(url: str, state_path: Path, verifier_key: str | None, api_key: str | None) -> None:
+def audit(
+    url: str | None,
+    published: str | None,
+    state_path: Path,
+    verifier_key: str | None,
+    witnesses: tuple[str, ...],
+    witnesses_required: int | None,
+    api_key: str | None,
+) -> None:
     """Check that the log only grew since the last trusted checkpoint, then trust the new one.
 
-    Refuses, and keeps the old state, on a bad signature, a rollback or a fork.
-    """
+    Refuses, and keeps the old state, on a bad signature, a rollback or a fork; with
+    --witness keys (pinned in the state file after), also on a checkpoint that fewer than
+    --witnesses-required of those witnesses cosigned. --from-published checks every
+    published checkpoint: none deleted, rewritten or missing, sizes never shrinking, and
+    (with --url) each consistent with the one before."""
+    if url is None and published is None:
+        raise click.UsageError("give --url, --from-published, or both")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-            result = audit_log(client, state_path, verifier_key)
+        with httpx.Client(base_url=url or "", headers=headers, timeout=30) as client:
+            if published is not None:
+                summary = audit_published(
+                    state_path,
+                    published,
+                    # PROV_S3_* reach S3, as for the server's blob store and publication.
+                    s3=(
+                        settings_from_env().s3_options() if published.startswith("s3://") else None
+                    ),
+                    client=client if url is not None else None,
+                    verifier_key=verifier_key,
+                    witnesses=witnesses,
+                    witnesses_required=witnesses_required,
+                )
+                click.echo(summary.summary())
+                return
+            result = audit_log(client, state_path, verifier_key, witnesses, witnesses_required)
     except httpx.HTTPError as error:
         raise Failed(f"cannot reach {url}: {error}") from None
     checkpoint = result.checkpoint
@@ -309,7 +353,10 @@ def audit(url: str, state_path: Path, verifier_key: str | None, api_key: str | N
         if result.previous_size is None
         else f"consistent with the trusted size {result.previous_size}"
     )
-    click.echo(f"ok: size {checkpoint.size}, root {checkpoint.root_hash.hex()}, {since}")
+    click.echo(
+        f"ok: size {checkpoint.size}, root {checkpoint.root_hash.hex()}, {since}"
+        + result.witnesses_line()
+    )
 
 
 @cli.command()
@@ -494,6 +541,7 @@ for _command in (
     *SUBJECT_COMMANDS,
     *ERASURE_COMMANDS,
     *BLOB_COMMANDS,
+    *WITNESS_COMMANDS,
 ):
     cli.add_command(_command)
 

@@ -318,6 +318,8 @@ def _verification(report: dict[str, Any], console: Console) -> None:
         badge(verification["inclusion"]["status"]),
         checkpoint.splitlines()[1] + " entries" if checkpoint else "",
     )
+    if (witnessed := verification.get("witnesses")) is not None:
+        table.add_row("cosigned by witnesses", badge(witnessed["status"]), _witnessed(witnessed))
     for blob in verification["blobs"]:
         table.add_row(f"blob {blob['pointer']}", badge(blob["status"]), _blob_detail(blob))
     replays = verification["replays"]
@@ -333,6 +335,13 @@ def _verification(report: dict[str, Any], console: Console) -> None:
             style="dim",
         )
     )
+
+
+def _witnessed(witnessed: dict[str, Any]) -> str:
+    if not witnessed["witnesses"]:
+        return "no witness has cosigned a checkpoint that holds it yet"
+    names = ", ".join(witnessed["names"])
+    return f"{witnessed['witnesses']} ({names}) at size {witnessed['tree_size']}"
 
 
 def render_search(page: dict[str, Any], console: Console) -> None:

@@ -58,6 +58,7 @@ from service.web.problems import (
 )
 from service.web.request_guard import refuse_nul
 from service.webhooks.worker import webhooks_lifespan
+from service.witnessing.lifespan import witnessing_lifespan
 
 API_VERSION = "1.0.0"
 # In the OpenAPI document: /v1 routes take an API key; probes and metrics do not.
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 trust_proxy_headers=settings.trust_proxy_headers,
             ),
             contest_contact=settings.contest_contact,
+            witnesses=tuple(w.name for w in settings.witness_endpoints()),
+            witness_quorum=settings.served_quorum(),
         )
         app.state[WRITE_SERVICES] = WriteServices(
             committer=committer,
@@ -247,6 +250,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             routes_log.log_info,
             routes_proofs.entry,
+            routes_proofs.cose_receipt,
             routes_proofs.inclusion,
             routes_proofs.consistency,
         ],
@@ -291,6 +295,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             webhooks_lifespan(settings),
             otlp_assembly_lifespan(settings),
             erasure_lifespan(settings),
+            witnessing_lifespan(settings),
         ],
         dependencies={
             "caller": Provide(provide_caller, sync_to_thread=False),

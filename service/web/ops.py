@@ -7,15 +7,18 @@ import os
 
 import msgspec
 from litestar import Response, get
+from litestar.datastructures import State
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine, text
 
 from ledger.errors import LedgerError
 from ledger.storage.migrate import schema_is_current
+from query.services import read_services
 from service.web.monitor_metrics import monitor_exposition
 from service.web.otlp_metrics import otlp_exposition
 from service.webhooks.metrics import outbox_exposition
+from service.witnessing.metrics import witness_exposition
 
 # The framework appends `; charset=utf-8` to every text/* type, and the client library's
 # constant already ends with it: drop it here so that the header names the charset once.
@@ -53,7 +56,7 @@ def readyz(engine: Engine) -> Status:
 
 
 @get("/metrics", summary="Prometheus metrics", tags=["operations"], sync_to_thread=True)
-def metrics(engine: Engine) -> Response[bytes]:
+def metrics(engine: Engine, state: State) -> Response[bytes]:
     """Every worker's metrics: with several workers they share a directory of counters.
     The webhook outbox's gauge and the monitors' metrics are read from the database."""
     registry = REGISTRY
@@ -65,5 +68,6 @@ def metrics(engine: Engine) -> Response[bytes]:
         + outbox_exposition(engine)
         + monitor_exposition(engine)
         + otlp_exposition(engine)
+        + witness_exposition(engine, list(read_services(state).witnesses))
     )
     return Response(body, media_type=METRICS_MEDIA_TYPE)

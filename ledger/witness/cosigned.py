@@ -1,0 +1,154 @@
+"""The cosignatures a log received from its witnesses, kept beside its checkpoints.
+
+This is the log's side (server only: it needs SQLAlchemy). Each verified cosignature line is
+stored once per (checkpoint size, witness); a served note is the stored checkpoint note with
+its cosignature lines appended, ordered by witness name, so two reads of one checkpoint
+always give the same bytes. The checkpoints themselves stay as the sequencer signed them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, select
+
+from ledger.log.store import StoredCheckpoint, latest_checkpoint
+from ledger.storage.db import conflict_insert
+from ledger.storage.schema import checkpoint_cosignatures, checkpoints
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedCosignature:
+    witness: str
+    line: str
+    cosigned_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessProgress:
+    """The newest checkpoint a witness cosigned, as this log stored it."""
+
+    witness: str
+    tree_size: int
+    cosigned_s: int
+    received_us: int
+
+
+def store_cosignatures(
+    connection: Connection,
+    tree_size: int,
+    received: Sequence[ReceivedCosignature],
+    now_us: int,
+) -> None:
+    """Keep `received` for the checkpoint of `tree_size`; a repeat is ignored."""
+    if not received:
+        return
+    connection.execute(
+        conflict_insert(connection, checkpoint_cosignatures).on_conflict_do_nothing(),
+        [
+            {
+                "tree_size": tree_size,
+                "witness": r.witness,
+                "line": r.line,
+                "cosigned_s": r.cosigned_s,
+                "received_us": now_us,
+            }
+            for r in received
+        ],
+    )
+
+
+def cosignature_lines(connection: Connection, tree_size: int) -> list[str]:
+    rows = connection.execute(
+        select(checkpoint_cosignatures.c.line)
+        .where(checkpoint_cosignatures.c.tree_size == tree_size)
+        .order_by(checkpoint_cosignatures.c.witness)
+    )
+    return [row[0] for row in rows]
+
+
+def with_cosignatures(connection: Connection, stored: StoredCheckpoint) -> StoredCheckpoint:
+    """`stored` with the cosignature lines its size received, after the log's own."""
+    lines = cosignature_lines(connection, stored.tree_size)
+    if not lines:
+        return stored
+    return StoredCheckpoint(stored.tree_size, stored.root_hash, stored.note + "".join(lines))
+
+
+def _checkpoint(connection: Connection, tree_size: int) -> StoredCheckpoint | None:
+    row = connection.execute(
+        select(checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note).where(
+            checkpoints.c.tree_size == tree_size
+        )
+    ).first()
+    return None if row is None else StoredCheckpoint(row[0], bytes(row[1]), row[2])
+
+
+def newest_cosigned(
+    connection: Connection, quorum: int, *, covering: int | None = None
+) -> StoredCheckpoint | None:
+    """The newest checkpoint cosigned by at least `quorum` witnesses (and, given
+    `covering`, whose tree holds that index), with its cosignatures; None if there is none."""
+    query = (
+        select(checkpoint_cosignatures.c.tree_size)
+        .group_by(checkpoint_cosignatures.c.tree_size)
+        .having(func.count() >= max(quorum, 1))
+        .order_by(checkpoint_cosignatures.c.tree_size.desc())
+        .limit(1)
+    )
+    if covering is not None:
+        query = query.where(checkpoint_cosignatures.c.tree_size > covering)
+    size = connection.execute(query).scalar()
+    if size is None:
+        return None
+    stored = _checkpoint(connection, size)
+    return None if stored is None else with_cosignatures(connection, stored)
+
+
+def served_checkpoint(connection: Connection, quorum: int) -> StoredCheckpoint | None:
+    """What `/checkpoint` serves: with witnesses (`quorum` > 0), the newest checkpoint that
+    enough of them cosigned, so that a client checking a witness policy can trust it;
+    before any has been, and without witnesses, the latest checkpoint with whatever
+    cosignatures it has."""
+    if quorum > 0 and (cosigned := newest_cosigned(connection, quorum)) is not None:
+        return cosigned
+    latest = latest_checkpoint(connection)
+    return None if latest is None else with_cosignatures(connection, latest)
+
+
+def covering_checkpoint(connection: Connection, index: int) -> StoredCheckpoint | None:
+    """The checkpoint to prove entry `index` into: the newest witnessed one that holds it,
+    else the latest (a decision appended a moment ago is not witnessed yet)."""
+    cosigned = newest_cosigned(connection, 1, covering=index)
+    if cosigned is not None:
+        return cosigned
+    latest = latest_checkpoint(connection)
+    return None if latest is None else with_cosignatures(connection, latest)
+
+
+def witness_progress(connection: Connection) -> list[WitnessProgress]:
+    """Per witness, the newest checkpoint it cosigned for this log."""
+    newest = (
+        select(
+            checkpoint_cosignatures.c.witness,
+            func.max(checkpoint_cosignatures.c.tree_size).label("size"),
+        )
+        .group_by(checkpoint_cosignatures.c.witness)
+        .subquery()
+    )
+    rows = connection.execute(
+        select(
+            checkpoint_cosignatures.c.witness,
+            checkpoint_cosignatures.c.tree_size,
+            checkpoint_cosignatures.c.cosigned_s,
+            checkpoint_cosignatures.c.received_us,
+        )
+        .join(
+            newest,
+            (newest.c.witness == checkpoint_cosignatures.c.witness)
+            & (newest.c.size == checkpoint_cosignatures.c.tree_size),
+        )
+        .order_by(checkpoint_cosignatures.c.witness)
+    )
+    return [WitnessProgress(r[0], r[1], r[2], r[3]) for r in rows]

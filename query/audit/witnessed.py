@@ -1,0 +1,54 @@
+"""Which witnesses vouch for a decision: the newest cosigned checkpoint that holds it.
+
+The why-report proves every entry into the latest checkpoint, which is usually too new for
+any witness to have cosigned yet. This adds the newest checkpoint that witnesses did
+cosign and that holds the decision, with the decision's inclusion proof into it, so that an
+auditor with a witness policy (`prov verify-report --witness …`) can check offline that
+the decision is in a tree the witnesses saw, and none other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from ledger.errors import NoteError
+from ledger.log.note import NoteVerifier, parse_note
+from ledger.witness.cosigned import newest_cosigned
+from query.audit.checks import inclusion_in
+
+
+def cosigner_names(note: str, log_verifier: NoteVerifier) -> list[str]:
+    """The names on `note`'s signature lines other than the log's own key (the server's
+    word: only a witness policy's keys make them verified)."""
+    try:
+        parsed = parse_note(note)
+    except NoteError:
+        return []
+    return sorted(
+        {
+            name
+            for name, key_id, _ in parsed.signatures
+            if (name, key_id) != (log_verifier.name, log_verifier.key_id)
+        }
+    )
+
+
+def witnessed_inclusion(
+    connection: Connection, verifier: NoteVerifier, origin: str, index: int, leaf: bytes
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The witnesses' status of entry `index` and its evidence (None when no cosigned
+    checkpoint holds it yet)."""
+    cosigned = newest_cosigned(connection, 1, covering=index)
+    if cosigned is None:
+        return {"status": "not-yet-witnessed", "witnesses": 0, "names": []}, None
+    proved = inclusion_in(connection, cosigned, verifier, origin, index, leaf)
+    names = cosigner_names(cosigned.note, verifier)
+    status = {
+        "status": proved["status"],
+        "tree_size": cosigned.tree_size,
+        "witnesses": len(names),
+        "names": names,
+    }
+    return status, {"checkpoint": proved.get("checkpoint"), "inclusion_proof": proved.get("proof")}
