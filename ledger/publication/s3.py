@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import timedelta
 from typing import TYPE_CHECKING, NoReturn
 
 import obstore
@@ -30,18 +29,15 @@ from obstore.exceptions import (
     AlreadyExistsError,
     BaseError,
     NotFoundError,
-    PermissionDeniedError,
     PreconditionError,
-    UnauthenticatedError,
 )
-from obstore.store import S3Store as _ObstoreS3
 
-from ledger.blobs.stores.s3_options import S3Options, parse_s3_url
-from ledger.errors import BadConfiguration
+from ledger.blobs.stores.s3_client import failure_reason, first_line, open_s3
+from ledger.blobs.stores.s3_options import S3Options
 from ledger.publication.base import FOLDER, PublicationFailed, sequence_of
 
 if TYPE_CHECKING:
-    from obstore.store import ClientConfig, RetryConfig, S3Config
+    pass
 
 _STATUS = re.compile(r"status code: (\d{3})")
 _log = logging.getLogger(__name__)
@@ -49,41 +45,7 @@ _log = logging.getLogger(__name__)
 
 class S3Target:
     def __init__(self, url: str, options: S3Options) -> None:
-        where = parse_s3_url(url)
-        options.check()
-        self._location = str(where)
-        config: S3Config = {"region": options.region}
-        if options.endpoint is not None:
-            config["endpoint"] = options.endpoint
-        if options.access_key_id is not None:
-            config["access_key_id"] = options.access_key_id
-        if options.secret_access_key is not None:
-            config["secret_access_key"] = options.secret_access_key
-        client: ClientConfig = {
-            "allow_http": options.allow_http,
-            "connect_timeout": timedelta(seconds=options.connect_timeout_s),
-            "read_timeout": timedelta(seconds=options.read_timeout_s),
-            "timeout": timedelta(seconds=options.request_timeout_s),
-        }
-        retry: RetryConfig = {
-            "max_retries": options.max_retries,
-            "retry_timeout": timedelta(seconds=options.retry_timeout_s),
-            "backoff": {
-                "init_backoff": timedelta(milliseconds=100),
-                "max_backoff": timedelta(seconds=1),
-                "base": 2,
-            },
-        }
-        try:
-            self._client = _ObstoreS3(
-                where.bucket,
-                prefix=where.prefix or None,
-                config=config,
-                client_options=client,
-                retry_config=retry,
-            )
-        except BaseError as error:
-            raise BadConfiguration(f"{url}: {_first_line(error)}") from None
+        self._location, self._client = open_s3(url, options)
 
     @property
     def location(self) -> str:
@@ -130,23 +92,8 @@ class S3Target:
     def _failed(self, action: str, error: BaseException, *, reason: str | None = None) -> NoReturn:
         # The client's message names the endpoint and the request: the log has it, the
         # error says what kind of failure it was.
-        _log.warning("publication %s: cannot %s: %s", self._location, action, _first_line(error))
+        _log.warning("publication %s: cannot %s: %s", self._location, action, first_line(error))
         raise PublicationFailed(
-            f"publication target {self._location} {reason or _reason(error)}: cannot {action}"
+            f"publication target {self._location} {reason or failure_reason(error)}: "
+            f"cannot {action}"
         ) from None
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, PermissionDeniedError | UnauthenticatedError):
-        return "refused the credentials"
-    text = str(error)
-    status = _STATUS.search(text)
-    if status is not None:
-        return f"answered HTTP {status[1]}"
-    if "kind: Timeout" in text or "TimedOut" in text or "timed out" in text.lower():
-        return "did not answer in time"
-    return "could not be reached"
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

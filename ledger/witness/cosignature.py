@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ledger.errors import NoteError
 from ledger.keys import ed25519 as _ed25519
-from ledger.log.note import parse_note
+from ledger.log.note import NoteVerifier, parse_note
 
 ALG_COSIGNATURE_V1 = 0x04
 _HEADER = "cosignature/v1\n"
@@ -182,3 +182,12 @@ def add_signature_lines(note: str, lines: list[str]) -> str:
             present.add(line)
             extra.append(line)
     return note + "".join(extra)
+
+
+def cosigner_names(note: str, log_verifier: NoteVerifier) -> list[str]:
+    """The names on `note`'s signature lines other than the log's own key, sorted: who the
+    note says cosigned it (verified only against a witness policy's keys)."""
+    own = (log_verifier.name, log_verifier.key_id)
+    return sorted(
+        {name for name, key_id, _ in parse_note(note).signatures if (name, key_id) != own}
+    )

@@ -65,13 +65,14 @@ from ledger.delegation.report import server_claims
 from ledger.errors import LedgerError, NoteError, ProvError, WitnessPolicyUnmet
 from ledger.log import merkle
 from ledger.log.entry import entry_bytes, rfc3339, to_micros
-from ledger.log.note import Checkpoint, NoteVerifier, open_checkpoint, parse_note
+from ledger.log.note import Checkpoint, NoteVerifier, open_checkpoint
 from ledger.records import dsse
 from ledger.records.decision import DECISION_PAYLOAD_TYPE
 from ledger.records.erasure import ErasureRecord
 from ledger.records.policy import POLICY_CHECK_PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE, document_digest
 from ledger.records.replay import REPLAY_PAYLOAD_TYPE, REPLAY_SERVICE
 from ledger.records.signed import Candidate, parse_record
+from ledger.witness.cosignature import cosigner_names
 from ledger.witness.policy import WitnessPolicy
 from query.audit.attestation import RECORD_KEYID_PREFIX, attestation_view, level_of_keyid
 from query.audit.auditor import TrustedState, cosigned_by
@@ -452,9 +453,7 @@ def _witnessed_verdict(
         check_inclusion(
             evidence.get("inclusion_proof"), context["leaf"], context["index"], cosigned
         )
-        own = (verifier.name, verifier.key_id)
-        signatures = parse_note(evidence["checkpoint"]).signatures
-        names = sorted({name for name, kid, _ in signatures if (name, kid) != own})
+        names = cosigner_names(evidence["checkpoint"], verifier)
         expected = {
             "status": "valid",
             "tree_size": cosigned.size,

@@ -13,26 +13,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from ledger.errors import NoteError
-from ledger.log.note import NoteVerifier, parse_note
+from ledger.log.note import NoteVerifier
+from ledger.witness.cosignature import cosigner_names
 from ledger.witness.cosigned import newest_cosigned
 from query.audit.checks import inclusion_in
-
-
-def cosigner_names(note: str, log_verifier: NoteVerifier) -> list[str]:
-    """The names on `note`'s signature lines other than the log's own key (the server's
-    word: only a witness policy's keys make them verified)."""
-    try:
-        parsed = parse_note(note)
-    except NoteError:
-        return []
-    return sorted(
-        {
-            name
-            for name, key_id, _ in parsed.signatures
-            if (name, key_id) != (log_verifier.name, log_verifier.key_id)
-        }
-    )
 
 
 def witnessed_inclusion(

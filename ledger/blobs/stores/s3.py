@@ -18,24 +18,21 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import TYPE_CHECKING, NoReturn
 
 import obstore
 from obstore.exceptions import (
     BaseError,
     NotFoundError,
-    PermissionDeniedError,
-    UnauthenticatedError,
 )
-from obstore.store import S3Store as _ObstoreS3
 
 from ledger.blobs.stores.names import split_name
-from ledger.blobs.stores.s3_options import S3Options, parse_s3_url
-from ledger.errors import BadConfiguration, BlobStoreUnavailable
+from ledger.blobs.stores.s3_client import failure_reason, first_line, open_s3
+from ledger.blobs.stores.s3_options import S3Options
+from ledger.errors import BlobStoreUnavailable
 
 if TYPE_CHECKING:
-    from obstore.store import ClientConfig, RetryConfig, S3Config
+    pass
 
 # Objects up to this size go in one PUT (held in memory once, as the caller's chunks are
 # joined); larger ones as parts of this size, so that no more than a few parts are held.
@@ -49,41 +46,7 @@ _log = logging.getLogger(__name__)
 
 class S3Store:
     def __init__(self, url: str, options: S3Options) -> None:
-        where = parse_s3_url(url)
-        options.check()
-        self.location = str(where)
-        config: S3Config = {"region": options.region}
-        if options.endpoint is not None:
-            config["endpoint"] = options.endpoint
-        if options.access_key_id is not None:
-            config["access_key_id"] = options.access_key_id
-        if options.secret_access_key is not None:
-            config["secret_access_key"] = options.secret_access_key
-        client: ClientConfig = {
-            "allow_http": options.allow_http,
-            "connect_timeout": timedelta(seconds=options.connect_timeout_s),
-            "read_timeout": timedelta(seconds=options.read_timeout_s),
-            "timeout": timedelta(seconds=options.request_timeout_s),
-        }
-        retry: RetryConfig = {
-            "max_retries": options.max_retries,
-            "retry_timeout": timedelta(seconds=options.retry_timeout_s),
-            "backoff": {
-                "init_backoff": timedelta(milliseconds=100),
-                "max_backoff": timedelta(seconds=1),
-                "base": 2,
-            },
-        }
-        try:
-            self._client = _ObstoreS3(
-                where.bucket,
-                prefix=where.prefix or None,
-                config=config,
-                client_options=client,
-                retry_config=retry,
-            )
-        except BaseError as error:
-            raise BadConfiguration(f"{url}: {_first_line(error)}") from None
+        self.location, self._client = open_s3(url, options)
 
     def put(self, name: str, chunks: Iterable[bytes], size: int) -> None:
         split_name(name)
@@ -145,9 +108,9 @@ class S3Store:
     ) -> NoReturn:
         # The client's message names the endpoint and the request; it goes to the log, and
         # the answer says only what kind of failure it was.
-        _log.warning("object store %s: cannot %s: %s", self.location, action, _first_line(error))
+        _log.warning("object store %s: cannot %s: %s", self.location, action, first_line(error))
         raise BlobStoreUnavailable(
-            f"object store {self.location} {reason or _reason(error)}: cannot {action}; "
+            f"object store {self.location} {reason or failure_reason(error)}: cannot {action}; "
             "nothing was acknowledged, so retrying is safe"
         ) from None
 
@@ -173,20 +136,3 @@ class _Source:
         except Exception as error:  # not GeneratorExit: the client may stop reading early
             self.failed = error
             raise
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, PermissionDeniedError | UnauthenticatedError):
-        return "refused the credentials"
-    text = str(error)
-    status = _STATUS.search(text)
-    if status is not None:
-        return f"answered HTTP {status[1]}"
-    # The client's error kinds, as its message spells them.
-    if "kind: Timeout" in text or "TimedOut" in text or "timed out" in text.lower():
-        return "did not answer in time"
-    return "could not be reached"
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
