@@ -88,6 +88,8 @@ ROLES: dict[Operation, frozenset[Role]] = {
     # tlog-tiles: HEAD is answered like GET, so it is guarded like GET.
     Operation("HEAD", "/v1/checkpoint"): ANY,
     Operation("HEAD", "/checkpoint"): ANY,
+    Operation("GET", "/v1/checkpoint/latest"): ANY,
+    Operation("HEAD", "/v1/checkpoint/latest"): ANY,
     Operation("HEAD", "/tile/{path}"): ANY,
     Operation("GET", "/healthz"): OPEN,
     Operation("GET", "/readyz"): OPEN,

@@ -23,7 +23,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser
 
+from ingest.client import verify_receipt_in_log
 from ledger.ledger import Ledger
+from ledger.log.note import NoteVerifier
 from ledger.log.receipt import Receipt
 from ledger.storage.db import make_engine
 from ledger.witness.policy import WitnessPolicy
@@ -196,8 +198,14 @@ def test_a_witness_that_is_down_never_blocks_ingest_and_catches_up(
     # With a quorum of both, /checkpoint keeps serving the newest checkpoint both cosigned.
     assert _size(_served(server)) == 40
     assert _metric(server, "prov_witness_lag_entries", witness="w2.example") == 30
+    # A receipt just given is still checked in the log: the SDK falls back to the latest
+    # checkpoint, signed by the same ledger key, when /checkpoint does not hold it yet.
+    [late] = _append(server, 1, seed=8)
+    verifier = NoteVerifier.parse(_log_key(server))
+    found = verify_receipt_in_log(server.url, late, verifier, api_key=server.admin_key)
+    assert (found.body.index, found.checkpoint.size) == (70, 71)
     w2.start()  # same state file: it still holds size 40 for this log
-    _wait_for("w2 to catch up", _cosigned_at(server, 70), timeout=60)
+    _wait_for("w2 to catch up", _cosigned_at(server, 71), timeout=60)
 
 
 def test_a_fork_is_refused_by_the_witnesses_and_by_an_auditor_with_a_policy(

@@ -157,6 +157,20 @@ def receipt_in_log_flow(
         checkpoint = open_checkpoint(response.body.decode("utf-8", "replace"), verifier, origin)
     except ProvError as error:
         raise ReceiptInvalid(f"the server's checkpoint does not verify: {error}") from None
+    if body.index >= checkpoint.size:
+        # With witnesses, /checkpoint serves the newest checkpoint they cosigned, which may
+        # not hold an entry appended a moment ago; the ledger's latest, signed by the same
+        # key, does.
+        response = yield from exchange(Request("GET", "/v1/checkpoint/latest"), attempts)
+        if response.status == 200:
+            try:
+                checkpoint = open_checkpoint(
+                    response.body.decode("utf-8", "replace"), verifier, origin
+                )
+            except ProvError as error:
+                raise ReceiptInvalid(
+                    f"the server's latest checkpoint does not verify: {error}"
+                ) from None
     if trusted is not None:
         yield from _extends(trusted, checkpoint, attempts)
     if body.index >= checkpoint.size:

@@ -56,6 +56,26 @@ async def checkpoint(state: State, caller: ApiKey | None) -> Response[str]:
     )
 
 
+@route(
+    "/v1/checkpoint/latest",
+    http_method=GET_AND_HEAD,
+    opt=LOG_READ,
+    media_type=MediaType.TEXT,
+    summary="The latest signed checkpoint, witnessed or not",
+    tags=["log"],
+)
+async def latest_checkpoint(ledger: Ledger, caller: ApiKey | None) -> Response[str]:
+    """The newest checkpoint the ledger signed, with whatever cosignatures it has so far.
+    With witnesses, `/checkpoint` may trail it by the witnesses' round trip; a client that
+    trusts the ledger key alone (the SDK checking a receipt it was just given) reads this."""
+    latest = await anyio.to_thread.run_sync(ledger.served_checkpoint, 0)
+    return Response(
+        latest.note,
+        media_type=MediaType.TEXT,
+        headers={"Cache-Control": CHECKPOINT_CACHE},
+    )
+
+
 @get("/log", opt=LOG_READ, summary="The log's identity", tags=["log"], sync_to_thread=True)
 def log_info(ledger: Ledger, caller: ApiKey | None) -> LogInfo:
     """The log's origin, the verifier key for its checkpoints and receipts, and its size."""

@@ -258,7 +258,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     # C2SP tlog-tiles paths sit at the root, where transparency-log clients expect them.
     tiles = Router(
-        "/", route_handlers=[routes_log.checkpoint, routes_proofs.tile], security=KEY_REQUIRED
+        "/",
+        route_handlers=[routes_log.checkpoint, routes_log.latest_checkpoint, routes_proofs.tile],
+        security=KEY_REQUIRED,
     )
 
     return Litestar(
