@@ -336,11 +336,13 @@ class Ledger:
             raise LedgerNotInitialized("the ledger has no checkpoint; run `prov init`")
         return checkpoint
 
-    def served_checkpoint(self, quorum: int = 0) -> StoredCheckpoint:
+    def served_checkpoint(
+        self, quorum: int = 0, witnesses: tuple[str, ...] = ()
+    ) -> StoredCheckpoint:
         """The checkpoint to hand out, with its witnesses' cosignatures: the newest that
-        `quorum` witnesses cosigned, else the latest (`ledger.witness.cosigned`)."""
+        `quorum` of `witnesses` cosigned (`ledger.witness.cosigned.served_checkpoint`)."""
         with self.engine.connect() as connection:
-            checkpoint = served_checkpoint(connection, quorum)
+            checkpoint = served_checkpoint(connection, quorum, witnesses)
         if checkpoint is None:
             raise LedgerNotInitialized("the ledger has no checkpoint; run `prov init`")
         return checkpoint

@@ -19,10 +19,10 @@ import httpx
 import msgspec
 import pytest
 
-from ledger.errors import AuditFailed, WitnessPolicyUnmet
+from ledger.errors import AuditFailed, NoteError, WitnessPolicyUnmet
 from ledger.keys.ed25519 import SigningKey
 from ledger.ledger import Ledger
-from ledger.log.note import NoteVerifier, parse_note
+from ledger.log.note import NoteSigner, NoteVerifier, parse_note
 from ledger.log.receipt import Receipt
 from ledger.storage.db import make_engine
 from ledger.witness.cosignature import CosignatureSigner, add_signature_lines
@@ -275,3 +275,22 @@ def test_verify_report_needs_the_policy_witnesses_on_the_decision_s_checkpoint(
     without = verify_report(report, NoteVerifier.parse(key))
     assert without
     assert "witnesses" not in [s.name for s in without.steps]
+
+
+def test_one_witness_key_never_counts_twice_and_the_log_never_witnesses_itself() -> None:
+    # cosignature/v1 does not sign the witness's name: a cosignature copied under a second
+    # name with the same key would otherwise count as a second witness.
+    twin = CosignatureSigner("twin.example", SigningKey.from_seed(b"1" * 32))
+    same_key = CosignatureSigner("w1-again.example", twin.key)
+    with pytest.raises(NoteError, match="each witness key once"):
+        WitnessPolicy.parse([twin.verifier.encode(), same_key.verifier.encode()], 2)
+    # A policy whose witness key is the log's own key: the log could cosign for itself.
+    log_key = SigningKey.from_seed(b"L" * 32)
+    log = NoteSigner("log.example", log_key)
+    itself = CosignatureSigner("itself.example", log_key)
+    note = log.sign("log.example\n1\n" + "A" * 43 + "=\n")
+    cosigned = add_signature_lines(note, [itself.cosign(note.split("\n\n")[0] + "\n", 1)])
+    policy = WitnessPolicy.parse([itself.verifier.encode()], 1)
+    assert len(policy.check(cosigned)) == 1  # without the log's key it cannot tell
+    with pytest.raises(WitnessPolicyUnmet, match="cannot witness itself"):
+        policy.check(cosigned, log.verifier)

@@ -176,6 +176,26 @@ def test_served_checkpoints_carry_both_cosignatures_that_verify_independently(
     assert policy.check(report["evidence"]["witnessed"]["checkpoint"])
 
 
+def test_the_quorum_forms_while_the_log_keeps_growing(
+    witnessed: tuple[Server, list[Witness]],
+) -> None:
+    """Witnesses asked at different moments cosign different sizes; a witness behind goes
+    to the size another cosigned, so that /checkpoint advances under steady appends."""
+    server, witnesses = witnessed
+    _wait_for("both cosigned 40", _cosigned_at(server, 40))
+    served: list[int] = []
+    for round_number in range(20):
+        _append(server, 5, seed=100 + round_number)
+        served.append(_size(_served(server)))
+        time.sleep(0.15)
+    # The log grew to 140 while this ran; the served checkpoint moved with it, cosigned
+    # by both, and never went back.
+    assert served == sorted(served)
+    assert served[-1] > 40, served
+    policy = WitnessPolicy.parse([w.verifier_key for w in witnesses], 2)
+    assert len(policy.check(_served(server))) == 2
+
+
 def test_a_witness_that_is_down_never_blocks_ingest_and_catches_up(
     witnessed: tuple[Server, list[Witness]],
 ) -> None:

@@ -8,10 +8,10 @@ always give the same bytes. The checkpoints themselves stay as the sequencer sig
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, exists, func, select
 
 from ledger.log.store import StoredCheckpoint, latest_checkpoint
 from ledger.storage.db import conflict_insert
@@ -86,10 +86,15 @@ def _checkpoint(connection: Connection, tree_size: int) -> StoredCheckpoint | No
 
 
 def newest_cosigned(
-    connection: Connection, quorum: int, *, covering: int | None = None
+    connection: Connection,
+    quorum: int,
+    *,
+    witnesses: Collection[str] = (),
+    covering: int | None = None,
 ) -> StoredCheckpoint | None:
-    """The newest checkpoint cosigned by at least `quorum` witnesses (and, given
-    `covering`, whose tree holds that index), with its cosignatures; None if there is none."""
+    """The newest checkpoint cosigned by at least `quorum` of `witnesses` (any witness when
+    none are named; and, given `covering`, whose tree holds that index), with its
+    cosignatures; None if there is none. A witness no longer configured never counts."""
     query = (
         select(checkpoint_cosignatures.c.tree_size)
         .group_by(checkpoint_cosignatures.c.tree_size)
@@ -97,6 +102,8 @@ def newest_cosigned(
         .order_by(checkpoint_cosignatures.c.tree_size.desc())
         .limit(1)
     )
+    if witnesses:
+        query = query.where(checkpoint_cosignatures.c.witness.in_(list(witnesses)))
     if covering is not None:
         query = query.where(checkpoint_cosignatures.c.tree_size > covering)
     size = connection.execute(query).scalar()
@@ -106,25 +113,55 @@ def newest_cosigned(
     return None if stored is None else with_cosignatures(connection, stored)
 
 
-def served_checkpoint(connection: Connection, quorum: int) -> StoredCheckpoint | None:
-    """What `/checkpoint` serves: with witnesses (`quorum` > 0), the newest checkpoint that
-    enough of them cosigned, so that a client checking a witness policy can trust it;
-    before any has been, and without witnesses, the latest checkpoint with whatever
-    cosignatures it has."""
-    if quorum > 0 and (cosigned := newest_cosigned(connection, quorum)) is not None:
-        return cosigned
-    latest = latest_checkpoint(connection)
-    return None if latest is None else with_cosignatures(connection, latest)
-
-
-def covering_checkpoint(connection: Connection, index: int) -> StoredCheckpoint | None:
-    """The checkpoint to prove entry `index` into: the newest witnessed one that holds it,
-    else the latest (a decision appended a moment ago is not witnessed yet)."""
-    cosigned = newest_cosigned(connection, 1, covering=index)
+def served_checkpoint(
+    connection: Connection, quorum: int, witnesses: Collection[str] = ()
+) -> StoredCheckpoint | None:
+    """What `/checkpoint` serves. Without witnesses (`quorum` 0): the latest checkpoint.
+    With them: only a checkpoint that `quorum` of them cosigned, the newest; before any
+    has been, the empty tree's, so that what is served never goes back to a smaller tree
+    and never holds what no witness saw."""
+    if quorum <= 0:
+        latest = latest_checkpoint(connection)
+        return None if latest is None else with_cosignatures(connection, latest)
+    cosigned = newest_cosigned(connection, quorum, witnesses=witnesses)
     if cosigned is not None:
         return cosigned
-    latest = latest_checkpoint(connection)
-    return None if latest is None else with_cosignatures(connection, latest)
+    return _checkpoint(connection, 0) or latest_checkpoint(connection)
+
+
+def best_covering(connection: Connection, index: int) -> StoredCheckpoint | None:
+    """The cosigned checkpoint to prove entry `index` into: among those that hold it, the
+    newest with as many cosigners as the newest cosigned checkpoint has (the witnesses
+    configured now, as far as the log knows), else the newest with any."""
+    newest_size = connection.execute(select(func.max(checkpoint_cosignatures.c.tree_size))).scalar()
+    if newest_size is None:
+        return None
+    cosigners = connection.execute(
+        select(func.count()).where(checkpoint_cosignatures.c.tree_size == newest_size)
+    ).scalar_one()
+    return newest_cosigned(connection, cosigners, covering=index) or newest_cosigned(
+        connection, 1, covering=index
+    )
+
+
+def newest_of_others(
+    connection: Connection, witness: str, others: Collection[str], above: int
+) -> StoredCheckpoint | None:
+    """The newest checkpoint above size `above` that another of `others` cosigned and
+    `witness` did not: where `witness` should go next, so that the witnesses converge on the
+    same sizes and a quorum forms even while the log grows."""
+    mine = checkpoint_cosignatures.alias("mine")
+    size = connection.execute(
+        select(func.max(checkpoint_cosignatures.c.tree_size)).where(
+            checkpoint_cosignatures.c.witness.in_([o for o in others if o != witness]),
+            checkpoint_cosignatures.c.tree_size > above,
+            ~exists().where(
+                mine.c.tree_size == checkpoint_cosignatures.c.tree_size,
+                mine.c.witness == witness,
+            ),
+        )
+    ).scalar()
+    return None if size is None else _checkpoint(connection, size)
 
 
 def witness_progress(connection: Connection) -> list[WitnessProgress]:

@@ -158,7 +158,7 @@ def check_note(
     """The checkpoint of `note` if the log signed it (for `origin`) and, with a policy,
     enough of its witnesses cosigned it; `NoteError` or `WitnessPolicyUnmet` otherwise."""
     checkpoint = open_checkpoint(note, verifier, origin)
-    return checkpoint, [] if policy is None else policy.check(note)
+    return checkpoint, [] if policy is None else policy.check(note, verifier)
 
 
 def audit(

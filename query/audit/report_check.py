@@ -239,7 +239,7 @@ def _witnesses(
     is the newest one witnesses cosigned that holds the entry, with a proof into it."""
     checkpoint: Checkpoint = context["checkpoint"]
     try:
-        cosigned = policy.check(report["evidence"]["checkpoint"])
+        cosigned = policy.check(report["evidence"]["checkpoint"], verifier)
         return f"the checkpoint of size {checkpoint.size} is {cosigned_by(cosigned, policy)}"
     except WitnessPolicyUnmet as error:
         unmet = error.detail
@@ -254,7 +254,7 @@ def _witnesses(
     except NoteError as error:
         raise ReportInvalid(f"the witnessed checkpoint: {error}") from None
     try:
-        cosigned = policy.check(note)
+        cosigned = policy.check(note, verifier)
     except WitnessPolicyUnmet as error:
         raise WitnessPolicyUnmet(
             f"the report's checkpoint: {unmet}; its witnessed checkpoint of size "

@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 
 from ledger.log.note import NoteVerifier
 from ledger.witness.cosignature import cosigner_names
-from ledger.witness.cosigned import newest_cosigned
+from ledger.witness.cosigned import best_covering
 from query.audit.checks import inclusion_in
 
 
@@ -24,7 +24,7 @@ def witnessed_inclusion(
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The witnesses' status of entry `index` and its evidence (None when no cosigned
     checkpoint holds it yet)."""
-    cosigned = newest_cosigned(connection, 1, covering=index)
+    cosigned = best_covering(connection, index)
     if cosigned is None:
         return {"status": "not-yet-witnessed", "witnesses": 0, "names": []}, None
     proved = inclusion_in(connection, cosigned, verifier, origin, index, leaf)

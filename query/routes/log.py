@@ -36,7 +36,7 @@ class LogInfo(msgspec.Struct):
     http_method=GET_AND_HEAD,
     opt=LOG_READ,
     media_type=MediaType.TEXT,
-    summary="The latest signed checkpoint",
+    summary="The latest signed checkpoint (with witnesses: the newest they cosigned)",
     tags=["log"],
 )
 async def checkpoint(state: State, caller: ApiKey | None) -> Response[str]:
@@ -47,7 +47,7 @@ async def checkpoint(state: State, caller: ApiKey | None) -> Response[str]:
     # Async with an explicit thread: a sync_to_thread handler on two paths and two methods
     # answers with an unawaited coroutine in litestar 2.25 (a 500).
     served = await anyio.to_thread.run_sync(
-        services.ledger.served_checkpoint, services.witness_quorum
+        services.ledger.served_checkpoint, services.witness_quorum, services.witnesses
     )
     return Response(
         served.note,

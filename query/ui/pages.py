@@ -358,7 +358,7 @@ def log_page(request: Request[Any, Any, State], caller: ApiKey, ledger: Ledger) 
         section="log",
         origin=ledger.origin,
         checkpoint=latest,
-        served=ledger.served_checkpoint(services.witness_quorum),
+        served=ledger.served_checkpoint(services.witness_quorum, services.witnesses),
         witnesses=witnesses,
         quorum=services.witness_quorum,
         verifier_key=ledger.verifier.encode(),

@@ -48,6 +48,10 @@ def parse_witnesses(text: str | None) -> list[WitnessEndpoint]:
     names = [e.name for e in endpoints]
     if len(set(names)) != len(names):
         raise ValueError("PROV_WITNESSES names a witness more than once")
+    keys = [e.verifier.public_key for e in endpoints]
+    if len(set(keys)) != len(keys):
+        # cosignature/v1 does not sign the name: one key under two names is one witness.
+        raise ValueError("PROV_WITNESSES lists one witness key under two names")
     return endpoints
 
 

@@ -52,18 +52,30 @@ def request_cosignature(
 ) -> Outcome:
     body = encode_add_checkpoint(old_size, proof, note)
     try:
-        answer = http.post(witness.url + ADD_CHECKPOINT_PATH, content=body)
+        status, content = _post(http, witness.url + ADD_CHECKPOINT_PATH, body)
     except httpx.HTTPError as error:
         return Unreachable(f"{type(error).__name__}: {error}")
-    text = answer.content[:_MAX_ANSWER_BYTES].decode(errors="replace")
-    if answer.status_code == 409:
+    text = content.decode(errors="replace")
+    if status == 409:
         try:
             return Conflict(parse_size_answer(text))
         except NoteError as error:
             return Refused(409, f"a 409 without a size: {error}")
-    if answer.status_code != 200:
-        return Refused(answer.status_code, text.strip()[:300])
+    if status != 200:
+        return Refused(status, text.strip()[:300])
     return _cosigned(witness, note, text)
+
+
+def _post(http: httpx.Client, url: str, body: bytes) -> tuple[int, bytes]:
+    """POST, reading at most `_MAX_ANSWER_BYTES` of the answer: a witness that sends more
+    is cut off, never held in memory whole."""
+    with http.stream("POST", url, content=body) as answer:
+        read = bytearray()
+        for chunk in answer.iter_bytes():
+            read += chunk
+            if len(read) >= _MAX_ANSWER_BYTES:
+                break
+        return answer.status_code, bytes(read[:_MAX_ANSWER_BYTES])
 
 
 def _cosigned(witness: WitnessEndpoint, note: str, text: str) -> Outcome:

@@ -16,15 +16,20 @@ from dataclasses import dataclass, field
 
 import httpx
 import structlog
-from ledger.publication import CheckpointPublisher
 from sqlalchemy import Engine
 
 from ledger.backoff import RetryPolicy
 from ledger.log.proofs import consistency_proof
 from ledger.log.sequencer import now_micros
 from ledger.log.store import StoredCheckpoint, latest_checkpoint
+from ledger.publication import CheckpointPublisher
 from ledger.storage.db import side_write_transaction
-from ledger.witness.cosigned import served_checkpoint, store_cosignatures, witness_progress
+from ledger.witness.cosigned import (
+    newest_cosigned,
+    newest_of_others,
+    store_cosignatures,
+    witness_progress,
+)
 from service.witnessing.config import WitnessEndpoint
 from service.witnessing.exchange import (
     Conflict,
@@ -111,53 +116,71 @@ class CheckpointFollower:
                 stop.wait(loop.next_wait(self.interval_s, self.backoff_cap_s))
 
     def witness_once(self, http: httpx.Client, loop: WitnessLoop) -> Outcome | None:
-        """Ask `loop`'s witness to cosign the latest checkpoint, if it has not yet; the
+        """Ask `loop`'s witness to cosign the checkpoint it should see next, if any; the
         outcome of the last request, or None when there was nothing to ask."""
-        with self.engine.connect() as connection:
-            latest = latest_checkpoint(connection)
-            if loop.known_size is None:
-                held = {p.witness: p.tree_size for p in witness_progress(connection)}
-                loop.known_size = held.get(loop.endpoint.name, 0)
-        if latest is None or latest.tree_size == 0 or latest.tree_size <= loop.known_size:
+        target = self._target(loop)
+        if target is None:
             return None
         outcome: Outcome | None = None
         for _ in range(_CONFLICT_RETRIES):
-            outcome = self._submit(http, loop, latest)
-            if not isinstance(outcome, Conflict) or outcome.size > latest.tree_size:
+            outcome = self._submit(http, loop, target)
+            if not isinstance(outcome, Conflict) or outcome.size > target.tree_size:
                 break
+            # Start from the witness's size. At the target's own size the request is sent
+            # again with no proof: the witness cosigns its current checkpoint once more, so
+            # a cosignature lost before it was stored here is obtained again.
             loop.known_size = outcome.size
-            if outcome.size == latest.tree_size:
-                break  # another process had this very checkpoint cosigned
-        self._account(loop, outcome, latest)
+        self._account(loop, outcome, target)
         return outcome
 
-    def _submit(self, http: httpx.Client, loop: WitnessLoop, latest: StoredCheckpoint) -> Outcome:
+    def _target(self, loop: WitnessLoop) -> StoredCheckpoint | None:
+        """The checkpoint to send: the newest another witness cosigned that this one has
+        not (so that the witnesses converge on the same sizes and the quorum forms while
+        the log grows), else the latest, if newer than what this witness holds."""
+        names = [endpoint.name for endpoint in self.witnesses]
+        with self.engine.connect() as connection:
+            if loop.known_size is None:
+                held = {p.witness: p.tree_size for p in witness_progress(connection)}
+                loop.known_size = held.get(loop.endpoint.name, 0)
+            followed = newest_of_others(connection, loop.endpoint.name, names, loop.known_size)
+            if followed is not None:
+                return followed
+            latest = latest_checkpoint(connection)
+        if latest is None or latest.tree_size == 0 or latest.tree_size <= loop.known_size:
+            return None
+        return latest
+
+    def _submit(self, http: httpx.Client, loop: WitnessLoop, target: StoredCheckpoint) -> Outcome:
         old = loop.known_size or 0
         proof: list[bytes] = []
-        if 0 < old < latest.tree_size:
+        if 0 < old < target.tree_size:
             with self.engine.connect() as connection:
-                proof = consistency_proof(connection, old, latest.tree_size).proof
-        return request_cosignature(http, loop.endpoint, old, proof, latest.note)
+                proof = consistency_proof(connection, old, target.tree_size).proof
+        return request_cosignature(http, loop.endpoint, old, proof, target.note)
 
     def _account(
-        self, loop: WitnessLoop, outcome: Outcome | None, latest: StoredCheckpoint
+        self, loop: WitnessLoop, outcome: Outcome | None, target: StoredCheckpoint
     ) -> None:
         name = loop.endpoint.name
         if isinstance(outcome, Cosigned):
             with side_write_transaction(self.engine) as connection:
-                store_cosignatures(connection, latest.tree_size, outcome.cosignatures, now_micros())
-            loop.known_size = latest.tree_size
+                store_cosignatures(connection, target.tree_size, outcome.cosignatures, now_micros())
+            loop.known_size = target.tree_size
             loop.failures, loop.last_error = 0, None
             WITNESS_REQUESTS.labels(name, "cosigned").inc()
             return
         if isinstance(outcome, Conflict):
             WITNESS_REQUESTS.labels(name, "conflict").inc()
-            if outcome.size > latest.tree_size:
-                # The witness saw a larger tree of this log than this log now holds.
+            # The witness moved on past this target (another process asked it): go on from
+            # there, unless it holds more than this log does.
+            loop.known_size = max(loop.known_size or 0, outcome.size)
+            with self.engine.connect() as connection:
+                newest = latest_checkpoint(connection)
+            log_size = 0 if newest is None else newest.tree_size
+            if outcome.size > log_size:
                 loop.failures += 1
                 loop.last_error = (
-                    f"the witness holds size {outcome.size}, larger than this log's "
-                    f"{latest.tree_size}"
+                    f"the witness holds size {outcome.size}, larger than this log's {log_size}"
                 )
                 log.error("witness is ahead of the log", witness=name, size=outcome.size)
             return
@@ -184,18 +207,18 @@ class CheckpointFollower:
                 failures += 1
                 PUBLICATIONS.labels("failed").inc()
                 log.exception("publishing the checkpoint failed")
-            wait = (
-                self.interval_s
-                if failures == 0
-                else min(self.backoff_cap_s, self.interval_s * 2**failures)
-            )
-            stop.wait(wait)
+            stop.wait(WitnessLoop.wait_after(failures, self.interval_s, self.backoff_cap_s))
 
     def publish_once(self) -> bool:
-        """Publish the checkpoint `/checkpoint` serves, if it is newer than the last one."""
+        """Publish the newest checkpoint `/checkpoint` may serve, if newer than the last:
+        with witnesses, only one the quorum cosigned (a published checkpoint stays)."""
         assert self.publisher is not None
         with self.engine.connect() as connection:
-            served = served_checkpoint(connection, self.quorum)
+            if self.quorum > 0:
+                names = [endpoint.name for endpoint in self.witnesses]
+                served = newest_cosigned(connection, self.quorum, witnesses=names)
+            else:
+                served = latest_checkpoint(connection)
         if served is None or served.tree_size <= self._published_size:
             return False
         written = self.publisher.publish(served.tree_size, served.note)
