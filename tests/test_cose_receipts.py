@@ -27,9 +27,10 @@ from ledger.ledger import Ledger
 from ledger.log import cose_receipt as cose
 from ledger.log import merkle
 from ledger.log.note import Checkpoint, NoteSigner, open_checkpoint
+from ledger.log.store import checkpoint_at
 from ledger.storage.db import make_engine
 from ledger.storage.schema import log_entries, tree_nodes
-from query.audit.cose_receipts import IssuedCoseReceipt, checkpoint_of_size, cose_receipt
+from query.audit.cose_receipts import IssuedCoseReceipt, cose_receipt
 from tests.conftest import TEST_ORIGIN
 from tests.http_server import Server, prepared_server
 from tests.support import PROV, demo_envelopes, prov
@@ -134,7 +135,7 @@ def test_a_stored_checkpoints_size_gives_that_trees_receipt(log: Ledger, pem: by
     assert found.ok
     assert (found.tree_size, found.leaf_index) == (300, 150)
     with log.engine.connect() as connection:
-        stored = checkpoint_of_size(connection, 300)
+        stored = checkpoint_at(connection, 300)
     assert stored is not None
     assert found.root == stored.root_hash.hex()
     with pytest.raises(NotFound, match="no checkpoint of size 250"):

@@ -22,7 +22,7 @@ from ledger.errors import NoteError
 from ledger.keys import ed25519 as _ed25519
 
 ALG_ED25519 = 0x01
-_SIG_PREFIX = "\u2014 "  # EM DASH and a space start every signature line
+SIG_PREFIX = "\u2014 "  # EM DASH and a space start every signature line
 _MAX_NOTE_BYTES = 1 << 20
 # [0-9], not \d, which matches any Unicode decimal digit; 20 digits hold every uint64, and
 # the bound keeps int() from ever seeing a huge string.
@@ -37,9 +37,15 @@ def key_id(name: str, public_key: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + bytes([ALG_ED25519]) + public_key).digest()[:4]
 
 
-def _check_key_name(name: str) -> None:
+def check_key_name(name: str, what: str = "key name") -> None:
+    """Note key names (a log's, a witness's) are non-empty, without spaces or '+'."""
     if not name or any(c.isspace() for c in name) or "+" in name:
-        raise NoteError(f"key name {name!r} must be non-empty, without spaces or '+'")
+        raise NoteError(f"{what} {name!r} must be non-empty, without spaces or '+'")
+
+
+def signature_line(name: str, key_id: bytes, signature: bytes) -> str:
+    """One note signature line, `— <name> <base64(key id || signature)>\\n`."""
+    return f"{SIG_PREFIX}{name} {base64.b64encode(key_id + signature).decode()}\n"
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ class NoteVerifier:
         if len(parts) != 3:
             raise NoteError("verifier key must be <name>+<hex keyid>+<base64 key>")
         name, hex_id, b64_key = parts
-        _check_key_name(name)
+        check_key_name(name)
         # bytes.fromhex would also take spaces and capitals; the spec's hex is neither.
         if not _KEY_ID_HEX.fullmatch(hex_id):
             raise NoteError("verifier key id is not eight lowercase hex digits")
@@ -88,7 +94,7 @@ class NoteSigner:
     key: _ed25519.SigningKey
 
     def __post_init__(self) -> None:
-        _check_key_name(self.name)
+        check_key_name(self.name)
 
     @property
     def verifier(self) -> NoteVerifier:
@@ -99,8 +105,7 @@ class NoteSigner:
         if not body.endswith("\n"):
             raise NoteError("note body must end with a newline")
         signature = self.key.sign(body.encode())
-        blob = base64.b64encode(self.verifier.key_id + signature).decode()
-        return f"{body}\n{_SIG_PREFIX}{self.name} {blob}\n"
+        return f"{body}\n{signature_line(self.name, self.verifier.key_id, signature)}"
 
 
 @dataclass(frozen=True)
@@ -119,10 +124,10 @@ def parse_note(text: str) -> SignedNote:
         raise NoteError("note has no signature block")
     signatures = []
     for line in sigs[:-1].split("\n"):
-        if not line.startswith(_SIG_PREFIX):
+        if not line.startswith(SIG_PREFIX):
             raise NoteError(f"malformed signature line {line!r}")
-        name, _, blob = line[len(_SIG_PREFIX) :].partition(" ")
-        _check_key_name(name)
+        name, _, blob = line[len(SIG_PREFIX) :].partition(" ")
+        check_key_name(name)
         try:
             raw = base64.b64decode(blob, validate=True)
         except binascii.Error:

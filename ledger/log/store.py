@@ -137,6 +137,16 @@ def latest_checkpoint(connection: Connection) -> StoredCheckpoint | None:
     return None if row is None else StoredCheckpoint(row[0], bytes(row[1]), row[2])
 
 
+def checkpoint_at(connection: Connection, tree_size: int) -> StoredCheckpoint | None:
+    """The stored signed checkpoint of exactly `tree_size` entries, if the log signed one."""
+    row = connection.execute(
+        select(checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note).where(
+            checkpoints.c.tree_size == tree_size
+        )
+    ).first()
+    return None if row is None else StoredCheckpoint(row[0], bytes(row[1]), row[2])
+
+
 @dataclass(frozen=True, slots=True)
 class StoredEntry:
     index: int

@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from ledger.blobs.stores.filesystem import sync_directory
 from ledger.publication.base import FOLDER, PublicationFailed, sequence_of
 
 
@@ -52,7 +53,7 @@ class DirectoryTarget:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     temporary.unlink()
-            _sync_dir(self.folder)
+            sync_directory(self.folder)
             return True
 
     def read(self, name: str) -> bytes | None:
@@ -74,7 +75,7 @@ class DirectoryTarget:
         if self.folder.is_dir():
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        _sync_dir(self.root)
+        sync_directory(self.root)
 
     @contextlib.contextmanager
     def _failure(self, action: str) -> Iterator[None]:
@@ -84,11 +85,3 @@ class DirectoryTarget:
             raise PublicationFailed(
                 f"publication directory {self.location}: cannot {action}: {error.strerror or error}"
             ) from None
-
-
-def _sync_dir(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

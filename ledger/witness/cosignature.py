@@ -24,11 +24,10 @@ from dataclasses import dataclass
 
 from ledger.errors import NoteError
 from ledger.keys import ed25519 as _ed25519
-from ledger.log.note import NoteVerifier, parse_note
+from ledger.log.note import SIG_PREFIX, NoteVerifier, check_key_name, parse_note, signature_line
 
 ALG_COSIGNATURE_V1 = 0x04
 _HEADER = "cosignature/v1\n"
-_SIG_PREFIX = "\u2014 "
 _KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")
 # A timestamp is a u64 that must not exceed 2^63 - 1 (the spec's bound).
 MAX_TIMESTAMP = 2**63 - 1
@@ -52,8 +51,7 @@ def cosigned_message(body: str, timestamp: int) -> bytes:
 
 
 def _check_name(name: str) -> None:
-    if not name or any(c.isspace() for c in name) or "+" in name:
-        raise NoteError(f"witness name {name!r} must be non-empty, without spaces or '+'")
+    check_key_name(name, "witness name")
 
 
 @dataclass(frozen=True)
@@ -130,8 +128,8 @@ class CosignatureSigner:
     def cosign(self, body: str, timestamp: int) -> str:
         """One signature line, `— <name> <base64(key id || timestamp || signature)>\\n`."""
         signature = self.key.sign(cosigned_message(body, timestamp))
-        blob = self.verifier.key_id + struct.pack(">Q", timestamp) + signature
-        return f"{_SIG_PREFIX}{self.name} {base64.b64encode(blob).decode()}\n"
+        stamped = struct.pack(">Q", timestamp) + signature
+        return signature_line(self.name, self.verifier.key_id, stamped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +174,7 @@ def add_signature_lines(note: str, lines: list[str]) -> str:
     present = set(signature_lines(note))
     extra = []
     for line in lines:
-        if not line.startswith(_SIG_PREFIX) or not line.endswith("\n") or "\n" in line[:-1]:
+        if not line.startswith(SIG_PREFIX) or not line.endswith("\n") or "\n" in line[:-1]:
             raise NoteError(f"not a note signature line: {line!r}")
         if line not in present:
             present.add(line)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, exists, func, select
 
-from ledger.log.store import StoredCheckpoint, latest_checkpoint
+from ledger.log.store import StoredCheckpoint, checkpoint_at, latest_checkpoint
 from ledger.storage.db import conflict_insert
-from ledger.storage.schema import checkpoint_cosignatures, checkpoints
+from ledger.storage.schema import checkpoint_cosignatures
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +76,6 @@ def with_cosignatures(connection: Connection, stored: StoredCheckpoint) -> Store
     return StoredCheckpoint(stored.tree_size, stored.root_hash, stored.note + "".join(lines))
 
 
-def _checkpoint(connection: Connection, tree_size: int) -> StoredCheckpoint | None:
-    row = connection.execute(
-        select(checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note).where(
-            checkpoints.c.tree_size == tree_size
-        )
-    ).first()
-    return None if row is None else StoredCheckpoint(row[0], bytes(row[1]), row[2])
-
-
 def newest_cosigned(
     connection: Connection,
     quorum: int,
@@ -109,7 +100,7 @@ def newest_cosigned(
     size = connection.execute(query).scalar()
     if size is None:
         return None
-    stored = _checkpoint(connection, size)
+    stored = checkpoint_at(connection, size)
     return None if stored is None else with_cosignatures(connection, stored)
 
 
@@ -126,7 +117,7 @@ def served_checkpoint(
     cosigned = newest_cosigned(connection, quorum, witnesses=witnesses)
     if cosigned is not None:
         return cosigned
-    return _checkpoint(connection, 0) or latest_checkpoint(connection)
+    return checkpoint_at(connection, 0) or latest_checkpoint(connection)
 
 
 def best_covering(connection: Connection, index: int) -> StoredCheckpoint | None:
@@ -161,7 +152,7 @@ def newest_of_others(
             ),
         )
     ).scalar()
-    return None if size is None else _checkpoint(connection, size)
+    return None if size is None else checkpoint_at(connection, size)
 
 
 def witness_progress(connection: Connection) -> list[WitnessProgress]:

@@ -25,7 +25,6 @@ checkpoint body, timestamped, persisted before it is returned.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -40,12 +39,10 @@ from ledger.errors import (
 )
 from ledger.keys import ed25519 as _ed25519
 from ledger.log.merkle import EMPTY_ROOT, verify_consistency
-from ledger.log.note import Checkpoint, NoteVerifier, parse_note
+from ledger.log.note import Checkpoint, NoteVerifier, parse_note, signature_line
 from ledger.witness.cosignature import CosignatureSigner
 from ledger.witness.protocol import AddCheckpoint, parse_add_checkpoint
 from ledger.witness.state import Accept, Decision, Latest, Refuse, Refused, WitnessState
-
-_SIG_PREFIX = "\u2014 "
 
 
 def parse_followed_log(text: str) -> tuple[str, NoteVerifier]:
@@ -94,10 +91,6 @@ class WitnessConfig:
             if verifier not in keys:
                 keys.append(verifier)
         return cls(signer, {origin: tuple(keys) for origin, keys in followed.items()})
-
-
-def _signature_line(name: str, key_id: bytes, signature: bytes) -> str:
-    return f"{_SIG_PREFIX}{name} {base64.b64encode(key_id + signature).decode()}\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +165,7 @@ class Witness:
                 raise WitnessUntrusted(
                     f"the signature by {name} (key id {key_id.hex()}) does not verify"
                 )
-            line = _signature_line(name, key_id, signature)
+            line = signature_line(name, key_id, signature)
             if line not in lines:
                 lines.append(line)
         if not lines:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from ledger.errors import EntryAltered, LedgerNotInitialized, NotFound, ProofError
 from ledger.ledger import Ledger
@@ -22,11 +22,11 @@ from ledger.log.cose_receipt import issue_cose_receipt
 from ledger.log.entry import GENESIS_PREV, entry_bytes
 from ledger.log.store import (
     StoredCheckpoint,
+    checkpoint_at,
     fetch_required_nodes,
     latest_checkpoint,
     read_entry,
 )
-from ledger.storage.schema import checkpoints
 from query.audit.search import BIGINT_MAX
 
 
@@ -41,19 +41,9 @@ class IssuedCoseReceipt:
     entry_bytes: bytes
 
 
-def checkpoint_of_size(connection: Connection, size: int) -> StoredCheckpoint | None:
-    """The stored signed checkpoint of exactly `size` entries, if the log signed one."""
-    row = connection.execute(
-        select(checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note).where(
-            checkpoints.c.tree_size == size
-        )
-    ).first()
-    return None if row is None else StoredCheckpoint(row[0], bytes(row[1]), row[2])
-
-
 def _checkpoint(connection: Connection, size: int | None) -> StoredCheckpoint:
     if size is not None:
-        found = checkpoint_of_size(connection, size)
+        found = checkpoint_at(connection, size)
         if found is None:
             raise NotFound(f"the log signed no checkpoint of size {size}", pointer="/size")
         return found

@@ -47,7 +47,7 @@ class FilesystemStore:
                 os.fsync(file.fileno())
                 file.close()
                 os.replace(temporary, target)
-                _sync_dir(target.parent)
+                sync_directory(target.parent)
             done = True
         finally:
             if not done:
@@ -75,7 +75,7 @@ class FilesystemStore:
                 path.unlink()
             except FileNotFoundError:
                 return
-            _sync_dir(path.parent)
+            sync_directory(path.parent)
 
     def _path(self, name: str) -> Path:
         tenant, object_part = split_name(name)
@@ -103,10 +103,11 @@ def _make_dirs(directory: Path, root: Path) -> None:
             level.mkdir()
         except FileExistsError:
             continue
-        _sync_dir(level.parent)
+        sync_directory(level.parent)
 
 
-def _sync_dir(directory: Path) -> None:
+def sync_directory(directory: Path) -> None:
+    """Make a directory's entries (a file created, renamed or linked in it) durable."""
     descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(descriptor)
